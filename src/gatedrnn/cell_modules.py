@@ -1,0 +1,133 @@
+"""Drop-in ``LSTMCell``, ``GRUCell`` and ``RNNCell``: one step, torch.nn's parameters and checks.
+
+Shapes: input (N, H_in) or (H_in,) unbatched; h (N, H) and, for the LSTM, c (N, H). The equations
+are in ``gatedrnn.cells``; a cell call runs exactly that step.
+
+Example:
+    >>> import torch, gatedrnn
+    >>> cell = gatedrnn.GRUCell(4, 8)
+    >>> h = torch.zeros(2, 8)
+    >>> for x in torch.randn(3, 2, 4):
+    ...     h = cell(x, h)
+    >>> h.shape
+    torch.Size([2, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import checks, init
+from .cells import GATES, STEPS, CellOptions
+
+
+class RNNCellBase(nn.Module):
+    """Shared machinery of the cells; use LSTMCell, GRUCell or RNNCell."""
+
+    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
+                 device: Any = None, dtype: torch.dtype | None = None, *,
+                 reset_after: bool = True) -> None:
+        super().__init__()
+        checks.check_constructor(type(self).__name__, input_size, hidden_size, 1, bias, False,
+                                 0.0, 0)
+        self.mode, self.input_size, self.hidden_size, self.bias = mode, input_size, hidden_size, bias
+        self.reset_after = bool(reset_after)
+        kw = {"device": device, "dtype": dtype}
+        G = GATES[mode]
+        self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size, **kw))
+        self.weight_hh = nn.Parameter(torch.empty(G * hidden_size, hidden_size, **kw))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(G * hidden_size, **kw))
+            self.bias_hh = nn.Parameter(torch.empty(G * hidden_size, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self._opts = CellOptions(mode, self.reset_after)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch.nn's default: every parameter U(−1/√H, 1/√H)."""
+        init.default_uniform_(list(self.parameters()), self.hidden_size)
+
+    def _check(self, input: Tensor, hx: Any) -> tuple[Tensor, list[Tensor], bool]:
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.dtype != self.weight_ih.dtype:
+            raise ValueError(f"{name}: input dtype ({input.dtype}) does not match weight dtype "
+                             f"({self.weight_ih.dtype})")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"{name}: input has inconsistent input_size: got "
+                               f"{input.shape[-1]} expected {self.input_size}")
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        lstm = self.mode == "lstm"
+        if hx is None:
+            parts = [x.new_zeros(x.shape[0], self.hidden_size) for _ in range(2 if lstm else 1)]
+        else:
+            checks.check_state_arity(name, hx, lstm)
+            parts = list(hx) if lstm else [hx]
+            for label, p in zip(("h", "c"), parts):
+                want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+                if isinstance(p, Tensor) and not unbatched and p.dim() == 2 \
+                        and p.shape[0] != x.shape[0]:
+                    raise RuntimeError(f"{name}: Input batch size {x.shape[0]} doesn't match "
+                                       f"hidden {label} batch size {p.shape[0]}")
+                checks.check_hidden(name, label, p, want, x.dtype, x.device)
+            if unbatched:
+                parts = [p.unsqueeze(0) for p in parts]
+        return x, parts, unbatched
+
+    def forward(self, input: Tensor, hx: Any = None) -> Any:
+        """One step: returns h' (LSTMCell: (h', c'))."""
+        x, parts, unbatched = self._check(input, hx)
+        w = {"w_ih": self.weight_ih, "w_hh": self.weight_hh, "b_ih": self.bias_ih,
+             "b_hh": self.bias_hh}
+        new, _ = STEPS[self.mode](x, tuple(parts), w, self._opts)
+        if unbatched:
+            new = tuple(s.squeeze(0) for s in new)
+        return new if self.mode == "lstm" else new[0]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.mode in ("rnn_relu",):
+            s += ", nonlinearity='relu'"
+        if not self.reset_after:
+            s += ", reset_after=False"
+        return s
+
+
+class LSTMCell(RNNCellBase):
+    """Drop-in ``torch.nn.LSTMCell``; equations in ``gatedrnn.cells.lstm_cell``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype)
+
+
+class GRUCell(RNNCellBase):
+    """Drop-in ``torch.nn.GRUCell``; ``reset_after=False`` is Cho et al.'s form."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None, *, reset_after: bool = True) -> None:
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype,
+                         reset_after=reset_after)
+
+
+class RNNCell(RNNCellBase):
+    """Drop-in ``torch.nn.RNNCell`` (tanh or relu)."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device: Any = None,
+                 dtype: torch.dtype | None = None) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        self.nonlinearity = nonlinearity
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, device, dtype)

@@ -1,0 +1,62 @@
+"""Initialisation schemes beyond torch.nn's default U(−1/√H, 1/√H).
+
+- ``forget_bias=b`` (Gers et al. 2000; Jozefowicz et al. 2015 recommend 1.0): the forget gate's
+  total bias b_ih + b_hh starts at b. We put b in b_ih and 0 in b_hh.
+- ``init="orthogonal"``: orthogonal W_hh per gate block (Saxe et al. 2014), Xavier-uniform W_ih,
+  zero biases.
+- ``init="chrono"`` (Tallec & Ollivier 2018): b_f ~ log U(1, T_max − 1) and b_i = −b_f, so that the
+  forget gate's time constants spread over [1, T_max]. For the GRU the update gate z plays the role
+  of the forget gate (h' = (1 − z) n + z h), so b_z gets the log U draw.
+
+Example:
+    >>> import torch, gatedrnn
+    >>> m = gatedrnn.LSTM(4, 8, forget_bias=1.0)
+    >>> float((m.bias_ih_l0 + m.bias_hh_l0)[8:16].mean())
+    1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Where the "keep the past" gate sits in the stacked gate rows, per cell.
+FORGET_BLOCK = {"lstm": 1, "gru": 1}
+INPUT_BLOCK = {"lstm": 0}
+
+
+@torch.no_grad()
+def set_gate_bias(b_ih: Tensor, b_hh: Tensor, block: int, hidden: int, total: Tensor) -> None:
+    """Make b_ih + b_hh equal ``total`` on one gate block (b_hh's part set to zero)."""
+    rows = slice(block * hidden, (block + 1) * hidden)
+    b_ih[rows] = total
+    b_hh[rows] = 0.0
+
+
+@torch.no_grad()
+def orthogonal_(w_ih: Tensor, w_hh: Tensor, gates: int, biases: list[Tensor]) -> None:
+    """Orthogonal recurrent blocks, Xavier-uniform input weights, zero biases."""
+    hidden = w_hh.shape[0] // gates
+    for g in range(gates):
+        torch.nn.init.orthogonal_(w_hh[g * hidden:(g + 1) * hidden])
+        torch.nn.init.xavier_uniform_(w_ih[g * hidden:(g + 1) * hidden])
+    for b in biases:
+        b.zero_()
+
+
+def chrono_bias(hidden: int, max_len: int, like: Tensor) -> Tensor:
+    """b_f ~ log U(1, T_max − 1), shape (hidden,)."""
+    if max_len < 3:
+        raise ValueError(f"chrono_max_len must be at least 3, got {max_len}")
+    u = like.new_empty(hidden).uniform_(1.0, float(max_len - 1))
+    return torch.log(u)
+
+
+def default_uniform_(params: list[Tensor], hidden: int) -> None:
+    """torch.nn's default: every parameter U(−1/√H, 1/√H), in registration order."""
+    stdv = 1.0 / math.sqrt(hidden)
+    with torch.no_grad():
+        for p in params:
+            p.uniform_(-stdv, stdv)

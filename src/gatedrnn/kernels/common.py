@@ -1,0 +1,179 @@
+"""Shared pieces of the fused CPU engine: vectorisable activations and a GEMM callable from numba.
+
+Two facts shape this file.
+
+1. numba does not vectorise ``math.exp``/``math.tanh`` (there is no SVML here), so scalar
+   activations run at ~2 ns an element, slower than torch's vectorised ones. A rational
+   approximation of tanh (only mul, add, div, min, max) vectorises to AVX lanes once the loop
+   is compiled with ``error_model="numpy"`` (the default "python" model adds a division-by-zero
+   branch that blocks vectorisation). It is used for float32 only:
+
+       tanh_approx(x) = x * P(x^2) / Q(x^2),  x clamped to [-7.905, 7.905]
+       max |tanh_approx(x) - tanh(x)| <= 3e-7 over all float32 x (measured on a 2e5-point grid and
+       checked in tests/test_kernel_lstm.py)
+       sigmoid(x) = 0.5 * tanh(0.5 x) + 0.5, so its error is at most half of that.
+
+   float64 uses the exact ``math.tanh``: float64 is for checking gradients, not for speed.
+
+2. The per-step recurrent product must run at the speed of ``torch.mm``. torch's CPU wheel exports
+   the Fortran BLAS symbols ``sgemm_``/``dgemm_`` of the MKL it links, so numba calls that same
+   GEMM by symbol name with no Python in the time loop. Where the symbols are missing (another
+   torch build) we fall back to numba's ``np.dot`` (scipy's BLAS).
+
+Every kernel compiled here uses ``JIT`` so that all of them share one set of flags.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+
+import numba
+import numpy as np
+import torch
+from llvmlite import binding as llvm
+from numba.extending import overload
+
+JIT = dict(nogil=True, cache=True, fastmath=True, error_model="numpy")
+
+_F32 = np.float32
+_CLAMP = _F32(7.90531110763549805)
+
+
+@numba.njit(inline="always", **JIT)
+def tanh32(x):
+    """float32 tanh as a rational function; vectorises; max abs error 3e-7 (module docstring)."""
+    x = max(-_CLAMP, min(_CLAMP, x))
+    x2 = x * x
+    p = _F32(-2.76076847742355e-16)
+    p = p * x2 + _F32(2.00018790482477e-13)
+    p = p * x2 + _F32(-8.60467152213735e-11)
+    p = p * x2 + _F32(5.12229709037114e-08)
+    p = p * x2 + _F32(1.48572235717979e-05)
+    p = p * x2 + _F32(6.37261928875436e-04)
+    p = p * x2 + _F32(4.89352455891786e-03)
+    q = _F32(1.19825839466702e-06)
+    q = q * x2 + _F32(1.18534705686654e-04)
+    q = q * x2 + _F32(2.26843463243900e-03)
+    q = q * x2 + _F32(4.89352518554385e-03)
+    return x * p / q
+
+
+@numba.njit(inline="always", **JIT)
+def sigmoid32(x):
+    return _F32(0.5) * tanh32(_F32(0.5) * x) + _F32(0.5)
+
+
+@numba.njit(inline="always", **JIT)
+def tanh64(x):
+    return math.tanh(x)
+
+
+@numba.njit(inline="always", **JIT)
+def sigmoid64(x):
+    # 0.5 tanh(x/2) + 0.5 is sigmoid without overflow in exp for large |x|.
+    return 0.5 * math.tanh(0.5 * x) + 0.5
+
+
+def tanh(x):
+    """tanh inside kernels: approximate for float32, exact for float64 (chosen while typing)."""
+    return math.tanh(x)
+
+
+def sigmoid(x):
+    """Logistic sigmoid for use inside kernels; float32 approximate, float64 exact."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@overload(tanh, inline="always", jit_options=JIT)
+def _tanh_impl(x):
+    if x == numba.float32:
+        return lambda x: tanh32(x)
+    return lambda x: tanh64(x)
+
+
+@overload(sigmoid, inline="always", jit_options=JIT)
+def _sigmoid_impl(x):
+    if x == numba.float32:
+        return lambda x: sigmoid32(x)
+    return lambda x: sigmoid64(x)
+
+
+# --- GEMM ---------------------------------------------------------------------------------------
+
+def _load_torch_blas() -> bool:
+    """Make the Fortran sgemm_/dgemm_ of torch's own libtorch_cpu (MKL) visible to numba's JIT.
+
+    Binding by symbol name (ExternalFunction) rather than by ctypes pointer keeps every kernel that
+    calls ``gemm`` cacheable on disk, so a new process does not recompile them.
+    """
+    if os.environ.get("GATEDRNN_NO_TORCH_BLAS"):
+        return False
+    lib = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    try:
+        handle = ctypes.CDLL(lib)
+        handle.sgemm_, handle.dgemm_  # noqa: B018 - raises AttributeError when not exported
+        llvm.load_library_permanently(lib)
+    except (OSError, AttributeError, RuntimeError):
+        return False
+    return True
+
+
+HAVE_TORCH_BLAS = _load_torch_blas()
+
+if HAVE_TORCH_BLAS:
+    # Pointers travel as intp: on every 64-bit ABI numba targets they are passed like pointers.
+    _sig = numba.types.void(*([numba.types.intp] * 13))
+    _sgemm = numba.types.ExternalFunction("sgemm_", _sig)
+    _dgemm = numba.types.ExternalFunction("dgemm_", _sig)
+
+    @numba.njit(**JIT)
+    def gemm(a, b, c, trans_a, trans_b, beta, scratch):
+        """c = op(a) @ op(b) + beta * c for C-contiguous 2-D arrays of one dtype.
+
+        op(m) is m.T when its flag is set. ``scratch`` comes from ``gemm_scratch(dtype)``: Fortran
+        takes every argument by pointer, and we must not allocate per step.
+        Row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T, so b goes first.
+        """
+        ints, coef = scratch
+        m = c.shape[1]
+        n = c.shape[0]
+        k = a.shape[0] if trans_a else a.shape[1]
+        if m == 0 or n == 0:
+            return
+        ints[0] = ord("T") if trans_b else ord("N")
+        ints[1] = ord("T") if trans_a else ord("N")
+        ints[2] = m
+        ints[3] = n
+        ints[4] = k
+        ints[5] = b.shape[1]
+        ints[6] = a.shape[1]
+        ints[7] = c.shape[1]
+        coef[0] = 1.0
+        coef[1] = beta
+        p = ints.ctypes.data
+        if c.itemsize == 4:
+            _sgemm(p, p + 4, p + 8, p + 12, p + 16, coef.ctypes.data, b.ctypes.data, p + 20,
+                   a.ctypes.data, p + 24, coef.ctypes.data + 4, c.ctypes.data, p + 28)
+        else:
+            _dgemm(p, p + 4, p + 8, p + 12, p + 16, coef.ctypes.data, b.ctypes.data, p + 20,
+                   a.ctypes.data, p + 24, coef.ctypes.data + 8, c.ctypes.data, p + 28)
+
+else:
+
+    @numba.njit(**JIT)
+    def gemm(a, b, c, trans_a, trans_b, beta, scratch):
+        """Fallback through numba's np.dot (scipy BLAS): same contract as the torch-BLAS version."""
+        aa = a.T if trans_a else a
+        bb = b.T if trans_b else b
+        if beta == 0.0:
+            c[:] = np.dot(aa, bb)
+        else:
+            c[:] = np.dot(aa, bb) + beta * c
+
+
+def gemm_scratch(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The scratch that ``gemm`` needs (int32 arguments, alpha and beta); allocate once per kernel
+    call, never per step. ``dtype`` is the numpy dtype of the matrices."""
+    return np.zeros(8, np.int32), np.zeros(2, dtype)
