@@ -1,8 +1,7 @@
 """Argument and input validation, raising the exception classes that ``torch.nn`` raises.
 
-Messages name the problem and the fix. Where torch.nn's own class is an accident (an LSTM given a
-tensor as hx raises IndexError or RuntimeError there, depending on its shape), we follow the class
-that ``torch.nn.LSTMCell`` raises for the same mistake (TypeError) and say so in the message.
+Messages name the problem and the fix. Where torch.nn's own class is an accident of its code path
+(see ``StateTypeError``), we raise a class that is every one of torch's and a TypeError.
 """
 
 from __future__ import annotations
@@ -105,13 +104,22 @@ def check_hidden(
         raise RuntimeError(f"{name}: {which} is on {hx.device} but input is on {device}")
 
 
+class StateTypeError(TypeError, AttributeError, IndexError, RuntimeError):
+    """hx of the wrong type: an LSTM given a tensor, or a GRU/RNN given a tuple.
+
+    torch.nn raises IndexError, RuntimeError or AttributeError for these, depending on the shape it
+    trips over first. This class is all of them and a TypeError, so every ``except`` written for
+    torch.nn still catches it, and the message says what was expected.
+    """
+
+
 def check_state_arity(name: str, hx: object, is_lstm: bool) -> None:
     """An LSTM's state is a pair (h, c); the others take one tensor."""
     if is_lstm:
         if isinstance(hx, Tensor) or not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(
-                f"{name} expects hx as a tuple (h_0, c_0) of two tensors, got "
-                f"{type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
-            )
+            got = type(hx).__name__
+            if isinstance(hx, (tuple, list)):
+                got += f" of length {len(hx)}"
+            raise StateTypeError(f"{name} expects hx as a tuple (h_0, c_0) of two tensors, got {got}")
     elif not isinstance(hx, Tensor):
-        raise TypeError(f"{name} expects hx as a Tensor, got {type(hx).__name__}")
+        raise StateTypeError(f"{name} expects hx as a Tensor, got {type(hx).__name__}")

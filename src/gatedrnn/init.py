@@ -11,7 +11,7 @@
 Example:
     >>> import torch, gatedrnn
     >>> m = gatedrnn.LSTM(4, 8, forget_bias=1.0)
-    >>> float((m.bias_ih_l0 + m.bias_hh_l0)[8:16].mean())
+    >>> float((m.bias_ih_l0 + m.bias_hh_l0)[8:16].mean().detach())
     1.0
 """
 

@@ -1,0 +1,79 @@
+"""The equations in cells.py and the cell modules, against torch.nn's cells and by hand."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gatedrnn
+from gatedrnn.cells import CellOptions, gru_cell, lstm_cell
+
+PAIRS = [(gatedrnn.LSTMCell, torch.nn.LSTMCell, {}), (gatedrnn.GRUCell, torch.nn.GRUCell, {}),
+         (gatedrnn.RNNCell, torch.nn.RNNCell, {}),
+         (gatedrnn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "relu"})]
+
+
+@settings(max_examples=30, deadline=None)
+@given(pair=st.sampled_from(PAIRS), B=st.integers(0, 4), I=st.integers(1, 5), H=st.integers(1, 6),
+       bias=st.booleans(), unbatched=st.booleans(), give_hx=st.booleans(), seed=st.integers(0, 999))
+def test_cell_modules_match_torch(pair, B, I, H, bias, unbatched, give_hx, seed) -> None:  # noqa: E741
+    ours_cls, ref_cls, kw = pair
+    ours = ours_cls(I, H, bias=bias, dtype=torch.float64, **kw)
+    ref = ref_cls(I, H, bias=bias, dtype=torch.float64, **kw)
+    ref.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    shape = (H,) if unbatched else (B, H)
+    x = torch.randn((I,) if unbatched else (B, I), generator=g, dtype=torch.float64)
+    hx = None
+    if give_hx:
+        hx = torch.randn(shape, generator=g, dtype=torch.float64)
+        if ours_cls is gatedrnn.LSTMCell:
+            hx = (hx, torch.randn(shape, generator=g, dtype=torch.float64))
+    a, b = ours(x, hx), ref(x, hx)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert torch.allclose(u, v, atol=1e-12)
+
+
+def test_lstm_equations_by_hand() -> None:
+    """One step written out scalar by scalar, with peepholes, against lstm_cell."""
+    torch.manual_seed(0)
+    H, I = 2, 3
+    w = {"w_ih": torch.randn(4 * H, I, dtype=torch.float64), "w_hh": torch.randn(4 * H, H, dtype=torch.float64),
+         "b_ih": torch.randn(4 * H, dtype=torch.float64), "peephole": torch.randn(3, H, dtype=torch.float64)}
+    x, h, c = (torch.randn(1, n, dtype=torch.float64) for n in (I, H, H))
+    (h1, c1), _ = lstm_cell(x, (h, c), w, CellOptions("lstm"))
+    a = w["w_ih"] @ x[0] + w["w_hh"] @ h[0] + w["b_ih"]
+    s = torch.sigmoid
+    i = s(a[:H] + w["peephole"][0] * c[0])
+    f = s(a[H:2 * H] + w["peephole"][1] * c[0])
+    g = torch.tanh(a[2 * H:3 * H])
+    c_new = f * c[0] + i * g
+    o = s(a[3 * H:] + w["peephole"][2] * c_new)
+    assert torch.allclose(c1[0], c_new) and torch.allclose(h1[0], o * torch.tanh(c_new))
+
+
+def test_gru_forms_differ_only_in_where_reset_acts() -> None:
+    """With r = 1 both forms coincide; in general they differ (b_hn sits inside r ⊙ (...))."""
+    torch.manual_seed(0)
+    H, I = 3, 2
+    w = {"w_ih": torch.randn(3 * H, I), "w_hh": torch.randn(3 * H, H), "b_hh": torch.randn(3 * H)}
+    x, h = torch.randn(4, I), torch.randn(4, H)
+    after = gru_cell(x, (h,), w, CellOptions("gru", reset_after=True))[0][0]
+    before = gru_cell(x, (h,), w, CellOptions("gru", reset_after=False))[0][0]
+    assert not torch.allclose(after, before)
+    w["b_ih"] = torch.cat([torch.full((H,), 50.0), torch.zeros(2 * H)])  # saturate r to 1
+    after = gru_cell(x, (h,), w, CellOptions("gru", reset_after=True))[0][0]
+    before = gru_cell(x, (h,), w, CellOptions("gru", reset_after=False))[0][0]
+    assert torch.allclose(after, before, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gatedrnn.cells", "gatedrnn.modules", "gatedrnn.cell_modules",
+                                  "gatedrnn.init"])
+def test_docstring_examples_run(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
