@@ -43,8 +43,9 @@ def test_lstm_equations_by_hand() -> None:
     """One step written out scalar by scalar, with peepholes, against lstm_cell."""
     torch.manual_seed(0)
     H, I = 2, 3
-    w = {"w_ih": torch.randn(4 * H, I, dtype=torch.float64), "w_hh": torch.randn(4 * H, H, dtype=torch.float64),
-         "b_ih": torch.randn(4 * H, dtype=torch.float64), "peephole": torch.randn(3, H, dtype=torch.float64)}
+    f64 = torch.float64
+    w = {"w_ih": torch.randn(4 * H, I, dtype=f64), "w_hh": torch.randn(4 * H, H, dtype=f64),
+         "b_ih": torch.randn(4 * H, dtype=f64), "peephole": torch.randn(3, H, dtype=f64)}
     x, h, c = (torch.randn(1, n, dtype=torch.float64) for n in (I, H, H))
     (h1, c1), _ = lstm_cell(x, (h, c), w, CellOptions("lstm"))
     a = w["w_ih"] @ x[0] + w["w_hh"] @ h[0] + w["b_ih"]
