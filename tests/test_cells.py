@@ -78,3 +78,51 @@ def test_gru_forms_differ_only_in_where_reset_acts() -> None:
 def test_docstring_examples_run(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(pair=st.sampled_from(PAIRS), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 9),
+       bias=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 999))
+def test_fused_streaming_step_matches_torch(pair, B, I, H, bias, dtype, seed) -> None:  # noqa: E741
+    """Under no_grad the cells take the numba step; it must equal torch.nn's cell."""
+    ours_cls, ref_cls, kw = pair
+    ours = ours_cls(I, H, bias=bias, dtype=dtype, engine="fused", **kw)
+    ref = ref_cls(I, H, bias=bias, dtype=dtype, **kw)
+    ref.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, I, generator=g, dtype=dtype)
+    hx = torch.randn(B, H, generator=g, dtype=dtype)
+    if ours_cls is gatedrnn.LSTMCell:
+        hx = (hx, torch.randn(B, H, generator=g, dtype=dtype))
+    with torch.no_grad():
+        a, b = ours(x, hx), ref(x, hx)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert torch.allclose(u, v, atol=tol), (u - v).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_step_cho_gru_matches_reference(dtype) -> None:
+    torch.manual_seed(0)
+    cell = gatedrnn.GRUCell(3, 5, dtype=dtype, reset_after=False)
+    x, h = torch.randn(4, 3, dtype=dtype), torch.randn(4, 5, dtype=dtype)
+    expected = cell(x, h)  # grad enabled: the reference equations
+    with torch.no_grad():
+        got = cell(x, h)
+    assert torch.allclose(got, expected.detach(), atol=1e-12 if dtype == torch.float64 else 2e-6)
+
+
+def test_fused_step_sees_updated_weights() -> None:
+    cell = gatedrnn.LSTMCell(3, 4)
+    x = torch.randn(2, 3)
+    with torch.no_grad():
+        before = cell(x)[0]
+        cell.weight_ih.mul_(2.0)  # in place: the cached numpy view must notice
+        after = cell(x)[0]
+        cell.weight_hh = torch.nn.Parameter(torch.zeros(16, 4))  # replaced: likewise
+        replaced = cell(x)[0]
+    ref = torch.nn.LSTMCell(3, 4)
+    ref.load_state_dict(cell.state_dict())
+    with torch.no_grad():
+        assert not torch.equal(before, after)
+        assert torch.allclose(replaced, ref(x)[0], atol=2e-6)

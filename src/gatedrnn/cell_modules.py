@@ -17,11 +17,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import checks, init
 from .cells import GATES, STEPS, CellOptions
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+_KERNELS: tuple = ()
+
+
+def _kernels() -> tuple:
+    """The numba step kernels, imported on first use so that ``import gatedrnn`` stays light."""
+    global _KERNELS
+    if not _KERNELS:
+        from .kernels import step
+        from .kernels.common import gemm_scratch
+
+        _KERNELS = (step, gemm_scratch)
+    return _KERNELS
 
 
 class RNNCellBase(nn.Module):
@@ -29,7 +44,7 @@ class RNNCellBase(nn.Module):
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
                  device: Any = None, dtype: torch.dtype | None = None, *,
-                 reset_after: bool = True) -> None:
+                 reset_after: bool = True, engine: str = "auto") -> None:
         super().__init__()
         checks.check_constructor(type(self).__name__, input_size, hidden_size, 1, bias, False,
                                  0.0, 0)
@@ -45,7 +60,11 @@ class RNNCellBase(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        if engine not in ("auto", "reference", "fused"):
+            raise ValueError(f"engine must be 'auto', 'reference' or 'fused', got {engine!r}")
+        self.engine = engine
         self._opts = CellOptions(mode, self.reset_after)
+        self._cache: tuple = ((), ())
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -83,12 +102,58 @@ class RNNCellBase(nn.Module):
                 parts = [p.unsqueeze(0) for p in parts]
         return x, parts, unbatched
 
+    def _numpy_weights(self) -> tuple:
+        """numpy views of the parameters, rebuilt only when a parameter changed or was replaced."""
+        ps = self._parameters  # direct dict access: nn.Module.__getattr__ costs ~0.3 µs a name
+        params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+        cached, arrays = self._cache
+        # Holding the parameters themselves (not their ids) makes a replaced parameter a miss.
+        if len(cached) == 4 and all(p is q and (p is None or p._version == v)
+                                    for p, (q, v) in zip(params, cached)):
+            return arrays
+        wi, wh = (p.detach().contiguous().numpy() for p in params[:2])
+        if self.bias:
+            bi, bh = (p.detach().numpy() for p in params[2:])
+        else:
+            bi = bh = np.zeros(wi.shape[0], wi.dtype)
+        self._cache = (tuple((p, None if p is None else p._version) for p in params),
+                       (wi, wh, bi, bh))
+        return self._cache[1]
+
+    def _fused_step(self, x: Tensor, parts: list[Tensor]) -> tuple[Tensor, ...]:
+        step, gemm_scratch = _kernels()
+        wi, wh, bi, bh = self._numpy_weights()
+        xs = x.detach().contiguous().numpy()
+        hs = [p.detach().contiguous().numpy() for p in parts]
+        scratch = gemm_scratch(xs.dtype)
+        if self.mode == "lstm":
+            out = step.lstm_step(xs, hs[0], hs[1], wi, wh, bi, bh, scratch)
+        elif self.mode == "gru":
+            out = (step.gru_step(xs, hs[0], wi, wh, bi, bh, self.reset_after, scratch),)
+        else:
+            out = (step.rnn_step(xs, hs[0], wi, wh, bi, bh, self.mode == "rnn_relu", scratch),)
+        return tuple(torch.from_numpy(o) for o in out)
+
+    def _use_fused(self, x: Tensor, parts: list[Tensor]) -> bool:
+        """The numba step serves inference on CPU float32/float64; autograd needs the reference."""
+        if self.engine == "reference" or x.device.type != "cpu" or x.dtype not in _FAST_DTYPES:
+            if self.engine == "fused" and (x.device.type != "cpu" or x.dtype not in _FAST_DTYPES):
+                raise RuntimeError("engine='fused' runs on CPU float32/float64 tensors only")
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight_ih.requires_grad
+                                        or any(p.requires_grad for p in parts)):
+            return False
+        return True
+
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
         x, parts, unbatched = self._check(input, hx)
-        w = {"w_ih": self.weight_ih, "w_hh": self.weight_hh, "b_ih": self.bias_ih,
-             "b_hh": self.bias_hh}
-        new, _ = STEPS[self.mode](x, tuple(parts), w, self._opts)
+        if self._use_fused(x, parts):
+            new = self._fused_step(x, parts)
+        else:
+            w = {"w_ih": self.weight_ih, "w_hh": self.weight_hh, "b_ih": self.bias_ih,
+                 "b_hh": self.bias_hh}
+            new, _ = STEPS[self.mode](x, tuple(parts), w, self._opts)
         if unbatched:
             new = tuple(s.squeeze(0) for s in new)
         return new if self.mode == "lstm" else new[0]
@@ -108,17 +173,18 @@ class LSTMCell(RNNCellBase):
     """Drop-in ``torch.nn.LSTMCell``; equations in ``gatedrnn.cells.lstm_cell``."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device, dtype)
+                 dtype: torch.dtype | None = None, *, engine: str = "auto") -> None:
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, engine=engine)
 
 
 class GRUCell(RNNCellBase):
     """Drop-in ``torch.nn.GRUCell``; ``reset_after=False`` is Cho et al.'s form."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-                 dtype: torch.dtype | None = None, *, reset_after: bool = True) -> None:
+                 dtype: torch.dtype | None = None, *, reset_after: bool = True,
+                 engine: str = "auto") -> None:
         super().__init__("gru", input_size, hidden_size, bias, device, dtype,
-                         reset_after=reset_after)
+                         reset_after=reset_after, engine=engine)
 
 
 class RNNCell(RNNCellBase):
@@ -126,8 +192,9 @@ class RNNCell(RNNCellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device: Any = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, *, engine: str = "auto") -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
-        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, device, dtype)
+        super().__init__("rnn_" + nonlinearity, input_size, hidden_size, bias, device, dtype,
+                         engine=engine)
