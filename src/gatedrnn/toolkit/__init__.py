@@ -1,0 +1,15 @@
+"""The toolkit: tasks, training, checkpoints, the compare report and its figures.
+
+Built on the public modules (``gatedrnn.LSTM/GRU/RNN``); the core never imports it. One idea per file:
+    tasks.py       the task interface and the synthetic long-memory tasks (adding, copy memory)
+    datasets.py    offline real data: MNIST-1D, UEA/UCR series, character text, sunspots
+    tsfile.py      a numpy-only reader of the UEA/UCR ``.ts`` files
+    model.py       (embedding) -> LSTM/GRU/RNN -> linear head
+    train.py       Adam, clipping, JSONL log, checkpoints, exact resume, DDP
+    checkpoint.py  safetensors + JSON checkpoints, written atomically, loaded without pickle
+    analysis.py    ‖∂L/∂h_t‖ over time, and the gates from ``return_gates=True``
+    compare.py     tanh RNN vs LSTM vs GRU side by side (``gatedrnn compare``)
+    plots.py       learning curves, gradient norms, gate heat maps (matplotlib, Agg)
+    sample.py      text from a character model (``gatedrnn sample``)
+    bench.py       speed against torch.nn (``gatedrnn bench``)
+"""

@@ -1,0 +1,310 @@
+"""The fused CPU LSTM engine: one direction of one layer, forward and hand-derived backward.
+
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n, c_n), gates)
+
+is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there); the equations are
+``gatedrnn.cells.lstm_cell``. The work is split so that almost every flop is a large GEMM:
+
+- forward: G = x W_ih^T + b_ih + b_hh for all steps in one ``addmm``; then the numba loop in
+  ``lstm_steps.forward`` (per step one recurrent GEMM plus one fused pass over the gates);
+- backward: ``lstm_steps.backward`` runs BPTT and leaves dA = dL/d(gate pre-activations) for all
+  steps; then dx = dA W_ih, dW_ih = dA^T x, dW_hh = dA^T h_prev, dW_hr = dĥ^T r are one GEMM each.
+
+With layer norm, LN_x(W_ih x) is not recurrent, so it runs as torch ops under autograd before the
+loop and the kernel receives G directly. Without gradients (inference) nothing per step is stored.
+Large batches run their rows in two halves on two threads (``common.split_rows``). Eager calls use
+an autograd.Function; under torch.compile the same code runs as custom ops (``lstm_op``).
+
+Example:
+    >>> import torch
+    >>> from gatedrnn.cells import CellOptions
+    >>> from gatedrnn.kernels import lstm
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> w = {"w_ih": torch.randn(4 * H, I), "w_hh": torch.randn(4 * H, H)}
+    >>> y, (h, c), _ = lstm.run(torch.randn(T, B, I), (torch.zeros(B, H), torch.zeros(B, H)), w,
+    ...                         None, False, CellOptions("lstm"), {}, False)
+    >>> y.shape, h.shape
+    (torch.Size([5, 2, 4]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import lstm_steps as steps
+from .common import gemm_scratch, split_rows
+
+_OFF: dict[tuple[Any, int], np.ndarray] = {}
+SPLIT_MIN_ROWS = 64  # two threads from B = 2 * 64 rows (see common.split_rows); tests lower it
+
+
+def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
+    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
+    key = (dtype, ndim)
+    if key not in _OFF:
+        _OFF[key] = np.empty((0,) * ndim, dtype)
+    return _OFF[key]
+
+
+def _np(t: Tensor | None, dtype: np.dtype, ndim: int) -> np.ndarray:
+    if t is None:
+        return _off(dtype, ndim)
+    return t.detach().contiguous().numpy()
+
+
+def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Zoneout keep-weights as the kernel reads them: (T, B, ·), or (1, 1, 1) holding p."""
+    if z is None:
+        return _off(dtype, 3)
+    if z.dim() == 0:
+        return z.detach().reshape(1, 1, 1).numpy()
+    return z.detach().expand(shape).contiguous().numpy()
+
+
+class _Call:
+    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
+
+    __slots__ = ("sizes", "packed", "reverse", "eps", "record", "zh", "zc", "m", "sink")
+
+    def __init__(self, sizes, packed, reverse, eps, record, m, zh, zc):
+        self.sizes, self.packed, self.reverse, self.eps = sizes, packed, reverse, eps
+        self.record, self.m, self.zh, self.zc = record, m, zh, zc
+        self.sink: dict[str, Tensor] | None = None
+
+
+def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
+    """The forward pass on plain tensors (no autograd). Returns y, h_n, c_n and, when ``keep``,
+    the buffers the backward pass needs."""
+    T, B = xin.shape[0], xin.shape[1]
+    H = c0.shape[-1]
+    Ho = h0.shape[-1]
+    dt = xin.dtype
+    nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    if w_ih is not None:
+        bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+        x2 = xin.reshape(T * B, xin.shape[2])
+        G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias, x2, w_ih.t())
+        G = G.view(T, B, 4 * H)  # (T, B, 4H)
+    else:
+        G = xin.contiguous().clone() if xin.is_contiguous() else xin.contiguous()
+    hw = h0.contiguous().clone()  # becomes h_n
+    cw = c0.contiguous().clone()  # becomes c_n
+    new = torch.zeros if call.packed else torch.empty  # inactive rows must read as zeros
+    Y = new((T, B, Ho), dtype=dt)
+    C = new((T, B, H), dtype=dt) if keep else None
+    zc_np = _zone_np(call.zc, (T, B, H), nd)
+    CH = torch.empty((T, B, H), dtype=dt) if keep and zc_np.shape[0] > 0 else None
+    ln = lnh is not None
+    XH = torch.empty((T, B, 4 * H), dtype=dt) if keep and ln else None
+    XC = torch.empty((T, B, H), dtype=dt) if keep and ln else None
+    RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
+    args = (
+        G.numpy(), hw.numpy(), cw.numpy(), Y.numpy(), _np(C, nd, 3), _np(CH, nd, 3), call.sizes,
+        call.reverse, keep, _np(w_hh, nd, 2), _np(w_hr, nd, 2), _np(P, nd, 2), _np(call.m, nd, 2),
+        _zone_np(call.zh, (T, B, Ho), nd), zc_np, _np(lnh, nd, 2), _np(lnc, nd, 2),
+        _np(XH, nd, 3), _np(XC, nd, 3), _np(RS, nd, 3), call.eps, np.empty((2, B, H), nd),
+        np.empty((B, Ho), nd) if call.m is not None else _off(nd, 2),
+        np.empty((B, 4 * H), nd) if ln else _off(nd, 2),
+    )
+
+    def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
+        steps.forward(*args, np.zeros((2, H), nd), lo, hi, gemm_scratch(nd))
+
+    split_rows(B, work, SPLIT_MIN_ROWS)
+    if call.record:
+        call.sink = _gates(G, C, call, H)
+    return Y, hw, cw, (G, C, CH, XH, XC, RS)
+
+
+def _gates(G: Tensor, C: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+    """Recorded gates, each (T, B, H), zero on inactive rows (G holds x W_ih^T there)."""
+    gates = {name: G[..., k * H:(k + 1) * H].clone()
+             for k, name in enumerate(("input", "forget", "candidate", "output"))}
+    gates["cell"] = C.clone()
+    if call.packed:
+        rows = torch.arange(G.shape[1])[None, :] < torch.from_numpy(call.sizes)[:, None]  # (T, B)
+        for v in gates.values():
+            v.mul_(rows[..., None].to(v.dtype))
+    return gates
+
+
+def _backward(call: _Call, saved, dy, dhn, dcn, needs):
+    """Gradients of every input of ``_forward`` from dL/dy, dL/dh_n, dL/dc_n."""
+    xin, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, Y, G, C, CH, XH, XC, RS = saved
+    T, B = G.shape[0], G.shape[1]
+    H, Ho, GH = c0.shape[-1], h0.shape[-1], G.shape[2]
+    dt = G.dtype
+    nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    dY = torch.zeros_like(Y) if dy is None else dy.contiguous()
+    dh = torch.zeros_like(h0) if dhn is None else dhn.contiguous().clone()  # becomes dL/dh0
+    dc = torch.zeros_like(c0) if dcn is None else dcn.contiguous().clone()  # becomes dL/dc0
+    dA = torch.empty_like(G)
+    DZ = torch.empty_like(G) if lnh is not None else dA
+    proj = w_hr is not None
+    new = torch.zeros if call.packed else torch.empty  # the kernel writes active rows only
+    E = new((T, B, Ho), dtype=dt) if proj else None
+    R = new((T, B, H), dtype=dt) if proj else None
+    args = (
+        G.numpy(), C.numpy(), _np(CH, nd, 3), _np(c0, nd, 2), dY.numpy(), dh.numpy(), dc.numpy(),
+        dA.numpy(), DZ.numpy(), _np(E, nd, 3), _np(R, nd, 3), call.sizes, call.reverse,
+        _np(w_hh, nd, 2), _np(w_hr, nd, 2), _np(P, nd, 2), _np(call.m, nd, 2),
+        _zone_np(call.zh, (T, B, Ho), nd), _zone_np(call.zc, (T, B, H), nd), _np(lnh, nd, 2),
+        _np(lnc, nd, 2), _np(XH, nd, 3), _np(XC, nd, 3), _np(RS, nd, 3),
+    )
+    # Parameter-gradient accumulators per part, summed after: rows never share memory.
+    sums: list[list[Tensor | None]] = [[None if v is None else torch.zeros_like(v) for v in (P, lnh, lnc)]
+                                       for _ in range(2)]
+
+    def work(part: int, lo: int, hi: int) -> None:
+        acc = [_np(v, nd, 2) for v in sums[part]]
+        steps.backward(*args, *acc, np.empty((3, B, Ho), nd),
+                       np.empty((B, H), nd) if proj else _off(nd, 2), np.zeros((3, H), nd),
+                       lo, hi, gemm_scratch(nd))
+
+    split_rows(B, work, SPLIT_MIN_ROWS)
+    dP, dlnh, dlnc = (None if a is None else a + b for a, b in zip(*sums))
+    dA2 = dA.view(T * B, GH)
+    dx = dw_ih = db = None
+    if w_ih is not None:
+        x2 = xin.reshape(T * B, xin.shape[2])
+        dx = torch.mm(dA2, w_ih).view(xin.shape) if needs[0] else None
+        dw_ih = torch.mm(dA2.t(), x2) if needs[1] else None  # one GEMM over all steps
+        db = dA2.sum(0) if needs[2] or needs[3] else None
+    else:
+        dx = dA
+    dw_hh = _dw_hh(call, DZ, Y, h0) if needs[6] else None
+    dw_hr = torch.mm(E.view(T * B, Ho).t(), R.view(T * B, H)) if proj and needs[7] else None
+    return dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc
+
+
+def _dw_hh(call: _Call, DZ: Tensor, Y: Tensor, h0: Tensor) -> Tensor:
+    """dW_hh = Σ_t δz_t^T (m ⊙ h_{t−1}) as two GEMMs, reading h_{t−1} from y without a copy.
+
+    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
+    there), except at the row's first step, where it is h0: for the forward direction that is
+    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
+    the h0 term is added separately from each row's first-step δz.
+    """
+    T, B, GH = DZ.shape
+    Ho = Y.shape[2]
+    m = call.m
+    Ym = Y if m is None else Y * m  # (T, B, Ho)
+    h0m = h0 if m is None else h0 * m
+    if call.reverse:
+        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
+        first = DZ[torch.from_numpy(lengths - 1), torch.arange(B)]  # (B, 4H)
+        rest, prev = DZ[:-1], Ym[1:]
+    else:
+        first, rest, prev = DZ[0], DZ[1:], Ym[:-1]
+    out = torch.mm(first.t(), h0m)
+    return torch.addmm(out, rest.reshape(-1, GH).t(), prev.reshape(-1, Ho))
+
+
+class _LSTMFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b):
+        lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
+        lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
+        y, hn, cn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, True)
+        ctx.call = call
+        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, c0, w_hh, w_hr, P, lnh,
+                              lnc, y, *bufs)
+        return y, hn, cn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dhn, dcn):
+        needs = ctx.needs_input_grad[1:]
+        dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(
+            ctx.call, ctx.saved_tensors, dy, dhn, dcn, needs)
+        db_ih = db if needs[2] else None
+        db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+        return (None, dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
+                *((None, None) if dlnh is None else dlnh.unbind(0)),
+                *((None, None) if dlnc is None else dlnc.unbind(0)))
+
+
+def run(
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    w: Mapping[str, Tensor | None],
+    batch_sizes: Tensor | None,
+    reverse: bool,
+    opts: Any,
+    masks: Mapping[str, Tensor | None],
+    record: bool,
+) -> tuple[Tensor, tuple[Tensor, Tensor], dict[str, Tensor] | None]:
+    """One direction of one LSTM layer on the fused engine (contract: ``gatedrnn.reference.run``).
+
+    Shapes: x (T, B, I); state (h0 (B, H_out), c0 (B, H)); returns y (T, B, H_out), (h_n, c_n),
+    and the gates input/forget/candidate/output/cell each (T, B, H) when ``record``.
+    Under torch.compile the loop runs as custom ops (``lstm_op``), without a graph break.
+    """
+    h0, c0 = state
+    args = _inputs(x, w, opts)
+    m, zh, zc = masks.get("recurrent"), masks.get("zoneout_h"), masks.get("zoneout_c")
+    if torch.compiler.is_compiling():
+        return _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record)
+    T, B = x.shape[0], x.shape[1]
+    if batch_sizes is None:
+        sizes, packed = np.full(T, B, np.int64), False
+    else:
+        sizes = batch_sizes.numpy().astype(np.int64, copy=False)
+        packed = bool(sizes[-1] < B)
+    call = _Call(sizes, packed, bool(reverse), float(opts.ln_eps), record, m, zh, zc)
+    xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
+    full = (xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b)
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
+        y, hn, cn = _LSTMFunction.apply(call, *full)
+    else:
+        lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
+        lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
+        y, hn, cn, _ = _forward(call, *full[:9], lnh, lnc, record)
+    return y, (hn, cn), call.sink
+
+
+def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
+    """(x or LN_x(W_ih x) + b, w_ih, b_ih, b_hh, w_hh, w_hr, P, ln_h_w, ln_h_b, ln_c_w, ln_c_b)."""
+    w_ih, b_ih, b_hh = w["w_ih"], w.get("b_ih"), w.get("b_hh")
+    ln = bool(opts.layer_norm)
+    if ln:
+        # LN_x is not recurrent: torch ops under autograd, before the loop.
+        # The biases join LN_x's own bias: one pass over (T, B, 4H) instead of three.
+        shift = w["ln_x_b"]
+        for b in (b_ih, b_hh):
+            shift = b if shift is None else (shift if b is None else shift + b)
+        x = F.layer_norm(torch.matmul(x, w_ih.t()), (w_ih.shape[0],), w["ln_x_w"], shift,
+                         opts.ln_eps)
+        w_ih, b_ih, b_hh = None, None, None
+    return (x, w_ih, b_ih, b_hh, w["w_hh"], w.get("w_hr"), w.get("peephole"),
+            w.get("ln_h_w") if ln else None, w.get("ln_h_b") if ln else None,
+            w.get("ln_c_w") if ln else None, w.get("ln_c_b") if ln else None)
+
+
+def _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record):
+    """``run`` under torch.compile: the same computation as two custom ops (see lstm_op)."""
+    from . import lstm_op
+
+    xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
+    lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
+    lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
+    keep = bool(record) or torch.is_grad_enabled()
+    y, hn, cn, G, C, *_ = lstm_op.lstm_forward(xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh,
+                                               lnc, batch_sizes, m, zh, zc, bool(reverse),
+                                               float(opts.ln_eps), keep)
+    if not record:
+        return y, (hn, cn), None
+    H = c0.shape[-1]
+    gates = {name: G[..., k * H:(k + 1) * H].detach()
+             for k, name in enumerate(("input", "forget", "candidate", "output"))}
+    gates["cell"] = C.detach()
+    if batch_sizes is not None:
+        rows = (torch.arange(G.shape[1])[None, :] < batch_sizes[:, None]).to(G.dtype)[..., None]
+        gates = {k: v * rows for k, v in gates.items()}
+    return y, (hn, cn), gates

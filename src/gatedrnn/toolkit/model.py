@@ -1,0 +1,108 @@
+"""A sequence model around one gatedrnn recurrent network: (embedding) -> LSTM/GRU/RNN -> linear head.
+
+The recurrent network is ``gatedrnn.LSTM``, ``GRU`` or ``RNN``, batch-first. Symbol inputs (a task
+with a ``vocab``) go through an embedding first. A per-step task reads every output; a
+per-sequence task reads the final hidden state of the top layer (both directions when
+bidirectional), which for a PackedSequence is the state after each sequence's own last step.
+
+Example:
+    >>> import torch
+    >>> model = SequenceModel(make_rnn("gru", 2, 8), output_size=1)
+    >>> model(torch.randn(3, 5, 2)).shape
+    torch.Size([3, 1])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+import gatedrnn
+
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+             **options: Any) -> nn.Module:
+    """A batch-first ``gatedrnn`` network; ``options`` are its keyword arguments (variants,
+    bidirectional, dropout, engine, ...). Options left as None are dropped, so callers can pass
+    every command-line flag and only the ones given reach the module."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    options = {k: v for k, v in options.items() if v is not None}
+    cls = getattr(gatedrnn, CELLS[cell])
+    return cls(input_size, hidden_size, num_layers, batch_first=True, **options)
+
+
+class SequenceModel(nn.Module):
+    """Embedding (for symbol inputs), a gatedrnn network and a linear head.
+
+    Args:
+        rnn: a batch-first gatedrnn LSTM/GRU/RNN.
+        output_size: outputs of the head (classes, or 1 for regression).
+        vocab_size: number of input symbols, or None for real-valued inputs.
+        per_step: return (B, T, output_size) instead of (B, output_size).
+    """
+
+    def __init__(self, rnn: nn.Module, output_size: int, vocab_size: int | None = None,
+                 per_step: bool = False) -> None:
+        super().__init__()
+        self.vocab_size, self.per_step = vocab_size, per_step
+        self.embed = nn.Embedding(vocab_size, rnn.input_size) if vocab_size else None
+        self.rnn = rnn
+        directions = 2 if rnn.bidirectional else 1
+        self.head = nn.Linear((rnn.proj_size or rnn.hidden_size) * directions, output_size)
+
+    def features(self, x: Tensor | PackedSequence) -> Tensor | PackedSequence:
+        """The network's input: embedded symbols, or ``x`` itself."""
+        if self.embed is None:
+            return x
+        if isinstance(x, PackedSequence):
+            return x._replace(data=self.embed(x.data))
+        return self.embed(x)  # (B, T) -> (B, T, I)
+
+    def readout(self, output: Tensor | PackedSequence, h_n: Tensor) -> Tensor:
+        """Head on every step (per-step tasks) or on the top layer's final state."""
+        if self.per_step:
+            if isinstance(output, PackedSequence):
+                raise ValueError("per-step tasks take padded tensors, not PackedSequences")
+            return self.head(output)  # (B, T, out)
+        D = 2 if self.rnn.bidirectional else 1
+        last = torch.cat(list(h_n[-D:]), dim=-1)  # (B, D·H_out)
+        return self.head(last)  # (B, out)
+
+    def forward(self, x: Tensor | PackedSequence, *, return_gates: bool = False) -> Any:
+        """Outputs of the head; with ``return_gates`` also the gate dict of the network."""
+        result = self.rnn(self.features(x), return_gates=return_gates)
+        output, state = result[0], result[1]
+        h_n = state[0] if isinstance(state, tuple) else state
+        out = self.readout(output, h_n)
+        return (out, result[2]) if return_gates else out
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable description; ``SequenceModel.from_config`` inverts it."""
+        return {"rnn": self.rnn.get_config(), "output_size": self.head.out_features,
+                "vocab_size": self.vocab_size, "per_step": self.per_step}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SequenceModel:
+        """Rebuild from ``get_config()`` (the weights come separately, from the checkpoint)."""
+        return cls(gatedrnn.from_config(config["rnn"]), config["output_size"], config["vocab_size"],
+                   config["per_step"])
+
+
+def build_model(task: Any, cell: str, hidden: int, layers: int = 1, **options: Any) -> SequenceModel:
+    """The model for ``task`` (a ``gatedrnn.toolkit.tasks.Task``). Symbol inputs are embedded in
+    min(vocab, hidden) dimensions."""
+    vocab = task.input_size if task.vocab is not None else None
+    input_size = min(task.input_size, hidden) if vocab else task.input_size
+    rnn = make_rnn(cell, input_size, hidden, layers, **options)
+    return SequenceModel(rnn, task.output_size, vocab, task.per_step)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

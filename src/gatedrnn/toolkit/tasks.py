@@ -1,0 +1,232 @@
+"""Built-in tasks: what to learn, how to score it, and the number to beat.
+
+A task is a data generator plus its metric. Training batches are a pure function of a
+``torch.Generator`` that the trainer seeds from (seed, rank, step), so a resumed run sees exactly the
+batches an uninterrupted one would, and no data loader has state to save. The test set is fixed by
+the task alone (its own constant seed), so runs with different seeds are scored on the same data.
+
+The synthetic long-memory tasks live here; the tasks on real data (MNIST-1D, UEA/UCR series, text,
+sunspots) are in ``gatedrnn.toolkit.datasets``. ``get_task(name, **kwargs)`` builds either kind.
+
+Example:
+    >>> import torch
+    >>> task = get_task("adding", length=20)
+    >>> batch = task.train_batch(torch.Generator().manual_seed(0), 4)
+    >>> batch.x.shape, batch.y.shape, task.baseline
+    (torch.Size([4, 20, 2]), torch.Size([4]), 0.16666666666666666)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
+
+TEST_SEED = 20_240_601  # fixes every synthetic test set, independent of the training seed
+
+
+@dataclass
+class Batch:
+    """Inputs and targets. ``x`` is batch-first: (B, T, I) floats, (B, T) int64 symbols when the
+    task's ``vocab`` is set, or a PackedSequence for variable-length series."""
+
+    x: Tensor | PackedSequence
+    y: Tensor
+
+
+class Task:
+    """The interface every task implements (see the concrete classes below for examples).
+
+    Attributes:
+        input_size: features per step, or the number of symbols when ``vocab`` is set.
+        output_size: regression outputs or classes.
+        vocab: None for real-valued inputs; otherwise inputs are symbol ids in [0, input_size).
+        per_step: targets at every step (B, T) instead of one per sequence (B,).
+        metric: the name of the headline test metric; ``lower_is_better`` says which way is good.
+        baseline: the headline metric of a model that has learnt nothing useful.
+        solved_below: the headline value under which the task counts as solved, if it has one.
+        solved_rule: what ``solved`` checks, in words (for reports).
+    """
+
+    name: ClassVar[str]
+    metric: ClassVar[str]
+    lower_is_better: ClassVar[bool] = True
+    regression: ClassVar[bool] = False
+    per_step: ClassVar[bool] = False
+    solved_below: ClassVar[float | None] = None
+    solved_rule: ClassVar[str] = "never (no threshold defined)"
+    vocab: str | None = None
+    input_size: int
+    output_size: int
+    baseline: float
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this task with ``get_task`` (JSON-serialisable)."""
+        return {}
+
+    def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
+        raise NotImplementedError
+
+    def test_batches(self, batch_size: int = 500) -> list[Batch]:
+        raise NotImplementedError
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss: MSE for regression, mean cross-entropy for classes."""
+        if self.regression:
+            return F.mse_loss(out.squeeze(-1), y)
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+    def score(self, out: Tensor, y: Tensor) -> dict[str, float]:
+        """Test metrics from all test outputs and targets, concatenated along the batch."""
+        if self.regression:
+            return {self.metric: F.mse_loss(out.squeeze(-1), y).item()}
+        ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).item()
+        acc = (out.argmax(-1) == y).double().mean().item()
+        return {"test_ce": ce, "test_acc": acc}
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """Whether the headline metric shows the task was learnt (each task says what that means)."""
+        return False
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, batch_size: int = 500) -> dict[str, float]:
+        """Score ``model`` on the whole test set (in eval mode; the mode is restored after)."""
+        was_training = model.training
+        model.eval()
+        outs, ys = [], []
+        for batch in self.test_batches(batch_size):
+            outs.append(model(batch.x))
+            ys.append(batch.y)
+        model.train(was_training)
+        return self.score(torch.cat(outs), torch.cat(ys))
+
+
+class AddingProblem(Task):
+    """The adding problem (Hochreiter & Schmidhuber 1997), in the form of Le et al. 2015 and Bai et
+    al. 2018: each step carries (value ~ U(0, 1), marker); exactly two markers are 1, one in each
+    half of the sequence, and the target is the sum of the two marked values.
+
+    Predicting the mean, 1, scores MSE = Var(u1 + u2) = 2/12 = 0.167. A model has solved the task
+    when its test MSE is below ``solved_below`` = 0.01, 6% of that baseline; a model that only learnt
+    the second half's value (the easy, short-lag part) sits near 1/12 = 0.083.
+    """
+
+    name = "adding"
+    metric = "test_mse"
+    regression = True
+    input_size, output_size = 2, 1
+    baseline = 1.0 / 6.0
+    solved_below = 0.01
+    solved_rule = "test MSE < 0.01"
+
+    def __init__(self, length: int = 100, test_size: int = 1000) -> None:
+        if length < 2:
+            raise ValueError(f"adding problem needs length >= 2, got {length}")
+        self.length, self.test_size = int(length), int(test_size)
+
+    def config(self) -> dict[str, Any]:
+        return {"length": self.length, "test_size": self.test_size}
+
+    def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
+        T, half = self.length, self.length // 2
+        values = torch.rand(batch_size, T, generator=gen)
+        first = torch.randint(0, half, (batch_size,), generator=gen)
+        second = torch.randint(half, T, (batch_size,), generator=gen)
+        markers = torch.zeros(batch_size, T)
+        rows = torch.arange(batch_size)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        x = torch.stack([values, markers], dim=-1)  # (B, T, 2)
+        y = values[rows, first] + values[rows, second]  # (B,)
+        return Batch(x, y)
+
+    def test_batches(self, batch_size: int = 500) -> list[Batch]:
+        gen = torch.Generator().manual_seed(TEST_SEED)
+        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
+        return [self.train_batch(gen, n) for n in sizes if n]
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        return metrics.get(self.metric, math.inf) < self.solved_below
+
+
+class CopyMemory(Task):
+    """Copy memory (Arjovsky, Shah & Bengio 2016): ten symbols from {1..8}, then ``length`` - 1
+    blanks (0), a delimiter (9) and ten more blanks; the model must output blanks for the first
+    ``length`` + 10 steps and then the ten symbols. Sequences are ``length`` + 20 long.
+
+    The headline metric is the cross-entropy over every step, as in Bai et al. 2018. A memoryless
+    model that outputs blanks and then guesses uniformly scores 10·ln 8 / (length + 20), the
+    baseline. ``recall_acc`` is the accuracy on the ten recalled symbols alone (chance 1/8); the
+    task counts as solved when it exceeds 0.9.
+    """
+
+    name = "copy"
+    metric = "test_ce"
+    per_step = True
+    vocab = "_12345678:"  # 0 blank, 1..8 symbols, 9 delimiter
+    input_size, output_size = 10, 9
+    solved_rule = "recall accuracy > 0.9"
+    N_SYMBOLS = 10
+
+    def __init__(self, length: int = 100, test_size: int = 500) -> None:
+        if length < 1:
+            raise ValueError(f"copy memory needs length >= 1, got {length}")
+        self.length, self.test_size = int(length), int(test_size)
+        self.baseline = 10 * math.log(8) / (self.length + 20)
+
+    def config(self) -> dict[str, Any]:
+        return {"length": self.length, "test_size": self.test_size}
+
+    def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
+        K, T = self.N_SYMBOLS, self.length
+        symbols = torch.randint(1, 9, (batch_size, K), generator=gen)
+        x = torch.zeros(batch_size, T + 2 * K, dtype=torch.long)
+        x[:, :K] = symbols
+        x[:, T + K - 1] = 9  # the delimiter: "recall now"
+        y = torch.zeros_like(x)
+        y[:, -K:] = symbols
+        return Batch(x, y)
+
+    def test_batches(self, batch_size: int = 500) -> list[Batch]:
+        gen = torch.Generator().manual_seed(TEST_SEED)
+        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
+        return [self.train_batch(gen, n) for n in sizes if n]
+
+    def score(self, out: Tensor, y: Tensor) -> dict[str, float]:
+        K = self.N_SYMBOLS
+        ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).item()
+        recall = (out[:, -K:].argmax(-1) == y[:, -K:]).double().mean().item()
+        return {"test_ce": ce, "recall_acc": recall}
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        return metrics.get("recall_acc", 0.0) > 0.9
+
+
+SYNTHETIC: dict[str, type[Task]] = {"adding": AddingProblem, "copy": CopyMemory}
+
+
+def task_names() -> list[str]:
+    """Every built-in task name (the real-data ones may still need an optional package)."""
+    from . import datasets
+
+    return sorted({**SYNTHETIC, **datasets.REAL})
+
+
+def task_class(name: str) -> type[Task]:
+    """The class of the task called ``name``; raises ValueError naming the choices."""
+    from . import datasets
+
+    registry = {**SYNTHETIC, **datasets.REAL}
+    if name not in registry:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(registry)}")
+    return registry[name]
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """Build a task by name; ``kwargs`` are its constructor arguments (see ``Task.config``)."""
+    return task_class(name)(**kwargs)

@@ -1,0 +1,173 @@
+"""Training loop, checkpoints and analysis: exact resume, atomic writes, failures reported clearly."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import gatedrnn.toolkit.analysis
+import gatedrnn.toolkit.checkpoint
+import gatedrnn.toolkit.model
+import gatedrnn.toolkit.sample
+import gatedrnn.toolkit.tasks
+import gatedrnn.toolkit.train
+import gatedrnn.toolkit.tsfile
+from gatedrnn.toolkit import checkpoint
+from gatedrnn.toolkit.analysis import hidden_gradient_norms, inside
+from gatedrnn.toolkit.model import build_model
+from gatedrnn.toolkit.tasks import AddingProblem, Batch, get_task
+from gatedrnn.toolkit.train import NonFiniteLossError, TrainConfig, train
+
+MODULES = [gatedrnn.toolkit.analysis, gatedrnn.toolkit.checkpoint, gatedrnn.toolkit.model,
+           gatedrnn.toolkit.sample, gatedrnn.toolkit.tasks, gatedrnn.toolkit.train,
+           gatedrnn.toolkit.tsfile]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_docstring_examples_run(module) -> None:
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(task="adding", task_args={"length": 12}, cell="gru", hidden=8, eval_every=3,
+                progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def without_time(path: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(s).items() if k != "time"} for s in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("cell, options", [
+    ("lstm", {"zoneout": 0.1, "recurrent_dropout": 0.2}),  # random masks: the RNG must resume too
+    ("gru", {"weight_drop": 0.3}),
+    ("rnn", {}),
+])
+def test_resume_is_bitwise_the_uninterrupted_run(tmp_path: Path, cell: str, options: dict) -> None:
+    full = train(small(cell=cell, options=options, steps=12, out=str(tmp_path / "a")))
+    train(small(cell=cell, options=options, steps=6, out=str(tmp_path / "b")))
+    rest = train(small(cell=cell, options=options, steps=12, out=str(tmp_path / "b"), resume=True))
+    assert full.losses[6:] == rest.losses
+    for (name, a), b in zip(full.model.state_dict().items(), rest.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert without_time(tmp_path / "a" / "metrics.jsonl") == without_time(tmp_path / "b" / "metrics.jsonl")
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
+    train(small(steps=3, out=str(tmp_path)))
+    with pytest.raises(checkpoint.CheckpointError, match="different model"):
+        train(small(steps=6, hidden=9, out=str(tmp_path), resume=True))
+
+
+def test_optimizer_state_round_trips_exactly_without_pickle(tmp_path: Path) -> None:
+    result = train(small(steps=3, out=str(tmp_path)))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["checkpoint.json", "metrics.jsonl", "weights-00000003.safetensors"]
+    ckpt = checkpoint.load_checkpoint(tmp_path)
+    opt = torch.optim.Adam(result.model.parameters(), lr=1e-3)
+    ckpt.restore_optimizer(opt)
+    state = opt.state_dict()
+    assert len(state["state"]) == len(list(result.model.parameters()))
+    assert isinstance(state["param_groups"][0]["betas"], tuple)
+    assert ckpt.meta["model"] == result.model.get_config()
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "f.json"
+    checkpoint.atomic_write_json(target, {"v": 1})
+
+    def crash(src, dst):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="power cut"):
+        checkpoint.atomic_write_json(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left behind
+
+
+class NaNAt(AddingProblem):
+    """The adding problem, except that step ``bad`` sees a NaN input."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__(length=8)
+        self.bad, self.calls = bad, 0
+
+    def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
+        self.calls += 1
+        batch = super().train_batch(gen, batch_size)
+        if self.calls == self.bad:
+            batch.x[0, 0, 0] = float("nan")
+        return batch
+
+    def test_batches(self, batch_size: int = 500) -> list[Batch]:
+        return AddingProblem(length=8).test_batches(batch_size)  # not counted as training steps
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match=r"step 5.*last good checkpoint \(step 3\)"):
+        train(small(steps=9, out=str(tmp_path)), task=NaNAt(bad=5))
+    ckpt = checkpoint.load_checkpoint(tmp_path)
+    assert ckpt.meta["step"] == 3
+    assert all(torch.isfinite(t).all() for t in ckpt.model_state.values())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "json", "missing"])
+def test_damaged_checkpoints_raise_a_clear_error(tmp_path: Path, damage: str) -> None:
+    train(small(steps=3, out=str(tmp_path)))
+    weights = tmp_path / "weights-00000003.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "flip":
+        blob = bytearray(weights.read_bytes())
+        blob[-5] ^= 0xFF
+        weights.write_bytes(bytes(blob))
+    elif damage == "json":
+        meta = tmp_path / "checkpoint.json"
+        meta.write_text(meta.read_text()[:50])
+    else:
+        weights.unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted|missing"):
+        checkpoint.load_checkpoint(tmp_path)
+
+
+def test_gradient_norms_match_an_unrolled_torch_nn_cell() -> None:
+    task = AddingProblem(length=15)
+    torch.manual_seed(1)
+    model = build_model(task, "gru", 6)
+    batch = task.train_batch(torch.Generator().manual_seed(0), 4)
+    ours = hidden_gradient_norms(model, task, batch)
+    # The reference: torch.nn.GRUCell with the same weights, one step at a time, per sequence.
+    cell = torch.nn.GRUCell(2, 6)
+    rnn = model.rnn
+    cell.load_state_dict({"weight_ih": rnn.weight_ih_l0, "weight_hh": rnn.weight_hh_l0,
+                          "bias_ih": rnn.bias_ih_l0, "bias_hh": rnn.bias_hh_l0})
+    h, hs = torch.zeros(4, 6), []
+    for t in range(15):
+        h = cell(batch.x[:, t], h)
+        h.retain_grad()
+        hs.append(h)
+    loss = ((model.head(h).squeeze(-1) - batch.y) ** 2).sum()  # the sum of per-sequence losses
+    loss.backward()
+    reference = torch.stack([g.grad.norm(dim=-1).mean() for g in hs])
+    assert torch.allclose(ours, reference, rtol=1e-4, atol=1e-12)
+
+
+def test_gate_maps_come_from_return_gates() -> None:
+    task = get_task("adding", length=7)
+    x = task.train_batch(torch.Generator().manual_seed(0), 1).x
+    shown = [("lstm", {"forget", "input", "output"}), ("gru", {"reset", "update"}), ("rnn", set())]
+    for cell, names in shown:
+        model = build_model(task, cell, 5)
+        maps = inside(model, x)
+        assert set(maps) == names | {"hidden"}
+        assert all(v.shape == (7, 5) for v in maps.values())
+        if cell == "gru":
+            _, _, gates = model.rnn(x, return_gates=True)
+            assert torch.equal(maps["update"], gates["update"][-1, :, 0])
