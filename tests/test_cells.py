@@ -126,3 +126,88 @@ def test_fused_step_sees_updated_weights() -> None:
     with torch.no_grad():
         assert not torch.equal(before, after)
         assert torch.allclose(replaced, ref(x)[0], atol=2e-6)
+
+
+# --- variants on the cells ----------------------------------------------------------------------
+
+CELL_VARIANTS = [
+    (gatedrnn.LSTMCell, gatedrnn.LSTM, {"layer_norm": True}),
+    (gatedrnn.LSTMCell, gatedrnn.LSTM, {"peephole": True}),
+    (gatedrnn.LSTMCell, gatedrnn.LSTM, {"layer_norm": True, "peephole": True}),
+    (gatedrnn.GRUCell, gatedrnn.GRU, {"layer_norm": True}),
+    (gatedrnn.GRUCell, gatedrnn.GRU, {"reset_after": False}),
+]
+
+
+@pytest.mark.parametrize("cell_cls,module_cls,kw", CELL_VARIANTS)
+def test_variant_cell_is_one_step_of_the_module(cell_cls, module_cls, kw) -> None:
+    """A cell with a variant equals one step of the module with it (same parameters, _l0 removed)."""
+    torch.manual_seed(0)
+    f64 = torch.float64
+    cell = cell_cls(3, 4, dtype=f64, **kw)
+    module = module_cls(3, 4, dtype=f64, engine="reference", **kw)
+    for name, p in cell.named_parameters():  # perturb the LN gains and biases away from 1 and 0
+        p.data.add_(0.1 * torch.randn_like(p))
+    module.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
+    x = torch.randn(5, 3, dtype=f64)
+    h = torch.randn(5, 4, dtype=f64)
+    hx = (h, torch.randn(5, 4, dtype=f64)) if cell_cls is gatedrnn.LSTMCell else h
+    out = cell(x, hx)
+    _, state = module(x[None], tuple(s[None] for s in hx) if isinstance(hx, tuple) else hx[None])
+    for a, b in zip(out if isinstance(out, tuple) else (out,),
+                    state if isinstance(state, tuple) else (state,)):
+        assert torch.allclose(a, b[0], atol=1e-12)
+    args = (x.requires_grad_(), *(hx if isinstance(hx, tuple) else (hx,)))
+    assert torch.autograd.gradcheck(lambda x, *s: cell(x, s if len(s) == 2 else s[0]), args)
+
+
+@pytest.mark.parametrize("cls,kw", [(gatedrnn.LSTMCell, {"zoneout": 0.3, "zoneout_cell": 0.6}),
+                                    (gatedrnn.GRUCell, {"zoneout": 0.3})])
+def test_cell_zoneout_fresh_mask_in_training_expectation_in_eval(cls, kw) -> None:
+    torch.manual_seed(0)
+    cell = cls(3, 200, **kw)
+    plain = cls(3, 200)
+    plain.load_state_dict(cell.state_dict())
+    x = torch.randn(50, 3)
+    lstm = cls is gatedrnn.LSTMCell
+    hx = (torch.randn(50, 200), torch.randn(50, 200)) if lstm else torch.randn(50, 200)
+    olds = hx if lstm else (hx,)
+    with torch.no_grad():
+        news = plain(x, hx)
+        news = news if lstm else (news,)
+        masks = []
+        for _ in range(2):
+            got = cell(x, hx)
+            got = got if lstm else (got,)
+            keeps = []
+            for g, old, new, p in zip(got, olds, news, (kw["zoneout"], kw.get("zoneout_cell"))):
+                keep = torch.isclose(g, old, atol=1e-7)
+                assert torch.all(keep | torch.isclose(g, new, atol=1e-7))  # each unit: old or new
+                assert abs(keep.float().mean().item() - p) < 0.02  # the rate
+                keeps.append(keep)
+            masks.append(keeps[0])
+        assert not torch.equal(masks[0], masks[1])  # a fresh mask per call
+        cell.eval()
+        got = cell(x, hx)
+        for g, old, new, p in zip(got if lstm else (got,), olds, news,
+                                  (kw["zoneout"], kw.get("zoneout_cell"))):
+            assert torch.allclose(g, p * old + (1 - p) * new, atol=1e-6)
+
+
+def test_cell_initialisation_options() -> None:
+    H = 6
+    cell = gatedrnn.LSTMCell(3, H, forget_bias=1.0)
+    assert torch.allclose((cell.bias_ih + cell.bias_hh)[H:2 * H], torch.ones(H))
+    cell = gatedrnn.LSTMCell(3, H, init="chrono", chrono_max_len=50)
+    b = cell.bias_ih + cell.bias_hh
+    assert torch.all((b[H:2 * H] >= 0) & (b[H:2 * H] <= torch.log(torch.tensor(49.0))))
+    assert torch.allclose(b[:H], -b[H:2 * H])
+    gru = gatedrnn.GRUCell(3, H, init="orthogonal")
+    w = gru.weight_hh[:H].detach()
+    assert torch.allclose(w @ w.T, torch.eye(H), atol=1e-5)
+    with pytest.raises(TypeError, match="LSTM only"):
+        gatedrnn.GRUCell(3, H, peephole=True)
+    with pytest.raises(ValueError, match="reset_after"):
+        gatedrnn.GRUCell(3, H, layer_norm=True, reset_after=False)
+    with pytest.raises(ValueError, match="zoneout"):
+        gatedrnn.LSTMCell(3, H, zoneout=1.0)

@@ -194,10 +194,6 @@ def test_the_plain_export_call_works() -> None:
     assert_matches_eager(model, case, buf.getvalue())
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "torch's TorchScript exporter passes every defaulted forward() parameter positionally, "
-    "including the keyword-only return_gates; needs RNNBase.forward(input, hx=None, "
-    "return_gates=False) without the '*' (asked of the lead)"))
 def test_a_bare_module_exports_with_torchscript() -> None:
     rnn = gatedrnn.LSTM(I, H).eval()
     torch.onnx.export(rnn, (torch.randn(5, 2, I),), io.BytesIO(), dynamo=False)

@@ -44,12 +44,22 @@ class RNNCellBase(nn.Module):
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True,
                  device: Any = None, dtype: torch.dtype | None = None, *,
-                 reset_after: bool = True, engine: str = "auto") -> None:
+                 reset_after: bool = True, engine: str = "auto", layer_norm: bool = False,
+                 peephole: bool = False, zoneout: float = 0.0, zoneout_cell: float = 0.0,
+                 forget_bias: float | None = None, init: str = "torch",
+                 chrono_max_len: int | None = None) -> None:
         super().__init__()
         checks.check_constructor(type(self).__name__, input_size, hidden_size, 1, bias, False,
                                  0.0, 0)
+        if engine not in ("auto", "reference", "fused"):
+            raise ValueError(f"engine must be 'auto', 'reference' or 'fused', got {engine!r}")
+        checks.check_variants(mode == "gru", init, chrono_max_len, layer_norm, reset_after)
         self.mode, self.input_size, self.hidden_size, self.bias = mode, input_size, hidden_size, bias
-        self.reset_after = bool(reset_after)
+        self.reset_after, self.engine = bool(reset_after), engine
+        self.layer_norm, self.peephole = bool(layer_norm), bool(peephole)
+        self.zoneout = checks.check_probability("zoneout", zoneout)
+        self.zoneout_cell = checks.check_probability("zoneout_cell", zoneout_cell)
+        self.forget_bias, self.init, self.chrono_max_len = forget_bias, init, chrono_max_len
         kw = {"device": device, "dtype": dtype}
         G = GATES[mode]
         self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size, **kw))
@@ -60,16 +70,32 @@ class RNNCellBase(nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
-        if engine not in ("auto", "reference", "fused"):
-            raise ValueError(f"engine must be 'auto', 'reference' or 'fused', got {engine!r}")
-        self.engine = engine
-        self._opts = CellOptions(mode, self.reset_after)
+        # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
+        if self.layer_norm:
+            for which, size in (("x", G * hidden_size), ("h", G * hidden_size), ("c", hidden_size)):
+                if which != "c" or mode == "lstm":
+                    for part in ("weight", "bias"):
+                        self.register_parameter(f"layer_norm_{which}_{part}",
+                                                nn.Parameter(torch.empty(size, **kw)))
+        if self.peephole:
+            self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, **kw))
+        self._opts = CellOptions(mode, self.reset_after, self.layer_norm)
         self._cache: tuple = ((), ())
         self.reset_parameters()
 
+    @property
+    def _variants(self) -> bool:
+        return self.layer_norm or self.peephole or self.zoneout > 0 or self.zoneout_cell > 0
+
     def reset_parameters(self) -> None:
-        """torch.nn's default: every parameter U(−1/√H, 1/√H)."""
-        init.default_uniform_(list(self.parameters()), self.hidden_size)
+        """torch.nn's default U(−1/√H, 1/√H), then the variants' and ``init``/``forget_bias``."""
+        H = self.hidden_size
+        init.default_uniform_([self.weight_ih, self.weight_hh]
+                              + ([self.bias_ih, self.bias_hh] if self.bias else []), H)
+        init.variant_defaults_(list(self.named_parameters()), H)
+        biases = [self.bias_ih, self.bias_hh] if self.bias else []
+        init.apply_scheme_(self.mode, self.weight_ih, self.weight_hh, biases, H, self.init,
+                           self.forget_bias, self.chrono_max_len)
 
     def _check(self, input: Tensor, hx: Any) -> tuple[Tensor, list[Tensor], bool]:
         name = type(self).__name__
@@ -135,25 +161,40 @@ class RNNCellBase(nn.Module):
         return tuple(torch.from_numpy(o) for o in out)
 
     def _use_fused(self, x: Tensor, parts: list[Tensor]) -> bool:
-        """The numba step serves inference on CPU float32/float64; autograd needs the reference."""
-        if self.engine == "reference" or x.device.type != "cpu" or x.dtype not in _FAST_DTYPES:
-            if self.engine == "fused" and (x.device.type != "cpu" or x.dtype not in _FAST_DTYPES):
-                raise RuntimeError("engine='fused' runs on CPU float32/float64 tensors only")
+        """The numba step serves plain-cell inference on CPU float32/float64; autograd and the
+        variants take the reference equations."""
+        fusable = x.device.type == "cpu" and x.dtype in _FAST_DTYPES
+        if self.engine == "fused" and not fusable:
+            raise RuntimeError("engine='fused' runs on CPU float32/float64 tensors only")
+        if self.engine == "reference" or not fusable or self._variants:
             return False
         if torch.is_grad_enabled() and (x.requires_grad or self.weight_ih.requires_grad
                                         or any(p.requires_grad for p in parts)):
             return False
         return True
 
+    def _reference_step(self, x: Tensor, parts: list[Tensor]) -> tuple[Tensor, ...]:
+        ps = self._parameters
+        w = {"w_ih": ps["weight_ih"], "w_hh": ps["weight_hh"], "b_ih": ps["bias_ih"],
+             "b_hh": ps["bias_hh"], "peephole": ps.get("weight_peephole")}
+        if self.layer_norm:
+            for which in ("x", "h", "c"):
+                w[f"ln_{which}_w"] = ps.get(f"layer_norm_{which}_weight")
+                w[f"ln_{which}_b"] = ps.get(f"layer_norm_{which}_bias")
+        # Zoneout (Krueger et al. 2016): a fresh keep-mask every call in training, p in eval.
+        zone = {}
+        for key, p, state in (("zoneout_h", self.zoneout, parts[0]),
+                              ("zoneout_c", self.zoneout_cell, parts[-1])):
+            if p > 0:
+                zone[key] = state.new_empty(state.shape).bernoulli_(p) if self.training \
+                    else state.new_tensor(p)
+        new, _ = STEPS[self.mode](x, tuple(parts), w, self._opts, **zone)
+        return new
+
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
         x, parts, unbatched = self._check(input, hx)
-        if self._use_fused(x, parts):
-            new = self._fused_step(x, parts)
-        else:
-            w = {"w_ih": self.weight_ih, "w_hh": self.weight_hh, "b_ih": self.bias_ih,
-                 "b_hh": self.bias_hh}
-            new, _ = STEPS[self.mode](x, tuple(parts), w, self._opts)
+        new = self._fused_step(x, parts) if self._use_fused(x, parts) else self._reference_step(x, parts)
         if unbatched:
             new = tuple(s.squeeze(0) for s in new)
         return new if self.mode == "lstm" else new[0]
@@ -164,31 +205,49 @@ class RNNCellBase(nn.Module):
             s += ", bias=False"
         if self.mode in ("rnn_relu",):
             s += ", nonlinearity='relu'"
-        if not self.reset_after:
-            s += ", reset_after=False"
+        defaults = {"reset_after": True, "engine": "auto", "layer_norm": False, "peephole": False,
+                    "zoneout": 0.0, "zoneout_cell": 0.0, "forget_bias": None, "init": "torch",
+                    "chrono_max_len": None}
+        for key, default in defaults.items():
+            if getattr(self, key) != default:
+                s += f", {key}={getattr(self, key)!r}"
         return s
 
 
 class LSTMCell(RNNCellBase):
-    """Drop-in ``torch.nn.LSTMCell``; equations in ``gatedrnn.cells.lstm_cell``."""
+    """Drop-in ``torch.nn.LSTMCell``; equations in ``gatedrnn.cells.lstm_cell``.
+
+    Keyword-only variants (all off by default): layer_norm, peephole, zoneout, zoneout_cell,
+    forget_bias, init ("torch" | "orthogonal" | "chrono") and chrono_max_len, as in
+    ``gatedrnn.LSTM``. Parameters of the variants: ``layer_norm_{x,h,c}_{weight,bias}`` and
+    ``weight_peephole`` (3, H), rows i, f, o. Recurrent dropout and weight drop draw one mask per
+    sequence or forward pass, which a single step cannot know: use ``gatedrnn.LSTM`` for them.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-                 dtype: torch.dtype | None = None, *, engine: str = "auto") -> None:
-        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, engine=engine)
+                 dtype: torch.dtype | None = None, **variants: Any) -> None:
+        if "reset_after" in variants:
+            raise TypeError("LSTMCell got an unexpected keyword argument 'reset_after' (GRU only)")
+        super().__init__("lstm", input_size, hidden_size, bias, device, dtype, **variants)
 
 
 class GRUCell(RNNCellBase):
-    """Drop-in ``torch.nn.GRUCell``; ``reset_after=False`` is Cho et al.'s form."""
+    """Drop-in ``torch.nn.GRUCell``; ``reset_after=False`` is Cho et al.'s form.
+
+    Keyword-only variants as ``LSTMCell`` less the LSTM-only peephole and zoneout_cell
+    (layer_norm needs reset_after=True).
+    """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
-                 dtype: torch.dtype | None = None, *, reset_after: bool = True,
-                 engine: str = "auto") -> None:
-        super().__init__("gru", input_size, hidden_size, bias, device, dtype,
-                         reset_after=reset_after, engine=engine)
+                 dtype: torch.dtype | None = None, **variants: Any) -> None:
+        for key in ("peephole", "zoneout_cell"):
+            if key in variants:
+                raise TypeError(f"GRUCell got an unexpected keyword argument '{key}' (LSTM only)")
+        super().__init__("gru", input_size, hidden_size, bias, device, dtype, **variants)
 
 
 class RNNCell(RNNCellBase):
-    """Drop-in ``torch.nn.RNNCell`` (tanh or relu)."""
+    """Drop-in ``torch.nn.RNNCell`` (tanh or relu), the ungated baseline: no variants."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device: Any = None,

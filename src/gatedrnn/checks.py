@@ -64,6 +64,23 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
+INITS = ("torch", "orthogonal", "chrono")
+
+
+def check_variants(gru: bool, init: str, chrono_max_len: object, layer_norm: bool,
+                   reset_after: bool) -> None:
+    """The variant options that depend on each other (shared by the modules and the cells)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "chrono" and chrono_max_len is None:
+        raise ValueError("init='chrono' needs chrono_max_len, the longest dependency to expect")
+    if gru and layer_norm and not reset_after:
+        raise ValueError(
+            "layer_norm=True needs reset_after=True: with reset_after=False the candidate's "
+            "recurrent product depends on the reset gate, so there is no one W_hh h to normalise"
+        )
+
+
 def check_input(name: str, x: Tensor, input_size: int, dtype: torch.dtype, packed: bool) -> None:
     """Rank, feature size, dtype and sequence length of the input."""
     if not isinstance(x, Tensor):

@@ -60,3 +60,33 @@ def default_uniform_(params: list[Tensor], hidden: int) -> None:
     with torch.no_grad():
         for p in params:
             p.uniform_(-stdv, stdv)
+
+
+def variant_defaults_(named: list[tuple[str, Tensor]], hidden: int) -> None:
+    """Layer-norm gains 1 and biases 0 (Ba et al. 2016); peepholes like every torch.nn weight."""
+    with torch.no_grad():
+        for name, p in named:
+            if name.startswith("layer_norm_"):
+                p.fill_(1.0 if "_weight" in name else 0.0)
+            elif name.startswith("weight_peephole"):
+                default_uniform_([p], hidden)
+
+
+def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: list[Tensor], hidden: int,
+                  scheme: str, forget_bias: float | None, chrono_max_len: int | None) -> None:
+    """``init`` and ``forget_bias`` of one layer and direction, on top of the default init.
+
+    ``biases`` is [b_ih, b_hh] or empty (bias=False: only the weights change).
+    """
+    gates = w_hh.shape[0] // hidden
+    if scheme == "orthogonal":
+        orthogonal_(w_ih, w_hh, gates, biases)
+    if not biases or mode not in FORGET_BLOCK:
+        return
+    if scheme == "chrono":
+        b_f = chrono_bias(hidden, chrono_max_len, biases[0])
+        set_gate_bias(*biases, FORGET_BLOCK[mode], hidden, b_f)
+        if mode in INPUT_BLOCK:
+            set_gate_bias(*biases, INPUT_BLOCK[mode], hidden, -b_f)
+    elif forget_bias is not None:
+        set_gate_bias(*biases, FORGET_BLOCK[mode], hidden, torch.tensor(float(forget_bias)))

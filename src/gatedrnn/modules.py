@@ -31,7 +31,6 @@ from . import checks, functional, init
 from .cells import GATES, CellOptions
 
 _MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
-_INITS = ("torch", "orthogonal", "chrono")
 
 
 def _exporting() -> bool:
@@ -73,15 +72,7 @@ class RNNBase(nn.Module):
                                  dropout, proj_size)
         if engine not in functional.ENGINES:
             raise ValueError(f"engine must be one of {functional.ENGINES}, got {engine!r}")
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS}, got {init!r}")
-        if init == "chrono" and chrono_max_len is None:
-            raise ValueError("init='chrono' needs chrono_max_len, the longest dependency to expect")
-        if mode == "GRU" and layer_norm and not reset_after:
-            raise ValueError(
-                "layer_norm=True needs reset_after=True: with reset_after=False the candidate's "
-                "recurrent product depends on the reset gate, so there is no one W_hh h to normalise"
-            )
+        checks.check_variants(mode == "GRU", init, chrono_max_len, layer_norm, reset_after)
         self.mode = mode
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -149,28 +140,12 @@ class RNNBase(nn.Module):
         """torch.nn's default init, then the variant parameters, then ``init``/``forget_bias``."""
         H = self.hidden_size
         init.default_uniform_(self._flat_weights, H)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.startswith("layer_norm_"):
-                    p.fill_(1.0 if "_weight_" in name else 0.0)
-                elif name.startswith("weight_peephole"):
-                    init.default_uniform_([p], H)
-        mode = _MODE[self.mode]
+        init.variant_defaults_(list(self.named_parameters()), H)
         for names in self._all_weights:
             p = {n.split("_l")[0]: getattr(self, n) for n in names}
             biases = [p["bias_ih"], p["bias_hh"]] if self.bias else []
-            if self.init == "orthogonal":
-                init.orthogonal_(p["weight_ih"], p["weight_hh"], GATES[mode], biases)
-            if not self.bias or mode not in init.FORGET_BLOCK:
-                continue
-            if self.init == "chrono":
-                b_f = init.chrono_bias(H, self.chrono_max_len, p["bias_ih"])
-                init.set_gate_bias(*biases, init.FORGET_BLOCK[mode], H, b_f)
-                if mode in init.INPUT_BLOCK:
-                    init.set_gate_bias(*biases, init.INPUT_BLOCK[mode], H, -b_f)
-            elif self.forget_bias is not None:
-                init.set_gate_bias(*biases, init.FORGET_BLOCK[mode], H,
-                                   torch.tensor(float(self.forget_bias)))
+            init.apply_scheme_(_MODE[self.mode], p["weight_ih"], p["weight_hh"], biases, H,
+                               self.init, self.forget_bias, self.chrono_max_len)
 
     def _weights(self, k: int) -> dict[str, Tensor | None]:
         """The parameter dict of layer·D + direction k, in the engines' names."""
@@ -214,9 +189,12 @@ class RNNBase(nn.Module):
                 parts = [p.index_select(1, order) for p in parts]
         return [tuple(p[k] for p in parts) for k in range(LD)]
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None, *, return_gates: bool = False):
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None, return_gates: bool = False):
         """Run the network; returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), and the
-        recorded gates as a third element when ``return_gates`` (see ``gatedrnn.cells``)."""
+        recorded gates as a third element when ``return_gates`` (see ``gatedrnn.cells``).
+
+        ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
+        exporter passes every defaulted parameter of ``forward`` positionally."""
         if _exporting():
             from . import export_path  # the exporters need traceable torch ops, not numba
 
