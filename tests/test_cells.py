@@ -146,7 +146,7 @@ def test_variant_cell_is_one_step_of_the_module(cell_cls, module_cls, kw) -> Non
     f64 = torch.float64
     cell = cell_cls(3, 4, dtype=f64, **kw)
     module = module_cls(3, 4, dtype=f64, engine="reference", **kw)
-    for name, p in cell.named_parameters():  # perturb the LN gains and biases away from 1 and 0
+    for p in cell.parameters():  # perturb the LN gains and biases away from 1 and 0
         p.data.add_(0.1 * torch.randn_like(p))
     module.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
     x = torch.randn(5, 3, dtype=f64)
