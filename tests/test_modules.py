@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from unittest import mock
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from parity import Case, assert_parity
+from gatedrnn import functional
+from parity import Case, assert_parity, build, make_inputs
 
 KINDS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
 INPUTS = ("padded", "packed_sorted", "packed_unsorted", "unbatched")
@@ -112,3 +114,25 @@ def test_gradcheck_reference_float64() -> None:
               gatedrnn.GRU(2, 3, reset_after=False, engine="reference").double()):
         x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x, m=m: m(x)[0], (x,))
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]), layers=st.integers(1, 3),
+       bidirectional=st.booleans(), bias=st.booleans(), batch_first=st.booleans(),
+       unbatched=st.booleans(), B=st.integers(1, 4), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 999))
+def test_one_step_inference_takes_the_step_kernels_and_matches_torch(
+        kind, layers, bidirectional, bias, batch_first, unbatched, B, dtype, seed) -> None:
+    """Streaming calls (T = 1, no autograd) skip functional.stacked and still equal torch.nn."""
+    case = Case(kind=kind, layers=layers, bidirectional=bidirectional, bias=bias, dtype=dtype,
+                batch_first=batch_first, input="unbatched" if unbatched else "padded", hx=True,
+                T=1, B=B, seed=seed)
+    ours, ref = build(case, "auto")
+    x, hx, _ = make_inputs(case, torch.Generator().manual_seed(seed))
+    with torch.no_grad(), mock.patch.object(functional, "stacked", None):  # would fail loudly
+        got = ours(x, hx)
+    with torch.no_grad():
+        want = ref(x, hx)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=tol)

@@ -25,18 +25,13 @@ from . import checks, init
 from .cells import GATES, STEPS, CellOptions
 
 _FAST_DTYPES = (torch.float32, torch.float64)
-_KERNELS: tuple = ()
 
 
-def _kernels() -> tuple:
+def _kernels() -> Any:
     """The numba step kernels, imported on first use so that ``import gatedrnn`` stays light."""
-    global _KERNELS
-    if not _KERNELS:
-        from .kernels import step
-        from .kernels.common import gemm_scratch
+    from .kernels import step
 
-        _KERNELS = (step, gemm_scratch)
-    return _KERNELS
+    return step
 
 
 class RNNCellBase(nn.Module):
@@ -80,7 +75,7 @@ class RNNCellBase(nn.Module):
         if self.peephole:
             self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, **kw))
         self._opts = CellOptions(mode, self.reset_after, self.layer_norm)
-        self._cache: tuple = ((), ())
+        self._views: Any = None  # kernels.step.WeightViews, made on the first fused step
         self.reset_parameters()
 
     @property
@@ -128,37 +123,15 @@ class RNNCellBase(nn.Module):
                 parts = [p.unsqueeze(0) for p in parts]
         return x, parts, unbatched
 
-    def _numpy_weights(self) -> tuple:
-        """numpy views of the parameters, rebuilt only when a parameter changed or was replaced."""
-        ps = self._parameters  # direct dict access: nn.Module.__getattr__ costs ~0.3 µs a name
-        params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
-        cached, arrays = self._cache
-        # Holding the parameters themselves (not their ids) makes a replaced parameter a miss.
-        if len(cached) == 4 and all(p is q and (p is None or p._version == v)
-                                    for p, (q, v) in zip(params, cached)):
-            return arrays
-        wi, wh = (p.detach().contiguous().numpy() for p in params[:2])
-        if self.bias:
-            bi, bh = (p.detach().numpy() for p in params[2:])
-        else:
-            bi = bh = np.zeros(wi.shape[0], wi.dtype)
-        self._cache = (tuple((p, None if p is None else p._version) for p in params),
-                       (wi, wh, bi, bh))
-        return self._cache[1]
-
     def _fused_step(self, x: Tensor, parts: list[Tensor]) -> tuple[Tensor, ...]:
-        step, gemm_scratch = _kernels()
-        wi, wh, bi, bh = self._numpy_weights()
-        xs = x.detach().contiguous().numpy()
-        hs = [p.detach().contiguous().numpy() for p in parts]
-        scratch = gemm_scratch(xs.dtype)
-        if self.mode == "lstm":
-            out = step.lstm_step(xs, hs[0], hs[1], wi, wh, bi, bh, scratch)
-        elif self.mode == "gru":
-            out = (step.gru_step(xs, hs[0], wi, wh, bi, bh, self.reset_after, scratch),)
-        else:
-            out = (step.rnn_step(xs, hs[0], wi, wh, bi, bh, self.mode == "rnn_relu", scratch),)
-        return tuple(torch.from_numpy(o) for o in out)
+        ps = self._parameters  # direct dict access: nn.Module.__getattr__ costs ~0.3 µs a name
+        if self._views is None:
+            self._views = _kernels().WeightViews()
+        weights = self._views.get((ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"]))
+        state = [p.detach().contiguous().numpy() for p in parts]
+        new = _kernels().step(self.mode, self.reset_after, x.detach().contiguous().numpy(), state,
+                              weights)
+        return tuple(torch.from_numpy(s) for s in new)
 
     def _use_fused(self, x: Tensor, parts: list[Tensor]) -> bool:
         """The numba step serves plain-cell inference on CPU float32/float64; autograd and the

@@ -16,7 +16,48 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .common import JIT, gemm, sigmoid, tanh
+from .common import JIT, gemm, gemm_scratch, sigmoid, tanh
+
+
+class WeightViews:
+    """numpy views of (W_ih, W_hh, b_ih, b_hh), rebuilt only when a parameter changed or was
+    replaced; absent biases read as zeros. One per layer and direction (or per cell).
+
+    Holding the parameters themselves (not their ids) makes a replaced parameter a miss, and the
+    key and the arrays live in one tuple so a concurrent reader never sees half of an update.
+    """
+
+    __slots__ = ("_entry",)
+
+    def __init__(self) -> None:
+        self._entry: tuple = ((), ())
+
+    def get(self, params: tuple) -> tuple:
+        key, arrays = self._entry
+        if len(key) == 4 and all(p is q and (p is None or p._version == v)
+                                 for p, (q, v) in zip(params, key)):
+            return arrays
+        wi, wh = (p.detach().contiguous().numpy() for p in params[:2])
+        if params[2] is None:
+            bi = bh = np.zeros(wi.shape[0], wi.dtype)
+        else:
+            bi, bh = (p.detach().contiguous().numpy() for p in params[2:])
+        arrays = (wi, wh, bi, bh)
+        self._entry = (tuple((p, None if p is None else p._version) for p in params), arrays)
+        return arrays
+
+
+def step(mode: str, reset_after: bool, x: np.ndarray, state: list[np.ndarray],
+         weights: tuple) -> tuple[np.ndarray, ...]:
+    """One step of one cell on numpy arrays: x (B, I), state [h] or [h, c] (B, H); returns the new
+    state as a tuple. ``weights`` comes from ``WeightViews.get``."""
+    wi, wh, bi, bh = weights
+    scratch = gemm_scratch(x.dtype)
+    if mode == "lstm":
+        return lstm_step(x, state[0], state[1], wi, wh, bi, bh, scratch)
+    if mode == "gru":
+        return (gru_step(x, state[0], wi, wh, bi, bh, reset_after, scratch),)
+    return (rnn_step(x, state[0], wi, wh, bi, bh, mode == "rnn_relu", scratch),)
 
 
 @numba.njit(**JIT)

@@ -15,8 +15,8 @@ For each cell (LSTM, GRU) and shape (T, B, input, hidden) it times torch.nn and 
   counts everything the process touches (torch tensors, oneDNN scratch, numba buffers) but is
   rounded to pages and includes allocator slack.
 - streaming: one step at B = 1 with the state carried, gatedrnn's cells against torch.nn's.
-- variants (LSTM training at (100, 64, 256, 256)): each option's cost against the plain fused
-  run and against the reference engine (a Python loop over ``gatedrnn.cells``).
+- variants (training at (100, 64, 256, 256)): each LSTM and GRU option's cost against the plain
+  fused run and against the reference engine (a Python loop over ``gatedrnn.cells``).
 
 Example:
     >>> from gatedrnn.toolkit import bench
@@ -40,9 +40,14 @@ import torch
 SHAPES = [(200, 1, 64, 128), (100, 32, 128, 128), (100, 64, 256, 256), (100, 64, 512, 512),
           (50, 256, 128, 256)]
 GATES = {"lstm": 4, "gru": 3}
-VARIANTS = {"peephole": {"peephole": True}, "layer_norm": {"layer_norm": True},
-            "recurrent_dropout": {"recurrent_dropout": 0.25},
-            "zoneout": {"zoneout": 0.1, "zoneout_cell": 0.1}, "weight_drop": {"weight_drop": 0.3}}
+VARIANTS = {
+    "lstm": {"peephole": {"peephole": True}, "layer_norm": {"layer_norm": True},
+             "recurrent_dropout": {"recurrent_dropout": 0.25},
+             "zoneout": {"zoneout": 0.1, "zoneout_cell": 0.1}, "weight_drop": {"weight_drop": 0.3}},
+    "gru": {"reset_after=False": {"reset_after": False}, "layer_norm": {"layer_norm": True},
+            "recurrent_dropout": {"recurrent_dropout": 0.25}, "zoneout": {"zoneout": 0.1},
+            "weight_drop": {"weight_drop": 0.3}},
+}
 
 
 def _pair(peer: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -174,14 +179,15 @@ def _shape_rows(cells, modes, shapes, repeats, memory) -> list[str]:
     return rows + ["", "| cell | mode | geomean ratio | worst ratio |", "|---|---|---:|---:|"] + summary
 
 
-def _stream(cell: torch.nn.Module, xs: torch.Tensor, lstm: bool) -> Callable[[], object]:
-    """Feed xs (steps, 1, I) one step at a time, carrying the state."""
+def _stream(model: torch.nn.Module, xs: torch.Tensor, lstm: bool, module: bool) -> Callable[[], object]:
+    """Feed xs (steps, 1, I) one step at a time, carrying the state: a cell call per step, or a
+    module call on a (1, 1, I) slice with hx."""
     def run() -> object:
         with torch.no_grad():
-            s = (torch.zeros(1, cell.hidden_size), torch.zeros(1, cell.hidden_size)) if lstm \
-                else torch.zeros(1, cell.hidden_size)
+            shape = (1, 1, model.hidden_size) if module else (1, model.hidden_size)
+            s = (torch.zeros(shape), torch.zeros(shape)) if lstm else torch.zeros(shape)
             for x in xs:
-                s = cell(x, s)
+                s = model(x[None], s)[1] if module else model(x, s)
         return s
     return run
 
@@ -189,40 +195,45 @@ def _stream(cell: torch.nn.Module, xs: torch.Tensor, lstm: bool) -> Callable[[],
 def _streaming_rows(cells, repeats) -> list[str]:
     import gatedrnn
 
-    rows = ["| cell | streaming (B=1, one step, state carried), I=64, H=128 | torch.nn µs | "
-            "gatedrnn µs | ratio |", "|---|---|---:|---:|---:|"]
+    rows = ["| streaming (B=1, one step, state carried), I=64, H=128 | torch.nn µs | "
+            "gatedrnn µs | ratio |", "|---|---:|---:|---:|"]
     steps = 200
+    xs = torch.randn(steps, 1, 64)
     for cell in cells:
-        ours = getattr(gatedrnn, cell.upper() + "Cell")(64, 128).eval()
-        peer = getattr(torch.nn, cell.upper() + "Cell")(64, 128).eval()
-        peer.load_state_dict(ours.state_dict())
-        xs = torch.randn(steps, 1, 64)
-
-        tp, to = _pair(_stream(peer, xs, cell == "lstm"), _stream(ours, xs, cell == "lstm"), repeats)
-        rows.append(f"| {cell.upper()}Cell | one step | {tp / steps * 1e6:.1f} | "
-                    f"{to / steps * 1e6:.1f} | {tp / to:.2f} |")
+        for module in (False, True):
+            name = cell.upper() + ("" if module else "Cell")
+            ours = getattr(gatedrnn, name)(64, 128).eval()
+            peer = getattr(torch.nn, name)(64, 128).eval()
+            peer.load_state_dict(ours.state_dict())
+            lstm = cell == "lstm"
+            tp, to = _pair(_stream(peer, xs, lstm, module), _stream(ours, xs, lstm, module), repeats)
+            label = f"{name}, module call on (1, 1, 64) with hx" if module else f"{name} call"
+            rows.append(f"| {label} | {tp / steps * 1e6:.1f} | {to / steps * 1e6:.1f} | "
+                        f"{tp / to:.2f} |")
     return rows
 
 
-def _variant_rows(repeats) -> list[str]:
+def _variant_rows(cells, repeats) -> list[str]:
     import gatedrnn
 
     T, B, I, H = 100, 64, 256, 256
-    rows = [f"| LSTM training at {T}, {B}, {I}, {H} | fused ms | × plain fused | reference ms | "
+    rows = [f"| training at {T}, {B}, {I}, {H} | fused ms | × plain fused | reference ms | "
             "fused speed-up over reference |", "|---|---:|---:|---:|---:|"]
     x = torch.randn(T, B, I, requires_grad=True)
-    torch.manual_seed(0)
-    plain = gatedrnn.LSTM(I, H, engine="fused").train()
-    t_plain = _pair(_step(plain, x, "training"), _step(plain, x, "training"), repeats)[1]
-    rows.append(f"| plain | {t_plain * 1e3:.1f} | 1.00 | | |")
-    for name, kw in VARIANTS.items():
-        fused = gatedrnn.LSTM(I, H, engine="fused", **kw).train()
-        ref = gatedrnn.LSTM(I, H, engine="reference", **kw).train()
-        ref.load_state_dict(fused.state_dict())
-        t_ref, t_fused = _pair(_step(ref, x, "training"), _step(fused, x, "training"),
-                               max(1, repeats // 2))
-        rows.append(f"| {name} | {t_fused * 1e3:.1f} | {t_fused / t_plain:.2f} | "
-                    f"{t_ref * 1e3:.1f} | {t_ref / t_fused:.1f} |")
+    for cell in cells:
+        cls = getattr(gatedrnn, cell.upper())
+        torch.manual_seed(0)
+        plain = cls(I, H, engine="fused").train()
+        t_plain = _pair(_step(plain, x, "training"), _step(plain, x, "training"), repeats)[1]
+        rows.append(f"| {cell.upper()} plain | {t_plain * 1e3:.1f} | 1.00 | | |")
+        for name, kw in VARIANTS[cell].items():
+            fused = cls(I, H, engine="fused", **kw).train()
+            ref = cls(I, H, engine="reference", **kw).train()
+            ref.load_state_dict(fused.state_dict())
+            t_ref, t_fused = _pair(_step(ref, x, "training"), _step(fused, x, "training"),
+                                   max(1, repeats // 2))
+            rows.append(f"| {cell.upper()} {name} | {t_fused * 1e3:.1f} | {t_fused / t_plain:.2f} | "
+                        f"{t_ref * 1e3:.1f} | {t_ref / t_fused:.1f} |")
     return rows
 
 
@@ -257,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     if "streaming" in modes:
         print("\n".join(_streaming_rows(cells, repeats)))
         print()
-    if "variants" in modes and "lstm" in cells:
-        print("\n".join(_variant_rows(repeats)))
+    if "variants" in modes:
+        print("\n".join(_variant_rows(cells, repeats)))
     return 0
 
 
