@@ -1,0 +1,357 @@
+"""The fused CPU GRU engine: one direction of one layer, forward and hand-derived backward.
+
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n,), gates)
+
+is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there); the equations are
+``gatedrnn.cells.gru_cell``, in both forms (``opts.reset_after``). The work is split so that almost
+every flop is a large GEMM:
+
+- forward: U = x W_ih^T + b for all steps in one ``addmm``; then the numba loop in
+  ``gru_steps.forward`` (per step one recurrent GEMM, two for reset_after=False, plus one fused
+  pass over the gates);
+- backward: ``gru_steps.backward`` runs BPTT and leaves dU = dL/du for all steps (and, for
+  reset_after, dZ = dL/d(W_hh h̃)); then dx = dU W_ih, dW_ih = dU^T x and dW_hh = dZ^T h̃_prev are
+  one GEMM each (dW_hh two for reset_after=False: [dU_r, dU_z]^T h̃_prev and dU_n^T (r ⊙ h̃_prev)).
+
+Biases: with reset_after, b_hr and b_hz are folded into the input projection's bias, and b_hn
+(inside the product with r) is added in the loop; with reset_after=False all of b_hh is folded.
+With layer norm, LN_x(W_ih x) + b_ih is not recurrent, so it runs as torch ops under autograd
+before the loop, and LN_h's shift absorbs b_hh (``torch.stack([gain, shift + b_hh])``, also under
+autograd), so the kernel sees one (2, 3H) parameter. Without gradients (inference) nothing per
+step is stored. Large batches run their rows in two halves on two threads (``common.split_rows``).
+Eager calls use an autograd.Function; under torch.compile the same code runs as custom ops
+(``gru_op``).
+
+Example:
+    >>> import torch
+    >>> from gatedrnn.cells import CellOptions
+    >>> from gatedrnn.kernels import gru
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> w = {"w_ih": torch.randn(3 * H, I), "w_hh": torch.randn(3 * H, H)}
+    >>> y, (h,), _ = gru.run(torch.randn(T, B, I), (torch.zeros(B, H),), w, None, False,
+    ...                      CellOptions("gru"), {}, False)
+    >>> y.shape, h.shape
+    (torch.Size([5, 2, 4]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import gru_steps as steps
+from .common import gemm_scratch, split_rows
+
+_OFF: dict[tuple[Any, int], np.ndarray] = {}
+SPLIT_MIN_ROWS = 64  # two threads from B = 128 rows (see common.split_rows); tests lower it
+GATE_NAMES = ("reset", "update", "candidate")
+
+
+def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
+    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
+    key = (dtype, ndim)
+    if key not in _OFF:
+        _OFF[key] = np.empty((0,) * ndim, dtype)
+    return _OFF[key]
+
+
+def _np(t: Tensor | None, dtype: np.dtype, ndim: int) -> np.ndarray:
+    if t is None:
+        return _off(dtype, ndim)
+    return t.detach().contiguous().numpy()
+
+
+def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Zoneout keep-weights as the kernel reads them: ((T, B, H) masks, size 0) in training,
+    (size 0, (H,) filled with p) in evaluation, both size 0 when off."""
+    if z is None:
+        return _off(nd, 3), _off(nd, 1)
+    if z.dim() == 0:
+        return _off(nd, 3), np.full(shape[-1], z.item(), nd)
+    return z.detach().expand(shape).contiguous().numpy(), _off(nd, 1)
+
+
+class _Call:
+    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
+
+    __slots__ = ("sizes", "packed", "reverse", "reset_after", "eps", "record", "m", "zh", "sink")
+
+    def __init__(self, sizes, packed, reverse, reset_after, eps, record, m, zh):
+        self.sizes, self.packed, self.reverse, self.reset_after = sizes, packed, reverse, reset_after
+        self.eps, self.record, self.m, self.zh = eps, record, m, zh
+        self.sink: dict[str, Tensor] | None = None
+
+
+def _sizes(batch_sizes: Tensor | None, T: int, B: int) -> tuple[np.ndarray, bool]:
+    if batch_sizes is None:
+        return np.full(T, B, np.int64), False
+    sizes = batch_sizes.numpy().astype(np.int64, copy=False)
+    return sizes, bool(sizes[-1] < B)
+
+
+def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
+    """The forward pass on plain tensors (no autograd). Returns y, h_n and the buffers
+    (G, VN, Q, XH, RS) that the backward pass needs (None where not kept)."""
+    T, B = xin.shape[0], xin.shape[1]
+    H = h0.shape[-1]
+    dt = xin.dtype
+    nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    ra = call.reset_after
+    bn = None
+    if w_ih is not None:
+        if ra and b_hh is not None:  # b_hr, b_hz join the projection; b_hn stays inside r ⊙ (·)
+            bn = b_hh[2 * H:]
+            rz = torch.cat([b_hh[:2 * H], b_hh.new_zeros(H)])
+            bias = rz if b_ih is None else b_ih + rz
+        else:
+            bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+        x2 = xin.reshape(T * B, xin.shape[2])
+        G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias, x2, w_ih.t())
+        G = G.view(T, B, 3 * H)  # (T, B, 3H)
+    else:
+        G = xin.contiguous().clone() if xin.is_contiguous() else xin.contiguous()
+    # State copy and zero fills on this thread (see _new).
+    hw = _new(tuple(h0.shape), nd, False, h0.detach().numpy())  # becomes h_n
+    Y = _new((T, B, H), nd, call.packed)  # inactive rows must read as zeros
+    ln = ra and lnh is not None
+    VN = torch.empty((T, B, H), dtype=dt) if keep and ra else None
+    Q = _new((T, B, H), nd, call.packed) if keep and not ra else None
+    XH = torch.empty((T, B, 3 * H), dtype=dt) if keep and ln else None
+    RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
+    w_np = _np(w_hh, nd, 2)
+    zh, zp = _zone_np(call.zh, (T, B, H), nd)
+    args = (
+        G.numpy(), hw.numpy(), Y.numpy(), _np(VN, nd, 3), _np(Q, nd, 3), _np(XH, nd, 3),
+        _np(RS, nd, 2), call.sizes, call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
+        _np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
+        _np(call.m, nd, 2), np.ones(H, nd), zh, zp, _np(lnh if ln else None, nd, 2), call.eps,
+        np.empty((B, 3 * H if ra else 2 * H), nd),
+        np.empty((B, H), nd) if call.m is not None else _off(nd, 2),
+        np.empty((2, B, 3 * H if ln else H), nd),
+    )
+
+    def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
+        steps.forward(*args, lo, hi, gemm_scratch(nd))
+
+    split_rows(B, work, SPLIT_MIN_ROWS)
+    if call.record:
+        call.sink = _gates(G, call, H)
+    return Y, hw, (G, VN, Q, XH, RS)
+
+
+def _new(shape: tuple[int, ...], nd: np.dtype, zeros: bool, like: np.ndarray | None = None) -> Tensor:
+    """A torch buffer, uninitialised, zero-filled (``zeros``) or a copy of ``like``, filled by
+    numpy on this thread: torch's own fill and copy would wake its OpenMP workers, which then
+    spin for a while on the cores the time loop's two halves run on (see common.split_rows)."""
+    t = torch.empty(shape, dtype=torch.float32 if nd == np.float32 else torch.float64)
+    if like is not None:
+        np.copyto(t.numpy(), like)
+    elif zeros:
+        t.numpy().fill(0)
+    return t
+
+
+def _gates(G: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+    """Recorded gates, each (T, B, H), zero on inactive rows (G holds u or nothing there)."""
+    gates = {name: G[..., k * H:(k + 1) * H].clone() for k, name in enumerate(GATE_NAMES)}
+    if call.packed:
+        off = torch.arange(G.shape[1])[None, :] >= torch.from_numpy(call.sizes)[:, None]  # (T, B)
+        for v in gates.values():
+            v.masked_fill_(off[..., None], 0.0)
+    return gates
+
+
+def _backward(call: _Call, saved, dy, dhn, needs):
+    """Gradients (x, w_ih, b_ih, b_hh, h0, w_hh, lnh) of ``_forward``'s inputs from dL/dy, dL/dh_n;
+    ``needs`` says which are wanted (the others come back None where that saves work).
+
+    Peak memory: besides the saved G, VN|Q, Y, the loop needs dY, DU (3 T·B·H) and DZ (T·B·H
+    without layer norm); dY and DZ are dropped before dx is allocated.
+    """
+    xin, w_ih, h0, w_hh, lnh, Y, G, VN, Q, XH, RS = saved
+    T, B = G.shape[0], G.shape[1]
+    H = h0.shape[-1]
+    dt = G.dtype
+    nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    ra = call.reset_after
+    ln = ra and lnh is not None
+    # numpy copies (one thread): see _forward. dL/dy is often an expanded tensor (y.sum()).
+    dY = _new(tuple(Y.shape), nd, True) if dy is None else dy
+    if dY.stride() != Y.stride():
+        dY = _new(tuple(Y.shape), nd, False, dY.numpy())
+    dh = _new(tuple(h0.shape), nd, dhn is None, None if dhn is None else dhn.numpy())  # → dL/dh0
+    DU = torch.empty_like(G)
+    DZ = torch.empty((T, B, 3 * H if ln else H), dtype=dt) if ra else None
+    w_np = _np(w_hh, nd, 2)
+    zh, zp = _zone_np(call.zh, (T, B, H), nd)
+    args = [  # a list, cleared after the loop: it holds the only other reference to dY
+        G.numpy(), _np(VN, nd, 3), _np(Q, nd, 3), Y.numpy(), _np(h0, nd, 2), dY.numpy(),
+        dh.numpy(), DU.numpy(), _np(DZ, nd, 3), call.sizes, call.reverse, ra, w_np,
+        w_np[:2 * H], w_np[2 * H:], _np(call.m, nd, 2), np.ones(H, nd), zh, zp,
+        _np(lnh if ln else None, nd, 2), _np(XH, nd, 3), _np(RS, nd, 2),
+    ]
+    # Parameter-gradient accumulators per part, summed after: rows never share memory.
+    sums = [torch.zeros_like(lnh) if ln else None for _ in range(2)]
+    dv = np.empty((B, 3 * H if ra else 2 * H), nd)
+
+    def work(part: int, lo: int, hi: int) -> None:
+        steps.backward(*args, _np(sums[part], nd, 2), dv, np.empty((3, B, H), nd), lo, hi,
+                       gemm_scratch(nd))
+
+    split_rows(B, work, SPLIT_MIN_ROWS)
+    args.clear()
+    del dY
+    dlnh = sums[0] + sums[1] if ln else None
+    DU2 = DU.view(T * B, 3 * H)
+    dx = dw_ih = db_ih = db_hh = dw_hh = None
+    if needs[2] or (needs[3] and not ln):
+        db_ih = DU2.sum(0)
+    if ra and not ln:  # v = W_hh h̃ + b_hh: δv = [δu_r, δu_z, DZ]
+        if needs[3]:
+            db_hh = torch.cat([db_ih[:2 * H], DZ.view(T * B, H).sum(0)])
+        if needs[5]:
+            dw_hh = _dw_hh(call, (DU[..., :2 * H], DZ), Y, h0)
+    elif ra:  # layer norm: b_hh's gradient reaches it through lnh
+        if needs[5]:
+            dw_hh = _dw_hh(call, (DZ,), Y, h0)
+    else:
+        if needs[3]:
+            db_hh = db_ih.clone()
+        if needs[5]:
+            dw_hh = torch.cat([_dw_hh(call, (DU[..., :2 * H],), Y, h0),
+                               torch.mm(DU2[:, 2 * H:].t(), Q.view(T * B, H))])
+    del DZ
+    if not needs[2]:
+        db_ih = None
+    if w_ih is not None:
+        if needs[0]:
+            dx = torch.mm(DU2, w_ih).view(xin.shape)
+        if needs[1]:
+            dw_ih = torch.mm(DU2.t(), xin.reshape(T * B, xin.shape[2]))  # one GEMM over all steps
+    else:
+        dx = DU  # the gradient of the precomputed input (layer norm)
+    return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
+
+
+def _dw_hh(call: _Call, parts: tuple[Tensor, ...], Y: Tensor, h0: Tensor) -> Tensor:
+    """Σ_t δz_t^T (m ⊙ h_{t−1}) for each δz in ``parts`` (each (T, B, K), stacked along K), as
+    two GEMMs each, reading h_{t−1} from y without a copy.
+
+    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
+    there), except at the row's first step, where it is h0: for the forward direction that is
+    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
+    the h0 term is added separately from each row's first-step δz.
+    """
+    T, B, H = Y.shape
+    m = call.m
+    Ym = Y if m is None else Y * m  # (T, B, H)
+    h0m = h0 if m is None else h0 * m
+    prev = (Ym[1:] if call.reverse else Ym[:-1]).reshape(-1, H)
+    if call.reverse:
+        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
+        last = torch.from_numpy(lengths - 1)
+    out = []
+    for D in parts:
+        K = D.shape[2]
+        if call.reverse:
+            first, rest = D[last, torch.arange(B)], D[:-1]  # (B, K): each row's first step
+        else:
+            first, rest = D[0], D[1:]
+        out.append(torch.addmm(torch.mm(first.t(), h0m), rest.reshape(-1, K).t(), prev))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
+class _GRUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh):
+        y, hn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, True)
+        ctx.call = call
+        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, w_hh, lnh, y, *bufs)
+        return y, hn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dhn):
+        needs = ctx.needs_input_grad[1:]
+        grads = _backward(ctx.call, ctx.saved_tensors, dy, dhn, needs)
+        return (None, *(g if need else None for g, need in zip(grads, needs)))
+
+
+def run(
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    w: Mapping[str, Tensor | None],
+    batch_sizes: Tensor | None,
+    reverse: bool,
+    opts: Any,
+    masks: Mapping[str, Tensor | None],
+    record: bool,
+) -> tuple[Tensor, tuple[Tensor], dict[str, Tensor] | None]:
+    """One direction of one GRU layer on the fused engine (contract: ``gatedrnn.reference.run``).
+
+    Shapes: x (T, B, I); state (h0 (B, H),); returns y (T, B, H), (h_n,), and the gates
+    reset/update/candidate each (T, B, H) when ``record``.
+    Under torch.compile the loop runs as custom ops (``gru_op``), without a graph break.
+    """
+    (h0,) = state
+    xin, w_ih, b_ih, b_hh, w_hh, lnh = _inputs(x, w, opts)
+    m, zh = masks.get("recurrent"), masks.get("zoneout_h")
+    if torch.compiler.is_compiling():
+        return _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh,
+                       record)
+    sizes, packed = _sizes(batch_sizes, x.shape[0], x.shape[1])
+    call = _Call(sizes, packed, bool(reverse), bool(opts.reset_after), float(opts.ln_eps), record,
+                 m, zh)
+    full = (xin, w_ih, b_ih, b_hh, h0, w_hh, lnh)
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
+        y, hn = _GRUFunction.apply(call, *full)
+    else:
+        y, hn, _ = _forward(call, *full, False)
+    return y, (hn,), call.sink
+
+
+def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
+    """(x or LN_x(W_ih x) + b, w_ih, b_ih, b_hh, w_hh, lnh) with lnh = (gain, shift + b_hh) of LN_h.
+
+    With layer norm, LN_x is not recurrent: torch ops under autograd, before the loop. Its shift
+    absorbs b_ih (and, for reset_after=False, where cells.gru_cell has no LN_h, also b_hh); for
+    reset_after, LN_h's shift absorbs b_hh: one (2, 3H) parameter for the kernel.
+    """
+    w_ih, b_ih, b_hh = w["w_ih"], w.get("b_ih"), w.get("b_hh")
+    if not opts.layer_norm:
+        return x, w_ih, b_ih, b_hh, w["w_hh"], None
+    ra = bool(opts.reset_after)
+    shift = w["ln_x_b"]
+    for b in (b_ih,) if ra else (b_ih, b_hh):
+        shift = b if shift is None else (shift if b is None else shift + b)
+    u = F.layer_norm(torch.matmul(x, w_ih.t()), (w_ih.shape[0],), w["ln_x_w"], shift, opts.ln_eps)
+    lnh = None
+    if ra:
+        gain, hs = w["ln_h_w"], w["ln_h_b"]
+        if b_hh is not None:
+            hs = b_hh if hs is None else hs + b_hh
+        lnh = torch.stack([gain, torch.zeros_like(gain) if hs is None else hs])
+    return u, None, None, None, w["w_hh"], lnh
+
+
+def _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh, record):
+    """``run`` under torch.compile: the same computation as two custom ops (see gru_op)."""
+    from . import gru_op
+
+    keep = torch.is_grad_enabled()
+    y, hn, G, *_ = gru_op.gru_forward(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, m, zh,
+                                      bool(reverse), bool(opts.reset_after), float(opts.ln_eps),
+                                      keep)
+    if not record:
+        return y, (hn,), None
+    H = h0.shape[-1]
+    gates = {name: G[..., k * H:(k + 1) * H].detach() for k, name in enumerate(GATE_NAMES)}
+    if batch_sizes is not None:
+        rows = (torch.arange(G.shape[1])[None, :] < batch_sizes[:, None]).to(G.dtype)[..., None]
+        gates = {k: v * rows for k, v in gates.items()}
+    return y, (hn,), gates
