@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gatedrnn import reference
 from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import gru, gru_steps
+from gatedrnn.kernels import gru
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -206,8 +206,8 @@ def test_random_shapes_against_reference(T, B, H, reverse, seed, variant, packed
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 def test_small_row_products_equal_gemm(rows) -> None:
-    """The hand-written GEMV path (up to SMALL_ROWS rows) and MKL agree, both orientations."""
-    from gatedrnn.kernels.common import gemm, gemm_scratch
+    """The hand-written GEMV path of common.prod (up to SMALL_ROWS rows) and MKL agree."""
+    from gatedrnn.kernels.common import gemm, gemm_scratch, prod
 
     rng = np.random.default_rng(rows)
     for trans_w, beta in ((True, 0.0), (True, 1.0), (False, 0.0), (False, 1.0)):
@@ -215,21 +215,9 @@ def test_small_row_products_equal_gemm(rows) -> None:
         a = rng.standard_normal((rows, 7 if trans_w else 9))
         c0 = rng.standard_normal((rows, 9 if trans_w else 7))
         got, want = c0.copy(), c0.copy()
-        _prod_entry(a, w, got, trans_w, beta)
+        prod(a, w, got, trans_w, beta, gemm_scratch(np.float64))
         gemm(a, w, want, False, trans_w, beta, gemm_scratch(np.float64))
         assert np.allclose(got, want, atol=1e-12)
-
-
-def _prod_entry(a, w, c, trans_w, beta):
-    import numba
-
-    from gatedrnn.kernels.common import JIT, gemm_scratch
-
-    @numba.njit(**{**JIT, "cache": False})
-    def call(a, w, c, trans_w, beta, scratch):
-        gru_steps._prod(a, w, c, trans_w, beta, scratch)
-
-    call(a, w, c, trans_w, beta, gemm_scratch(np.float64))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -186,6 +186,110 @@ def gemm_scratch(dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(8, np.int32), np.zeros(2, dtype)
 
 
+# --- the per-step product and the per-row layer norm, shared by the time loops -------------------
+
+SMALL_ROWS = 2  # up to this many rows, the products below beat MKL's sgemm (B = 1: 2.1 vs 3.6 µs)
+
+
+@numba.njit(inline="always", **JIT)
+def prod(a, w, c, trans_w, beta, scratch):
+    """c = a @ op(w) + beta * c (op(w) = w.T when ``trans_w``): ``common.gemm`` for many rows, and
+    for one or two rows (a GEMV, where MKL's sgemm pays its blocking set-up at every step) plain
+    loops that LLVM vectorises: four dot products at once against rows of w (trans_w), or a sum
+    of rows of w scaled by a's entries (not trans_w). Measured per step at H = 128, B = 1:
+    2.1 µs against 3.6 µs (forward) and 2.4 against 3.3 (backward); sgemm wins from 4 rows."""
+    R = a.shape[0]
+    if R > SMALL_ROWS:
+        gemm(a, w, c, False, trans_w, beta, scratch)
+        return
+    zero = c.dtype.type(0.0)
+    if trans_w:  # c[b, j] = Σ_k a[b, k] w[j, k] (+ beta c)
+        N, K = w.shape
+        for b in range(R):
+            ab, cb = a[b], c[b]
+            j = 0
+            while j + 4 <= N:
+                w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+                s0 = s1 = s2 = s3 = zero
+                for k in range(K):
+                    x = ab[k]
+                    s0 += x * w0[k]
+                    s1 += x * w1[k]
+                    s2 += x * w2[k]
+                    s3 += x * w3[k]
+                if beta != 0.0:
+                    s0 += beta * cb[j]
+                    s1 += beta * cb[j + 1]
+                    s2 += beta * cb[j + 2]
+                    s3 += beta * cb[j + 3]
+                cb[j] = s0
+                cb[j + 1] = s1
+                cb[j + 2] = s2
+                cb[j + 3] = s3
+                j += 4
+            while j < N:
+                wj = w[j]
+                s = zero
+                for k in range(K):
+                    s += ab[k] * wj[k]
+                cb[j] = s + beta * cb[j] if beta != 0.0 else s
+                j += 1
+    else:  # c[b, :] = Σ_j a[b, j] w[j, :] (+ beta c)
+        N = w.shape[0]
+        for b in range(R):
+            ab, cb = a[b], c[b]
+            if beta == 0.0:
+                cb[:] = zero
+            elif beta != 1.0:
+                cb *= beta
+            for j in range(N):
+                x = ab[j]
+                wj = w[j]
+                for k in range(cb.shape[0]):
+                    cb[k] += x * wj[k]
+
+
+
+@numba.njit(inline="always", **JIT)
+def layer_norm_row(v, gain, bias, xn, out, add, eps):
+    """out (+)= LN(v) = gain ⊙ (v − mean) / sqrt(var + eps) + bias; keeps xn = (v − mean)/std.
+
+    Returns 1/std for the backward pass. ``add`` accumulates into out instead of overwriting.
+    """
+    N = v.shape[0]
+    mean = v.sum() / N
+    var = 0.0
+    for j in range(N):
+        var += (v[j] - mean) * (v[j] - mean)
+    rstd = 1.0 / np.sqrt(var / N + eps)
+    for j in range(N):
+        x = (v[j] - mean) * rstd
+        xn[j] = x
+        y = x * gain[j] + bias[j]
+        out[j] = out[j] + y if add else y
+    return rstd
+
+
+@numba.njit(inline="always", **JIT)
+def layer_norm_row_bwd(dy, xn, rstd, gain, dx, dgain, dbias):
+    """Backward of LN for one row: with u = gain ⊙ dy,
+    dx = rstd (u − mean(u) − xn mean(u ⊙ xn)); dgain += dy ⊙ xn; dbias += dy."""
+    N = dy.shape[0]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(N):
+        u = gain[j] * dy[j]
+        s1 += u
+        s2 += u * xn[j]
+        dgain[j] += dy[j] * xn[j]
+        dbias[j] += dy[j]
+    s1 /= N
+    s2 /= N
+    for j in range(N):
+        dx[j] = rstd * (gain[j] * dy[j] - s1 - xn[j] * s2)
+
+
+
 # --- two threads without per-step synchronisation ----------------------------------------------
 #
 # Batch rows of a recurrent layer never interact, so the time loop of rows [0, B/2) and of rows

@@ -33,68 +33,7 @@ from __future__ import annotations
 
 import numba
 
-from .common import JIT, gemm, sigmoid, tanh
-from .lstm_steps import _layer_norm_row, _layer_norm_row_bwd
-
-SMALL_ROWS = 2  # up to this many rows, the products below beat MKL's sgemm (B = 1: 2.1 vs 3.6 µs)
-
-
-@numba.njit(inline="always", **JIT)
-def _prod(a, w, c, trans_w, beta, scratch):
-    """c = a @ op(w) + beta * c (op(w) = w.T when ``trans_w``): ``common.gemm`` for many rows, and
-    for one or two rows (a GEMV, where MKL's sgemm pays its blocking set-up at every step) plain
-    loops that LLVM vectorises: four dot products at once against rows of w (trans_w), or a sum
-    of rows of w scaled by a's entries (not trans_w). Measured per step at H = 128, B = 1:
-    2.1 µs against 3.6 µs (forward) and 2.4 against 3.3 (backward); sgemm wins from 4 rows."""
-    R = a.shape[0]
-    if R > SMALL_ROWS:
-        gemm(a, w, c, False, trans_w, beta, scratch)
-        return
-    zero = c.dtype.type(0.0)
-    if trans_w:  # c[b, j] = Σ_k a[b, k] w[j, k] (+ beta c)
-        N, K = w.shape
-        for b in range(R):
-            ab, cb = a[b], c[b]
-            j = 0
-            while j + 4 <= N:
-                w0, w1, w2, w3 = w[j], w[j + 1], w[j + 2], w[j + 3]
-                s0 = s1 = s2 = s3 = zero
-                for k in range(K):
-                    x = ab[k]
-                    s0 += x * w0[k]
-                    s1 += x * w1[k]
-                    s2 += x * w2[k]
-                    s3 += x * w3[k]
-                if beta != 0.0:
-                    s0 += beta * cb[j]
-                    s1 += beta * cb[j + 1]
-                    s2 += beta * cb[j + 2]
-                    s3 += beta * cb[j + 3]
-                cb[j] = s0
-                cb[j + 1] = s1
-                cb[j + 2] = s2
-                cb[j + 3] = s3
-                j += 4
-            while j < N:
-                wj = w[j]
-                s = zero
-                for k in range(K):
-                    s += ab[k] * wj[k]
-                cb[j] = s + beta * cb[j] if beta != 0.0 else s
-                j += 1
-    else:  # c[b, :] = Σ_j a[b, j] w[j, :] (+ beta c)
-        N = w.shape[0]
-        for b in range(R):
-            ab, cb = a[b], c[b]
-            if beta == 0.0:
-                cb[:] = zero
-            elif beta != 1.0:
-                cb *= beta
-            for j in range(N):
-                x = ab[j]
-                wj = w[j]
-                for k in range(cb.shape[0]):
-                    cb[k] += x * wj[k]
+from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
 
 
 @numba.njit(**JIT)
@@ -126,12 +65,12 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                 for j in range(H):
                     hmb[j] = hb[j] * mb[j]
         if reset_after:
-            _prod(hm[lo:n], w_hh, V[lo:n], True, 0.0, scratch)  # v = h̃ W_hh^T
+            prod(hm[lo:n], w_hh, V[lo:n], True, 0.0, scratch)  # v = h̃ W_hh^T
             for b in range(lo, n):
                 vb = V[b]
                 if ln:  # v = LN_h(v) in place; XH keeps the normalised values
                     xh = XH[t, b] if keep else work[1, b]
-                    RS[t if keep else 0, b] = _layer_norm_row(vb, lnh[0], lnh[1], xh, vb, False, eps)
+                    RS[t if keep else 0, b] = layer_norm_row(vb, lnh[0], lnh[1], xh, vb, False, eps)
                 row = g[b]
                 ur, uz, un = row[:H], row[H:2 * H], row[2 * H:]
                 vr, vz, vn = vb[:H], vb[H:2 * H], vb[2 * H:]
@@ -155,7 +94,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                     yb[j] = y
                     hp[j] = y
         else:
-            _prod(hm[lo:n], w_rz, V[lo:n], True, 0.0, scratch)  # [v_r | v_z] = h̃ W_hrz^T
+            prod(hm[lo:n], w_rz, V[lo:n], True, 0.0, scratch)  # [v_r | v_z] = h̃ W_hrz^T
             qq = Q[t] if keep else work[0]
             for b in range(lo, n):
                 row, vb = g[b], V[b]
@@ -168,7 +107,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                     uz[j] = sigmoid(uz[j] + vz[j])
                     qb[j] = r * hmb[j]
             vq = work[1]
-            _prod(qq[lo:n], w_n, vq[lo:n], True, 0.0, scratch)  # W_hn q
+            prod(qq[lo:n], w_n, vq[lo:n], True, 0.0, scratch)  # W_hn q
             for b in range(lo, n):
                 row = g[b]
                 zs, un = row[H:2 * H], row[2 * H:]
@@ -256,20 +195,20 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
                     dvn[j] = dun_ * r
                     dhb[j] = e * z + kept
                 if ln:
-                    _layer_norm_row_bwd(dvb, XH[t, b], RS[t, b], lnh[0], DZ[t, b], dlnh[0], dlnh[1])
+                    layer_norm_row_bwd(dvb, XH[t, b], RS[t, b], lnh[0], DZ[t, b], dlnh[0], dlnh[1])
                 else:
                     DZ[t, b] = dvn  # δv_r, δv_z equal δu_r, δu_z: only the n third is kept
             DU[t, max(lo, n):hi] = 0.0
             DZ[t, max(lo, n):hi] = 0.0
             src = DZ[t] if ln else dv  # δ(W_hh h̃), dense (rows, 3H)
             if mask:
-                _prod(src[lo:n], w_hh, tmp[lo:n], False, 0.0, scratch)  # δh̃
+                prod(src[lo:n], w_hh, tmp[lo:n], False, 0.0, scratch)  # δh̃
                 for b in range(lo, n):
                     dhb, tb, mb = dh[b], tmp[b], m[b]
                     for j in range(H):
                         dhb[j] += mb[j] * tb[j]
             else:
-                _prod(src[lo:n], w_hh, dh[lo:n], False, 1.0, scratch)  # δh += δh̃
+                prod(src[lo:n], w_hh, dh[lo:n], False, 1.0, scratch)  # δh += δh̃
         else:
             for b in range(lo, n):
                 row, du = G[t, b], DU[t, b]
@@ -293,7 +232,7 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
                     dun[j] = dun_
                     dnb[j] = dun_
                     dhb[j] = e * z + kept
-            _prod(dn[lo:n], w_n, dq[lo:n], False, 0.0, scratch)  # δq = δu_n W_hn
+            prod(dn[lo:n], w_n, dq[lo:n], False, 0.0, scratch)  # δq = δu_n W_hn
             for b in range(lo, n):
                 row, du, drz = G[t, b], DU[t, b], dv[b]
                 rs, dur = row[:H], du[:H]
@@ -309,7 +248,7 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
                     drz_z[j] = duz[j]
                     tb[j] = dqb[j] * r
             DU[t, max(lo, n):hi] = 0.0
-            _prod(dv[lo:n], w_rz, tmp[lo:n], False, 1.0, scratch)  # δh̃ += δu_rz W_hrz
+            prod(dv[lo:n], w_rz, tmp[lo:n], False, 1.0, scratch)  # δh̃ += δu_rz W_hrz
             for b in range(lo, n):
                 dhb, tb = dh[b], tmp[b]
                 mb = m[b] if mask else ones

@@ -24,9 +24,8 @@ Legend (kernel-local short names):
 from __future__ import annotations
 
 import numba
-import numpy as np
 
-from .common import JIT, gemm, sigmoid, tanh
+from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
 
 
 @numba.njit(inline="always", **JIT)
@@ -35,45 +34,6 @@ def _zone_row(z, t, b):
     if z.shape[0] == 1 and z.shape[1] == 1 and z.shape[2] == 1:
         return z[0, 0]
     return z[t, b]
-
-
-@numba.njit(inline="always", **JIT)
-def _layer_norm_row(v, gain, bias, xn, out, add, eps):
-    """out (+)= LN(v) = gain ⊙ (v − mean) / sqrt(var + eps) + bias; keeps xn = (v − mean)/std.
-
-    Returns 1/std for the backward pass. ``add`` accumulates into out instead of overwriting.
-    """
-    N = v.shape[0]
-    mean = v.sum() / N
-    var = 0.0
-    for j in range(N):
-        var += (v[j] - mean) * (v[j] - mean)
-    rstd = 1.0 / np.sqrt(var / N + eps)
-    for j in range(N):
-        x = (v[j] - mean) * rstd
-        xn[j] = x
-        y = x * gain[j] + bias[j]
-        out[j] = out[j] + y if add else y
-    return rstd
-
-
-@numba.njit(inline="always", **JIT)
-def _layer_norm_row_bwd(dy, xn, rstd, gain, dx, dgain, dbias):
-    """Backward of LN for one row: with u = gain ⊙ dy,
-    dx = rstd (u − mean(u) − xn mean(u ⊙ xn)); dgain += dy ⊙ xn; dbias += dy."""
-    N = dy.shape[0]
-    s1 = 0.0
-    s2 = 0.0
-    for j in range(N):
-        u = gain[j] * dy[j]
-        s1 += u
-        s2 += u * xn[j]
-        dgain[j] += dy[j] * xn[j]
-        dbias[j] += dy[j]
-    s1 /= N
-    s2 /= N
-    for j in range(N):
-        dx[j] = rstd * (gain[j] * dy[j] - s1 - xn[j] * s2)
 
 
 @numba.njit(**JIT)
@@ -109,12 +69,12 @@ def forward(G, hw, cw, Y, C, CH, sizes, reverse, keep, w_hh, w_hr, P, m, zh, zc,
                 for j in range(Ho):
                     hm[b, j] = hw[b, j] * m[b, j]
         if ln_h:
-            gemm(hm[lo:n], w_hh, hh[lo:n], False, True, 0.0, scratch)
+            prod(hm[lo:n], w_hh, hh[lo:n], True, 0.0, scratch)
             for b in range(lo, n):
                 xh = XH[t, b] if keep else hh[b]  # without keep, normalise in place
-                RS[t if keep else 0, b, 0] = _layer_norm_row(hh[b], lnh[0], lnh[1], xh, g[b], True, eps)
+                RS[t if keep else 0, b, 0] = layer_norm_row(hh[b], lnh[0], lnh[1], xh, g[b], True, eps)
         else:
-            gemm(hm[lo:n], w_hh, g[lo:n], False, True, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
+            prod(hm[lo:n], w_hh, g[lo:n], True, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
         for b in range(lo, n):
             # One 1-D view per gate: LLVM vectorises a[j], a[H + j] badly (it cannot prove the
             # offsets apart), and views of a row make the loop 6x faster.
@@ -160,11 +120,11 @@ def forward(G, hw, cw, Y, C, CH, sizes, reverse, keep, w_hh, w_hr, P, m, zh, zc,
                 C[t, b] = cp
             if ln_c:
                 xcb = XC[t, b] if keep else xc
-                RS[t if keep else 0, b, 1] = _layer_norm_row(cb, lnc[0], lnc[1], xcb, rb, False, eps)
+                RS[t if keep else 0, b, 1] = layer_norm_row(cb, lnc[0], lnc[1], xcb, rb, False, eps)
                 for j in range(H):
                     rb[j] = ao[j] * tanh(rb[j])
         if proj:
-            gemm(r[lo:n], w_hr, Y[t, lo:n], False, True, 0.0, scratch)  # ĥ = r W_hr^T
+            prod(r[lo:n], w_hr, Y[t, lo:n], True, 0.0, scratch)  # ĥ = r W_hr^T
         else:
             Y[t, lo:n] = r[lo:n]
         for b in range(lo, n):
@@ -228,7 +188,7 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
                 for j in range(Ho):
                     eb[j] = dhb[j] + dyb[j]
         if proj:
-            gemm(ee[lo:n], w_hr, dr[lo:n], False, False, 0.0, scratch)  # δr = δĥ W_hr
+            prod(ee[lo:n], w_hr, dr[lo:n], False, 0.0, scratch)  # δr = δĥ W_hr
         for b in range(lo, n):
             row, drow = G[t, b], dA[t, b]
             ig_, fg_, gg_, og_ = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
@@ -245,7 +205,7 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
                     og = og_[j]
                     dcp[j] = drb[j] * og * (one - th * th)
                     dao_[j] = drb[j] * th * og * (one - og)
-                _layer_norm_row_bwd(dcp, xcb, RS[t, b, 1], lnc[0], ds, dlnc[0], dlnc[1])
+                layer_norm_row_bwd(dcp, xcb, RS[t, b, 1], lnc[0], ds, dlnc[0], dlnc[1])
             # The hot loop writes only dA's row and dc (see the aliasing note in forward).
             for j in range(H):
                 ig = ig_[j]
@@ -292,11 +252,11 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
                     s = XC[t, b, j] * lnc[0, j] + lnc[1, j] if ln_c else ch[j]
                     Rb[j] = og_[j] * tanh(s)
             if ln_h:
-                _layer_norm_row_bwd(drow, XH[t, b], RS[t, b, 0], lnh[0], DZ[t, b], dlnh[0], dlnh[1])
+                layer_norm_row_bwd(drow, XH[t, b], RS[t, b, 0], lnh[0], DZ[t, b], dlnh[0], dlnh[1])
         dA[t, max(lo, n):hi] = 0.0
         if ln_h:
             DZ[t, max(lo, n):hi] = 0.0
-        gemm(DZ[t, lo:n], w_hh, tmp[lo:n], False, False, 0.0, scratch)  # δz W_hh
+        prod(DZ[t, lo:n], w_hh, tmp[lo:n], False, 0.0, scratch)  # δz W_hh
         if mask or use_zh:
             for b in range(lo, n):
                 dhb, tb = dh[b], tmp[b]

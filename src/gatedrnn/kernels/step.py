@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .common import JIT, gemm, gemm_scratch, sigmoid, tanh
+from .common import JIT, gemm_scratch, prod, sigmoid, tanh
 
 
 class WeightViews:
@@ -65,8 +65,8 @@ def lstm_step(x, h, c, wi, wh, bi, bh, scratch):
     """c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c'); returns (h', c')."""
     B, H = c.shape
     a = np.empty((B, 4 * H), x.dtype)
-    gemm(x, wi, a, False, True, 0.0, scratch)
-    gemm(h, wh, a, False, True, 1.0, scratch)
+    prod(x, wi, a, True, 0.0, scratch)
+    prod(h, wh, a, True, 1.0, scratch)
     h2 = np.empty((B, H), x.dtype)
     c2 = np.empty((B, H), x.dtype)
     for b in range(B):
@@ -86,11 +86,11 @@ def gru_step(x, h, wi, wh, bi, bh, reset_after, scratch):
     """h' = (1 − z) ⊙ n + z ⊙ h, with n in either form (see ``cells.gru_cell``)."""
     B, H = h.shape
     u = np.empty((B, 3 * H), x.dtype)
-    gemm(x, wi, u, False, True, 0.0, scratch)
+    prod(x, wi, u, True, 0.0, scratch)
     h2 = np.empty((B, H), x.dtype)
     if reset_after:
         v = np.empty((B, 3 * H), x.dtype)
-        gemm(h, wh, v, False, True, 0.0, scratch)
+        prod(h, wh, v, True, 0.0, scratch)
         for b in range(B):
             for j in range(H):
                 r = sigmoid(u[b, j] + bi[j] + v[b, j] + bh[j])
@@ -99,7 +99,7 @@ def gru_step(x, h, wi, wh, bi, bh, reset_after, scratch):
                 h2[b, j] = (1 - z) * n + z * h[b, j]
         return h2
     v = np.empty((B, 2 * H), x.dtype)  # a column slice of the (B, 3H) buffer would not be dense
-    gemm(h, wh[: 2 * H], v, False, True, 0.0, scratch)
+    prod(h, wh[: 2 * H], v, True, 0.0, scratch)
     rh = np.empty((B, H), x.dtype)
     z = np.empty((B, H), x.dtype)
     for b in range(B):
@@ -108,7 +108,7 @@ def gru_step(x, h, wi, wh, bi, bh, reset_after, scratch):
             z[b, j] = sigmoid(u[b, H + j] + bi[H + j] + v[b, H + j] + bh[H + j])
             rh[b, j] = r * h[b, j]
     n_in = np.empty((B, H), x.dtype)
-    gemm(rh, wh[2 * H:], n_in, False, True, 0.0, scratch)
+    prod(rh, wh[2 * H:], n_in, True, 0.0, scratch)
     for b in range(B):
         for j in range(H):
             n = tanh(u[b, 2 * H + j] + bi[2 * H + j] + n_in[b, j] + bh[2 * H + j])
@@ -121,8 +121,8 @@ def rnn_step(x, h, wi, wh, bi, bh, relu, scratch):
     """h' = φ(W_ih x + b_ih + W_hh h + b_hh)."""
     B, H = h.shape
     a = np.empty((B, H), x.dtype)
-    gemm(x, wi, a, False, True, 0.0, scratch)
-    gemm(h, wh, a, False, True, 1.0, scratch)
+    prod(x, wi, a, True, 0.0, scratch)
+    prod(h, wh, a, True, 1.0, scratch)
     for b in range(B):
         for j in range(H):
             s = a[b, j] + bi[j] + bh[j]
