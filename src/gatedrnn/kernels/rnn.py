@@ -1,0 +1,314 @@
+"""The fused CPU Elman RNN engine: one direction of one layer, forward and hand-derived backward.
+
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n,), gates)
+
+is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there) for the modes
+"rnn_tanh" and "rnn_relu"; the equations are ``gatedrnn.cells.rnn_cell``:
+
+    h' = φ(W_ih x + b_ih + W_hh (m ⊙ h) + b_hh),  φ = tanh or relu;  zoneout h' = d h + (1 − d) h'
+
+The work is split so that almost every flop is a large GEMM:
+
+- forward: G = x W_ih^T + b_ih + b_hh for all steps in one ``addmm``; then the numba loop in
+  ``rnn_steps.forward`` (per step one recurrent GEMM into G[t] plus one fused activation pass).
+  G becomes the output y in place, so the forward pass allocates one (T, B, H) buffer; only
+  zoneout keeps φ(a) apart from y (a second buffer, which backward reads).
+- backward (BPTT, equations in ``rnn_steps.backward``): δa_t = δh_t ⊙ φ'(a_t) with
+  φ'(a) = 1 − h'² (tanh) or 1[a > 0] (relu), δh_{t−1} = (δa_t W_hh) ⊙ m (+ d ⊙ δh_t with
+  zoneout); the loop leaves dA = δa for all steps, then dx = dA W_ih, dW_ih = dA^T x,
+  dW_hh = Σ_t δa_t^T (m ⊙ h_{t−1}) and db = Σ dA are one GEMM (or sum) each.
+
+Backward needs only y (and φ(a) with zoneout), so training stores nothing beyond the output;
+inference stores nothing per step. From B = 4 rows the loops run the rows in two halves on the two
+threads of torch's own OpenMP team (``_split_rows``; the per-step product of an Elman RNN is too
+small for a two-thread GEMM to pay, see the measurements there). Eager calls use an
+autograd.Function; under torch.compile the same code runs as custom ops (``rnn_op``). ``record``
+returns ``{}``: the Elman RNN has no gates.
+
+Example:
+    >>> import torch
+    >>> from gatedrnn.cells import CellOptions
+    >>> from gatedrnn.kernels import rnn
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> w = {"w_ih": torch.randn(H, I), "w_hh": torch.randn(H, H)}
+    >>> y, (h,), _ = rnn.run(torch.randn(T, B, I), (torch.zeros(B, H),), w, None, False,
+    ...                      CellOptions("rnn_tanh"), {}, False)
+    >>> y.shape, h.shape
+    (torch.Size([5, 2, 4]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import common
+from . import rnn_steps as steps
+from .common import gemm_scratch, split_rows
+
+_OFF: dict[tuple[Any, int], np.ndarray] = {}
+SPLIT_MIN_ROWS = 2  # two threads from B = 2 * 2 rows (see _split_rows)
+POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
+MODES = ("rnn_tanh", "rnn_relu")
+
+
+# --- two threads from torch's own OpenMP team ---------------------------------------------------
+#
+# After any parallel torch op (here: the input projection just before the loop) torch's OpenMP
+# worker keeps spinning for ~10 ms, waiting for the next parallel region. common.split_rows runs
+# the second half of the rows on a thread of its own, which then shares a core with that spinning
+# worker (measured: the B = 256 loop took 17 ms after an addmm against 11 ms alone, and 11 ms
+# after it with OMP_WAIT_POLICY=passive). Opening the parallel region in torch's libgomp instead
+# (GOMP_parallel, the entry point of ``#pragma omp parallel``) hands the second half to the
+# spinning worker itself. Measured (float32, 2 threads, time without split / with; halves of one
+# or two rows take common.prod's vectorised loops, more rows MKL's one-thread sgemm):
+#   (T, B, I, H)       inference  training
+#   200, 2, 64, 128       0.94      1.07
+#   200, 4, 64, 128       1.08      1.08
+#   100, 4, 512, 512      1.69      1.46
+#   100, 8, 128, 128      1.40      1.34
+#   100, 32, 128, 128     1.45      1.43
+#   100, 64, 256, 256     1.34      1.28
+#   50, 256, 128, 256     1.41      1.12
+#   100, 32, 512, 512     1.16      1.00
+# hence SPLIT_MIN_ROWS = 2 (split from B = 4). GATEDRNN_NO_GOMP=1 falls back to
+# common.split_rows' pool thread (as does a torch without libgomp).
+
+_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _load_gomp() -> Any:
+    """torch's libgomp with GOMP_parallel typed, or None (another OpenMP, another backend)."""
+    if os.environ.get("GATEDRNN_NO_GOMP") or "ATen parallel backend: OpenMP" not in \
+            torch.__config__.parallel_info():
+        return None
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))
+        lib.GOMP_parallel.argtypes = [_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        lib.GOMP_parallel.restype = None
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+_GOMP = _load_gomp()
+
+
+def _split_rows(B: int, work: Callable[[int, int, int], None]) -> None:
+    """``common.split_rows(B, work, SPLIT_MIN_ROWS)``, with the two halves run by torch's OpenMP
+    team where there is one (see above), else common.split_rows' pool thread from POOL_MIN_ROWS.
+    Each half gets a one-thread BLAS; the halves are fixed by B, and any team member may run
+    either (a team of one runs both), so results are exact."""
+    if _GOMP is None or common._mkl_local is None:
+        split_rows(B, work, POOL_MIN_ROWS)
+        return
+    if B < 2 * SPLIT_MIN_ROWS or torch.get_num_threads() < 2:
+        split_rows(B, work, SPLIT_MIN_ROWS)  # one part (one-thread BLAS for a few rows)
+        return
+    half = (B + 1) // 2
+    todo = [(1, half, B), (0, 0, half)]
+    errors: list[BaseException] = []
+
+    def body(_: Any) -> None:  # runs on each thread of the team, holding the GIL outside numba
+        try:
+            while True:
+                try:
+                    part = todo.pop()  # atomic under the GIL
+                except IndexError:
+                    return
+                common._single_threaded_blas(work, *part)
+        except BaseException as e:  # noqa: BLE001 - a ctypes callback cannot raise; re-raised below
+            errors.append(e)
+
+    callback = _BODY(body)
+    _GOMP.GOMP_parallel(callback, None, 2, 0)
+    if errors:
+        raise errors[0]
+
+
+def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
+    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
+    key = (dtype, ndim)
+    if key not in _OFF:
+        _OFF[key] = np.empty((0,) * ndim, dtype)
+    return _OFF[key]
+
+
+def _ndtype(t: Tensor) -> np.dtype:
+    return np.dtype(np.float32 if t.dtype == torch.float32 else np.float64)
+
+
+class _Call:
+    """Per-call settings that are not parameters (one object per ``run``, never shared).
+
+    sizes: (T,) int64 active rows per step; m: recurrent mask (B, H) or None; zh: zoneout
+    keep-weights (T, B, H), a 0-dim p (evaluation) or None.
+    """
+
+    __slots__ = ("sizes", "reverse", "relu", "m", "zh")
+
+    def __init__(self, sizes: np.ndarray, reverse: bool, relu: bool, m: Tensor | None,
+                 zh: Tensor | None) -> None:
+        self.sizes, self.reverse, self.relu, self.m, self.zh = sizes, reverse, relu, m, zh
+
+    @staticmethod
+    def make(batch_sizes: Tensor | None, T: int, B: int, reverse: bool, relu: bool,
+             m: Tensor | None, zh: Tensor | None) -> _Call:
+        if batch_sizes is None:
+            sizes = np.full(T, B, np.int64)
+        else:
+            sizes = batch_sizes.numpy().astype(np.int64, copy=False)
+        return _Call(sizes, bool(reverse), bool(relu), m, zh)
+
+    def masks_np(self, B: int, H: int, nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(m (B, H), zh (T, B, H) or (1, 1, H)) as the kernels read them; size 0 when absent."""
+        td = torch.float32 if nd == np.float32 else torch.float64
+        m = _off(nd, 2) if self.m is None else self.m.detach().to(td).expand(B, H).contiguous().numpy()
+        zh = self.zh
+        if zh is None:
+            z = _off(nd, 3)
+        elif zh.dim() == 0:
+            z = np.full((1, 1, H), float(zh), nd)
+        else:
+            z = zh.detach().to(td).expand(len(self.sizes), B, H).contiguous().numpy()
+        return m, z
+
+
+def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+             h0: Tensor, w_hh: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The forward pass on plain tensors (no autograd): y (T, B, H), h_n (B, H) and, when
+    ``keep`` and zoneout is on, φ(a) (T, B, H) for the backward pass (else None: y is enough)."""
+    T, B, I = x.shape
+    H = h0.shape[-1]
+    nd = _ndtype(x)
+    x, w_ih, h0, w_hh = x.detach(), w_ih.detach(), h0.detach(), w_hh.detach()
+    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    x2 = x.reshape(T * B, I)
+    G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias.detach(), x2, w_ih.t())
+    G = G.view(T, B, H)  # (T, B, H), becomes φ(a) and, unless kept apart, y
+    sep = call.zh is not None  # zoneout: y = d h + (1 − d) φ(a) needs its own buffer
+    Y = torch.empty((T, B, H), dtype=x.dtype) if sep else G
+    hw = h0.contiguous().clone()  # becomes h_n
+    m, zh = call.masks_np(B, H, nd)
+    args = (G.numpy(), Y.numpy(), hw.numpy(), call.sizes, call.reverse, call.relu,
+            w_hh.contiguous().numpy(), m, zh, np.empty((B, H), nd) if m.size else _off(nd, 2))
+
+    def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
+        steps.forward(*args, lo, hi, gemm_scratch(nd))
+
+    _split_rows(B, work)
+    return Y, hw, (G if sep and keep else None)
+
+
+def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
+              needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+    """Gradients (dx, dW_ih, db, dh0, dW_hh) from dL/dy and dL/dh_n; ``needs`` flags x, w_ih,
+    the biases, h0, w_hh (None where not needed, except dh0, which the loop produces anyway)."""
+    x, w_ih, h0, w_hh, y, act = saved
+    T, B, H = y.shape
+    nd = _ndtype(y)
+    A = y if act is None else act
+    dY = torch.zeros_like(y) if dy is None else dy.contiguous()
+    dh = torch.zeros_like(h0) if dhn is None else dhn.contiguous().clone()  # becomes dL/dh0
+    dA = torch.empty_like(y)
+    m, zh = call.masks_np(B, H, nd)
+    tmp = np.empty((B, H), nd) if (m.size or zh.size) else _off(nd, 2)
+    kept = np.empty((B, H), nd) if zh.size else _off(nd, 2)
+    args = (A.numpy(), dY.numpy(), dh.numpy(), dA.numpy(), call.sizes, call.reverse, call.relu,
+            w_hh.detach().contiguous().numpy(), m, zh, tmp, kept)
+
+    def work(part: int, lo: int, hi: int) -> None:
+        steps.backward(*args, lo, hi, gemm_scratch(nd))
+
+    _split_rows(B, work)
+    dA2 = dA.view(T * B, H)
+    x2 = x.detach().reshape(T * B, x.shape[2])
+    dx = torch.mm(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
+    dw_ih = torch.mm(dA2.t(), x2) if needs[1] else None  # one GEMM over all steps
+    db = dA2.sum(0) if needs[2] or needs[3] else None
+    dw_hh = _dw_hh(call, dA, y, h0.detach()) if needs[5] else None
+    return dx, dw_ih, db, dh, dw_hh
+
+
+def _dw_hh(call: _Call, dA: Tensor, Y: Tensor, h0: Tensor) -> Tensor:
+    """dW_hh = Σ_t δa_t^T (m ⊙ h_{t−1}) as two GEMMs, reading h_{t−1} from y without a copy.
+
+    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
+    there), except at the row's first step, where it is h0: for the forward direction that is
+    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
+    the h0 term is added separately from each row's first-step δa.
+    """
+    T, B, H = dA.shape
+    m = call.m
+    Ym = Y if m is None else Y * m  # (T, B, H)
+    h0m = h0 if m is None else h0 * m
+    if call.reverse:
+        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
+        first = dA[torch.from_numpy(lengths - 1), torch.arange(B)]  # (B, H)
+        rest, prev = dA[:-1], Ym[1:]
+    else:
+        first, rest, prev = dA[0], dA[1:], Ym[:-1]
+    out = torch.mm(first.t(), h0m)
+    return torch.addmm(out, rest.reshape(-1, H).t(), prev.reshape(-1, H))
+
+
+class _RNNFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, call, x, w_ih, b_ih, b_hh, h0, w_hh):
+        y, hn, act = _forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, True)
+        ctx.call = call
+        ctx.save_for_backward(x, w_ih, h0, w_hh, y, act)
+        return y, hn
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dhn):
+        needs = ctx.needs_input_grad[1:]  # x, w_ih, b_ih, b_hh, h0, w_hh
+        dx, dw_ih, db, dh, dw_hh = _backward(ctx.call, ctx.saved_tensors, dy, dhn, needs)
+        db_ih = db if needs[2] else None
+        db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+        return None, dx, dw_ih, db_ih, db_hh, dh if needs[4] else None, dw_hh
+
+
+def run(
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    w: Mapping[str, Tensor | None],
+    batch_sizes: Tensor | None,
+    reverse: bool,
+    opts: Any,
+    masks: Mapping[str, Tensor | None],
+    record: bool,
+) -> tuple[Tensor, tuple[Tensor], dict[str, Tensor] | None]:
+    """One direction of one Elman RNN layer on the fused engine (contract: ``reference.run``).
+
+    Shapes: x (T, B, I); state (h0 (B, H),); returns y (T, B, H), (h_n,), and ``{}`` when
+    ``record`` (no gates), else None. Masks: "recurrent" (B, H), "zoneout_h" (T, B, H) or 0-dim.
+    Under torch.compile the loop runs as custom ops (``rnn_op``), without a graph break.
+    """
+    if opts.mode not in MODES:
+        raise ValueError(f"kernels.rnn runs modes {MODES}, got {opts.mode!r}")
+    (h0,) = state
+    relu = opts.mode == "rnn_relu"
+    m, zh = masks.get("recurrent"), masks.get("zoneout_h")
+    w_ih, w_hh, b_ih, b_hh = w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh")
+    gates = {} if record else None
+    if torch.compiler.is_compiling():
+        from . import rnn_op
+
+        y, hn, _ = rnn_op.rnn_forward(x, w_ih, b_ih, b_hh, h0, w_hh, batch_sizes, m, zh,
+                                      bool(reverse), relu, torch.is_grad_enabled())
+        return y, (hn,), gates
+    call = _Call.make(batch_sizes, x.shape[0], x.shape[1], reverse, relu, m, zh)
+    full = (x, w_ih, b_ih, b_hh, h0, w_hh)
+    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
+        y, hn = _RNNFunction.apply(call, *full)
+    else:
+        y, hn, _ = _forward(call, *full, False)
+    return y, (hn,), gates
