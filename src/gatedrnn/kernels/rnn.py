@@ -20,7 +20,7 @@ The work is split so that almost every flop is a large GEMM:
 
 Backward needs only y (and φ(a) with zoneout), so training stores nothing beyond the output;
 inference stores nothing per step. From B = 4 rows the loops run the rows in two halves on the two
-threads of torch's own OpenMP team (``_split_rows``; the per-step product of an Elman RNN is too
+threads of torch's own OpenMP team (``common.split_rows``; the per-step product of an Elman RNN is too
 small for a two-thread GEMM to pay, see the measurements there). Eager calls use an
 autograd.Function; under torch.compile the same code runs as custom ops (``rnn_op``). ``record``
 returns ``{}``: the Elman RNN has no gates.
@@ -39,97 +39,20 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import common
 from . import rnn_steps as steps
 from .common import gemm_scratch, split_rows
 
 _OFF: dict[tuple[Any, int], np.ndarray] = {}
-SPLIT_MIN_ROWS = 2  # two threads from B = 2 * 2 rows (see _split_rows)
+SPLIT_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
 POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
 MODES = ("rnn_tanh", "rnn_relu")
-
-
-# --- two threads from torch's own OpenMP team ---------------------------------------------------
-#
-# After any parallel torch op (here: the input projection just before the loop) torch's OpenMP
-# worker keeps spinning for ~10 ms, waiting for the next parallel region. common.split_rows runs
-# the second half of the rows on a thread of its own, which then shares a core with that spinning
-# worker (measured: the B = 256 loop took 17 ms after an addmm against 11 ms alone, and 11 ms
-# after it with OMP_WAIT_POLICY=passive). Opening the parallel region in torch's libgomp instead
-# (GOMP_parallel, the entry point of ``#pragma omp parallel``) hands the second half to the
-# spinning worker itself. Measured (float32, 2 threads, time without split / with; halves of one
-# or two rows take common.prod's vectorised loops, more rows MKL's one-thread sgemm):
-#   (T, B, I, H)       inference  training
-#   200, 2, 64, 128       0.94      1.07
-#   200, 4, 64, 128       1.08      1.08
-#   100, 4, 512, 512      1.69      1.46
-#   100, 8, 128, 128      1.40      1.34
-#   100, 32, 128, 128     1.45      1.43
-#   100, 64, 256, 256     1.34      1.28
-#   50, 256, 128, 256     1.41      1.12
-#   100, 32, 512, 512     1.16      1.00
-# hence SPLIT_MIN_ROWS = 2 (split from B = 4). GATEDRNN_NO_GOMP=1 falls back to
-# common.split_rows' pool thread (as does a torch without libgomp).
-
-_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-def _load_gomp() -> Any:
-    """torch's libgomp with GOMP_parallel typed, or None (another OpenMP, another backend)."""
-    if os.environ.get("GATEDRNN_NO_GOMP") or "ATen parallel backend: OpenMP" not in \
-            torch.__config__.parallel_info():
-        return None
-    try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1"))
-        lib.GOMP_parallel.argtypes = [_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
-        lib.GOMP_parallel.restype = None
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-_GOMP = _load_gomp()
-
-
-def _split_rows(B: int, work: Callable[[int, int, int], None]) -> None:
-    """``common.split_rows(B, work, SPLIT_MIN_ROWS)``, with the two halves run by torch's OpenMP
-    team where there is one (see above), else common.split_rows' pool thread from POOL_MIN_ROWS.
-    Each half gets a one-thread BLAS; the halves are fixed by B, and any team member may run
-    either (a team of one runs both), so results are exact."""
-    if _GOMP is None or common._mkl_local is None:
-        split_rows(B, work, POOL_MIN_ROWS)
-        return
-    if B < 2 * SPLIT_MIN_ROWS or torch.get_num_threads() < 2:
-        split_rows(B, work, SPLIT_MIN_ROWS)  # one part (one-thread BLAS for a few rows)
-        return
-    half = (B + 1) // 2
-    todo = [(1, half, B), (0, 0, half)]
-    errors: list[BaseException] = []
-
-    def body(_: Any) -> None:  # runs on each thread of the team, holding the GIL outside numba
-        try:
-            while True:
-                try:
-                    part = todo.pop()  # atomic under the GIL
-                except IndexError:
-                    return
-                common._single_threaded_blas(work, *part)
-        except BaseException as e:  # noqa: BLE001 - a ctypes callback cannot raise; re-raised below
-            errors.append(e)
-
-    callback = _BODY(body)
-    _GOMP.GOMP_parallel(callback, None, 2, 0)
-    if errors:
-        raise errors[0]
 
 
 def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
@@ -202,7 +125,7 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
         steps.forward(*args, lo, hi, gemm_scratch(nd))
 
-    _split_rows(B, work)
+    split_rows(B, work, POOL_MIN_ROWS, SPLIT_MIN_ROWS)
     return Y, hw, (G if sep and keep else None)
 
 
@@ -226,7 +149,7 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     def work(part: int, lo: int, hi: int) -> None:
         steps.backward(*args, lo, hi, gemm_scratch(nd))
 
-    _split_rows(B, work)
+    split_rows(B, work, POOL_MIN_ROWS, SPLIT_MIN_ROWS)
     dA2 = dA.view(T * B, H)
     x2 = x.detach().reshape(T * B, x.shape[2])
     dx = torch.mm(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
