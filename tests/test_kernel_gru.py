@@ -224,7 +224,8 @@ def test_small_row_products_equal_gemm(rows) -> None:
 @pytest.mark.parametrize("name", ["everything", "cho_everything", "plain"])
 def test_two_thread_row_split_equals_reference(name, reverse, monkeypatch) -> None:
     """Large batches run the rows in two halves on two threads (common.split_rows)."""
-    monkeypatch.setattr(gru, "SPLIT_MIN_ROWS", 4)
+    monkeypatch.setattr(gru, "POOL_MIN_ROWS", 4)
+    monkeypatch.setattr(gru, "TEAM_MIN_ROWS", 4)
     lengths = (6, 6, 5, 5, 4, 3, 3, 2, 1)
     leaves, call = _setup(VARIANTS[name], T=6, B=9, I=3, H=4, lengths=lengths)
     threads = torch.get_num_threads()
@@ -240,7 +241,8 @@ def test_concurrent_calls_with_row_split_are_exact(monkeypatch) -> None:
     """Several threads at once, each call splitting its rows over the shared pool thread."""
     import threading
 
-    monkeypatch.setattr(gru, "SPLIT_MIN_ROWS", 4)
+    monkeypatch.setattr(gru, "POOL_MIN_ROWS", 4)
+    monkeypatch.setattr(gru, "TEAM_MIN_ROWS", 4)
     leaves, call = _setup(VARIANTS["plain"], dtype=torch.float32, T=5, B=12, I=3, H=8, lengths=None)
     tensors = [t.detach() for t in leaves.values()]
     xs = [torch.randn_like(tensors[0]) for _ in range(6)]

@@ -213,7 +213,8 @@ def test_random_shapes_against_reference(T, B, H, proj, reverse, seed, variant) 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_two_thread_row_split_equals_reference(reverse, monkeypatch) -> None:
     """Large batches run the rows in two halves on two threads (common.split_rows)."""
-    monkeypatch.setattr(lstm, "SPLIT_MIN_ROWS", 4)
+    monkeypatch.setattr(lstm, "POOL_MIN_ROWS", 4)
+    monkeypatch.setattr(lstm, "TEAM_MIN_ROWS", 4)
     lengths = (6, 6, 5, 5, 4, 3, 3, 2, 1)
     leaves, call = _setup(VARIANTS["everything"], T=6, B=9, I=3, H=4, lengths=lengths)
     threads = torch.get_num_threads()
@@ -250,7 +251,8 @@ def test_concurrent_calls_with_row_split_are_exact(monkeypatch) -> None:
     """Several threads at once, each call splitting its rows over the shared pool thread."""
     import threading
 
-    monkeypatch.setattr(lstm, "SPLIT_MIN_ROWS", 4)
+    monkeypatch.setattr(lstm, "POOL_MIN_ROWS", 4)
+    monkeypatch.setattr(lstm, "TEAM_MIN_ROWS", 4)
     leaves, call = _setup(VARIANTS["plain"], dtype=torch.float32, T=5, B=12, I=3, H=8,
                           lengths=None)
     tensors = [t.detach() for t in leaves.values()]

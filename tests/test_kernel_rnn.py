@@ -241,9 +241,9 @@ def test_rejects_other_modes() -> None:
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_two_thread_row_split_equals_reference(mode, reverse, team, monkeypatch) -> None:
-    """Batches from 2·SPLIT_MIN_ROWS rows run in two halves on two threads: torch's OpenMP team
+    """Batches from 2·TEAM_MIN_ROWS rows run in two halves on two threads: torch's OpenMP team
     or, without torch's libgomp, common.split_rows' pool thread."""
-    monkeypatch.setattr(rnn, "SPLIT_MIN_ROWS", 4)
+    monkeypatch.setattr(rnn, "TEAM_MIN_ROWS", 4)
     monkeypatch.setattr(rnn, "POOL_MIN_ROWS", 4)
     if team == "pool":
         monkeypatch.setattr(common, "_GOMP", None)

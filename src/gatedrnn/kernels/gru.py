@@ -48,7 +48,8 @@ from . import gru_steps as steps
 from .common import gemm_scratch, split_rows
 
 _OFF: dict[tuple[Any, int], np.ndarray] = {}
-SPLIT_MIN_ROWS = 64  # two threads from B = 128 rows (see common.split_rows); tests lower it
+POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
+TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
 GATE_NAMES = ("reset", "update", "candidate")
 
 
@@ -138,7 +139,7 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
         steps.forward(*args, lo, hi, gemm_scratch(nd))
 
-    split_rows(B, work, SPLIT_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     if call.record:
         call.sink = _gates(G, call, H)
     return Y, hw, (G, VN, Q, XH, RS)
@@ -203,7 +204,7 @@ def _backward(call: _Call, saved, dy, dhn, needs):
         steps.backward(*args, _np(sums[part], nd, 2), dv, np.empty((3, B, H), nd), lo, hi,
                        gemm_scratch(nd))
 
-    split_rows(B, work, SPLIT_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     args.clear()
     del dY
     dlnh = sums[0] + sums[1] if ln else None

@@ -50,7 +50,7 @@ from . import rnn_steps as steps
 from .common import gemm_scratch, split_rows
 
 _OFF: dict[tuple[Any, int], np.ndarray] = {}
-SPLIT_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
+TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
 POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
 MODES = ("rnn_tanh", "rnn_relu")
 
@@ -125,7 +125,7 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
         steps.forward(*args, lo, hi, gemm_scratch(nd))
 
-    split_rows(B, work, POOL_MIN_ROWS, SPLIT_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     return Y, hw, (G if sep and keep else None)
 
 
@@ -149,7 +149,7 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     def work(part: int, lo: int, hi: int) -> None:
         steps.backward(*args, lo, hi, gemm_scratch(nd))
 
-    split_rows(B, work, POOL_MIN_ROWS, SPLIT_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     dA2 = dA.view(T * B, H)
     x2 = x.detach().reshape(T * B, x.shape[2])
     dx = torch.mm(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
