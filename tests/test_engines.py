@@ -4,6 +4,7 @@ selection, torch.compile, threads and determinism."""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 import torch
@@ -133,3 +134,30 @@ def test_fused_is_deterministic(cls) -> None:
         (g,) = torch.autograd.grad(out.square().sum(), x)
         runs.append((out.detach(), g))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,kw", [("LSTM", {}), ("LSTM", {"proj_size": 2}), ("GRU", {}),
+                                     ("GRU", {"reset_after": False}), ("RNN", {}),
+                                     ("RNN", {"nonlinearity": "relu"})])
+def test_nan_input_propagates_like_torch(kind: str, kw: dict, dtype) -> None:
+    """A NaN in one row poisons that row from its step on, as in torch.nn; it is never clamped
+    into a finite number (the float32 activations clamp their argument)."""
+    torch.manual_seed(0)
+    ours = getattr(gatedrnn, kind)(3, 4, dtype=dtype, engine="fused", **kw)
+    ref = getattr(torch.nn, kind)(3, 4, dtype=dtype, **{k: v for k, v in kw.items() if k != "reset_after"})
+    x = torch.randn(5, 2, 3, dtype=dtype)
+    x[1, 0, 0] = float("nan")
+    want = torch.zeros(5, 2, dtype=torch.bool)
+    want[1:, 0] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's oneDNN notice for proj_size
+        outs = [ours(x)[0]] + ([ref(x)[0]] if "reset_after" not in kw else [])
+    for out in outs:
+        assert torch.equal(out.isnan().all(-1), want) and not out[:, 1].isnan().any()
+    cell = {"LSTM": gatedrnn.LSTMCell, "GRU": gatedrnn.GRUCell, "RNN": gatedrnn.RNNCell}[kind]
+    ckw = {k: v for k, v in kw.items() if k != "proj_size"}
+    with torch.no_grad():  # the numba streaming step
+        h = cell(3, 4, dtype=dtype, engine="fused", **ckw)(x[1])
+    h = h[0] if isinstance(h, tuple) else h
+    assert h[0].isnan().all() and not h[1].isnan().any()

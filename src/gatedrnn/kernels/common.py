@@ -43,7 +43,10 @@ import torch
 from llvmlite import binding as llvm
 from numba.extending import overload
 
-JIT = dict(nogil=True, cache=True, fastmath=True, error_model="numpy")
+# fastmath without "nnan" and "ninf": those let LLVM assume no NaN or inf, which silently turned a
+# NaN input into finite outputs (torch.nn propagates it). The remaining flags keep vectorisation.
+JIT = dict(nogil=True, cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
+           error_model="numpy")
 
 _F32 = np.float32
 _CLAMP = _F32(7.90531110763549805)
@@ -52,7 +55,10 @@ _CLAMP = _F32(7.90531110763549805)
 @numba.njit(inline="always", **JIT)
 def tanh32(x):
     """float32 tanh as a rational function; vectorises; max abs error 3e-7 (module docstring)."""
-    x = max(-_CLAMP, min(_CLAMP, x))
+    # x first: numba's min/max keep their first argument unless a later one compares smaller
+    # (larger), which a NaN never does, so a NaN passes through as torch's tanh passes it.
+    # (max(-C, min(C, x)) returned ±C for NaN; conditional reassignments trip numba's SSA check.)
+    x = max(min(x, _CLAMP), -_CLAMP)
     x2 = x * x
     p = _F32(-2.76076847742355e-16)
     p = p * x2 + _F32(2.00018790482477e-13)
