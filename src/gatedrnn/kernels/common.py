@@ -114,6 +114,26 @@ def _sigmoid_impl(x):
     return lambda x: sigmoid64(x)
 
 
+# --- numpy views for the kernels -------------------------------------------------------------
+
+_OFF: dict[tuple[Any, int], np.ndarray] = {}
+
+
+def off(dtype: np.dtype, ndim: int) -> np.ndarray:
+    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
+    key = (dtype, ndim)
+    if key not in _OFF:
+        _OFF[key] = np.empty((0,) * ndim, dtype)
+    return _OFF[key]
+
+
+def as_np(t: Any, dtype: np.dtype, ndim: int) -> np.ndarray:
+    """A tensor's numpy view (contiguous), or ``off`` for an absent one (None)."""
+    if t is None:
+        return off(dtype, ndim)
+    return t.detach().contiguous().numpy()
+
+
 # --- GEMM ---------------------------------------------------------------------------------------
 
 def _load_torch_blas() -> bool:

@@ -45,36 +45,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru_steps as steps
-from .common import gemm_scratch, split_rows
+from .common import as_np, gemm_scratch, off, split_rows
 
-_OFF: dict[tuple[Any, int], np.ndarray] = {}
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
 GATE_NAMES = ("reset", "update", "candidate")
-
-
-def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
-    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
-    key = (dtype, ndim)
-    if key not in _OFF:
-        _OFF[key] = np.empty((0,) * ndim, dtype)
-    return _OFF[key]
-
-
-def _np(t: Tensor | None, dtype: np.dtype, ndim: int) -> np.ndarray:
-    if t is None:
-        return _off(dtype, ndim)
-    return t.detach().contiguous().numpy()
 
 
 def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Zoneout keep-weights as the kernel reads them: ((T, B, H) masks, size 0) in training,
     (size 0, (H,) filled with p) in evaluation, both size 0 when off."""
     if z is None:
-        return _off(nd, 3), _off(nd, 1)
+        return off(nd, 3), off(nd, 1)
     if z.dim() == 0:
-        return _off(nd, 3), np.full(shape[-1], z.item(), nd)
-    return z.detach().expand(shape).contiguous().numpy(), _off(nd, 1)
+        return off(nd, 3), np.full(shape[-1], z.item(), nd)
+    return z.detach().expand(shape).contiguous().numpy(), off(nd, 1)
 
 
 class _Call:
@@ -124,15 +109,15 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     Q = _new((T, B, H), nd, call.packed) if keep and not ra else None
     XH = torch.empty((T, B, 3 * H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
-    w_np = _np(w_hh, nd, 2)
+    w_np = as_np(w_hh, nd, 2)
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
     args = (
-        G.numpy(), hw.numpy(), Y.numpy(), _np(VN, nd, 3), _np(Q, nd, 3), _np(XH, nd, 3),
-        _np(RS, nd, 2), call.sizes, call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
-        _np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
-        _np(call.m, nd, 2), np.ones(H, nd), zh, zp, _np(lnh if ln else None, nd, 2), call.eps,
+        G.numpy(), hw.numpy(), Y.numpy(), as_np(VN, nd, 3), as_np(Q, nd, 3), as_np(XH, nd, 3),
+        as_np(RS, nd, 2), call.sizes, call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
+        as_np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
+        as_np(call.m, nd, 2), np.ones(H, nd), zh, zp, as_np(lnh if ln else None, nd, 2), call.eps,
         np.empty((B, 3 * H if ra else 2 * H), nd),
-        np.empty((B, H), nd) if call.m is not None else _off(nd, 2),
+        np.empty((B, H), nd) if call.m is not None else off(nd, 2),
         np.empty((2, B, 3 * H if ln else H), nd),
     )
 
@@ -188,20 +173,20 @@ def _backward(call: _Call, saved, dy, dhn, needs):
     dh = _new(tuple(h0.shape), nd, dhn is None, None if dhn is None else dhn.numpy())  # → dL/dh0
     DU = torch.empty_like(G)
     DZ = torch.empty((T, B, 3 * H if ln else H), dtype=dt) if ra else None
-    w_np = _np(w_hh, nd, 2)
+    w_np = as_np(w_hh, nd, 2)
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
     args = [  # a list, cleared after the loop: it holds the only other reference to dY
-        G.numpy(), _np(VN, nd, 3), _np(Q, nd, 3), Y.numpy(), _np(h0, nd, 2), dY.numpy(),
-        dh.numpy(), DU.numpy(), _np(DZ, nd, 3), call.sizes, call.reverse, ra, w_np,
-        w_np[:2 * H], w_np[2 * H:], _np(call.m, nd, 2), np.ones(H, nd), zh, zp,
-        _np(lnh if ln else None, nd, 2), _np(XH, nd, 3), _np(RS, nd, 2),
+        G.numpy(), as_np(VN, nd, 3), as_np(Q, nd, 3), Y.numpy(), as_np(h0, nd, 2), dY.numpy(),
+        dh.numpy(), DU.numpy(), as_np(DZ, nd, 3), call.sizes, call.reverse, ra, w_np,
+        w_np[:2 * H], w_np[2 * H:], as_np(call.m, nd, 2), np.ones(H, nd), zh, zp,
+        as_np(lnh if ln else None, nd, 2), as_np(XH, nd, 3), as_np(RS, nd, 2),
     ]
     # Parameter-gradient accumulators per part, summed after: rows never share memory.
     sums = [torch.zeros_like(lnh) if ln else None for _ in range(2)]
     dv = np.empty((B, 3 * H if ra else 2 * H), nd)
 
     def work(part: int, lo: int, hi: int) -> None:
-        steps.backward(*args, _np(sums[part], nd, 2), dv, np.empty((3, B, H), nd), lo, hi,
+        steps.backward(*args, as_np(sums[part], nd, 2), dv, np.empty((3, B, H), nd), lo, hi,
                        gemm_scratch(nd))
 
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)

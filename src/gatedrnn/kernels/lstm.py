@@ -38,31 +38,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lstm_steps as steps
-from .common import gemm_scratch, split_rows
+from .common import as_np, gemm_scratch, off, split_rows
 
-_OFF: dict[tuple[Any, int], np.ndarray] = {}
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
-
-
-def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
-    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
-    key = (dtype, ndim)
-    if key not in _OFF:
-        _OFF[key] = np.empty((0,) * ndim, dtype)
-    return _OFF[key]
-
-
-def _np(t: Tensor | None, dtype: np.dtype, ndim: int) -> np.ndarray:
-    if t is None:
-        return _off(dtype, ndim)
-    return t.detach().contiguous().numpy()
 
 
 def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Zoneout keep-weights as the kernel reads them: (T, B, ·), or (1, 1, 1) holding p."""
     if z is None:
-        return _off(dtype, 3)
+        return off(dtype, 3)
     if z.dim() == 0:
         return z.detach().reshape(1, 1, 1).numpy()
     return z.detach().expand(shape).contiguous().numpy()
@@ -106,12 +91,12 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
     XC = torch.empty((T, B, H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
     args = (
-        G.numpy(), hw.numpy(), cw.numpy(), Y.numpy(), _np(C, nd, 3), _np(CH, nd, 3), call.sizes,
-        call.reverse, keep, _np(w_hh, nd, 2), _np(w_hr, nd, 2), _np(P, nd, 2), _np(call.m, nd, 2),
-        _zone_np(call.zh, (T, B, Ho), nd), zc_np, _np(lnh, nd, 2), _np(lnc, nd, 2),
-        _np(XH, nd, 3), _np(XC, nd, 3), _np(RS, nd, 3), call.eps, np.empty((2, B, H), nd),
-        np.empty((B, Ho), nd) if call.m is not None else _off(nd, 2),
-        np.empty((B, 4 * H), nd) if ln else _off(nd, 2),
+        G.numpy(), hw.numpy(), cw.numpy(), Y.numpy(), as_np(C, nd, 3), as_np(CH, nd, 3), call.sizes,
+        call.reverse, keep, as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
+        _zone_np(call.zh, (T, B, Ho), nd), zc_np, as_np(lnh, nd, 2), as_np(lnc, nd, 2),
+        as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3), call.eps, np.empty((2, B, H), nd),
+        np.empty((B, Ho), nd) if call.m is not None else off(nd, 2),
+        np.empty((B, 4 * H), nd) if ln else off(nd, 2),
     )
 
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
@@ -152,20 +137,20 @@ def _backward(call: _Call, saved, dy, dhn, dcn, needs):
     E = new((T, B, Ho), dtype=dt) if proj else None
     R = new((T, B, H), dtype=dt) if proj else None
     args = (
-        G.numpy(), C.numpy(), _np(CH, nd, 3), _np(c0, nd, 2), dY.numpy(), dh.numpy(), dc.numpy(),
-        dA.numpy(), DZ.numpy(), _np(E, nd, 3), _np(R, nd, 3), call.sizes, call.reverse,
-        _np(w_hh, nd, 2), _np(w_hr, nd, 2), _np(P, nd, 2), _np(call.m, nd, 2),
-        _zone_np(call.zh, (T, B, Ho), nd), _zone_np(call.zc, (T, B, H), nd), _np(lnh, nd, 2),
-        _np(lnc, nd, 2), _np(XH, nd, 3), _np(XC, nd, 3), _np(RS, nd, 3),
+        G.numpy(), C.numpy(), as_np(CH, nd, 3), as_np(c0, nd, 2), dY.numpy(), dh.numpy(), dc.numpy(),
+        dA.numpy(), DZ.numpy(), as_np(E, nd, 3), as_np(R, nd, 3), call.sizes, call.reverse,
+        as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
+        _zone_np(call.zh, (T, B, Ho), nd), _zone_np(call.zc, (T, B, H), nd), as_np(lnh, nd, 2),
+        as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
     )
     # Parameter-gradient accumulators per part, summed after: rows never share memory.
     sums: list[list[Tensor | None]] = [[None if v is None else torch.zeros_like(v) for v in (P, lnh, lnc)]
                                        for _ in range(2)]
 
     def work(part: int, lo: int, hi: int) -> None:
-        acc = [_np(v, nd, 2) for v in sums[part]]
+        acc = [as_np(v, nd, 2) for v in sums[part]]
         steps.backward(*args, *acc, np.empty((3, B, Ho), nd),
-                       np.empty((B, H), nd) if proj else _off(nd, 2), np.zeros((3, H), nd),
+                       np.empty((B, H), nd) if proj else off(nd, 2), np.zeros((3, H), nd),
                        lo, hi, gemm_scratch(nd))
 
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)

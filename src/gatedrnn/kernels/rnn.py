@@ -47,20 +47,11 @@ import torch
 from torch import Tensor
 
 from . import rnn_steps as steps
-from .common import gemm_scratch, split_rows
+from .common import gemm_scratch, off, split_rows
 
-_OFF: dict[tuple[Any, int], np.ndarray] = {}
 TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
 POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
 MODES = ("rnn_tanh", "rnn_relu")
-
-
-def _off(dtype: np.dtype, ndim: int) -> np.ndarray:
-    """A size-0 array: the kernels read "variant off" from it. Shared, never written."""
-    key = (dtype, ndim)
-    if key not in _OFF:
-        _OFF[key] = np.empty((0,) * ndim, dtype)
-    return _OFF[key]
 
 
 def _ndtype(t: Tensor) -> np.dtype:
@@ -92,10 +83,10 @@ class _Call:
     def masks_np(self, B: int, H: int, nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(m (B, H), zh (T, B, H) or (1, 1, H)) as the kernels read them; size 0 when absent."""
         td = torch.float32 if nd == np.float32 else torch.float64
-        m = _off(nd, 2) if self.m is None else self.m.detach().to(td).expand(B, H).contiguous().numpy()
+        m = off(nd, 2) if self.m is None else self.m.detach().to(td).expand(B, H).contiguous().numpy()
         zh = self.zh
         if zh is None:
-            z = _off(nd, 3)
+            z = off(nd, 3)
         elif zh.dim() == 0:
             z = np.full((1, 1, H), float(zh), nd)
         else:
@@ -120,7 +111,7 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     hw = h0.contiguous().clone()  # becomes h_n
     m, zh = call.masks_np(B, H, nd)
     args = (G.numpy(), Y.numpy(), hw.numpy(), call.sizes, call.reverse, call.relu,
-            w_hh.contiguous().numpy(), m, zh, np.empty((B, H), nd) if m.size else _off(nd, 2))
+            w_hh.contiguous().numpy(), m, zh, np.empty((B, H), nd) if m.size else off(nd, 2))
 
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
         steps.forward(*args, lo, hi, gemm_scratch(nd))
@@ -141,8 +132,8 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     dh = torch.zeros_like(h0) if dhn is None else dhn.contiguous().clone()  # becomes dL/dh0
     dA = torch.empty_like(y)
     m, zh = call.masks_np(B, H, nd)
-    tmp = np.empty((B, H), nd) if (m.size or zh.size) else _off(nd, 2)
-    kept = np.empty((B, H), nd) if zh.size else _off(nd, 2)
+    tmp = np.empty((B, H), nd) if (m.size or zh.size) else off(nd, 2)
+    kept = np.empty((B, H), nd) if zh.size else off(nd, 2)
     args = (A.numpy(), dY.numpy(), dh.numpy(), dA.numpy(), call.sizes, call.reverse, call.relu,
             w_hh.detach().contiguous().numpy(), m, zh, tmp, kept)
 

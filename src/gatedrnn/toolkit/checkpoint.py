@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import Tensor
 
+from ..interop.io import write_atomic
+
 FORMAT, VERSION = "gatedrnn-checkpoint", 1
 META_FILE = "checkpoint.json"
 
@@ -45,35 +46,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupted or of an unknown format."""
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
-
-    The bytes go to a temporary file in the same folder (so ``os.replace`` is a rename on one file
-    system), which is fsynced before the rename; the folder is fsynced after it so that the rename
-    itself survives a power cut.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # not on Windows, where folders cannot be opened
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """``atomic_write`` of ``obj`` as indented JSON."""
-    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
+    """``write_atomic`` (gatedrnn.interop.io: temp file, fsync, rename) of ``obj`` as indented JSON."""
+    write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -138,7 +113,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
     tensors.update(rng_tensors())
     blob = save_tensors(tensors)
     weights = f"weights-{step:08d}.safetensors"
-    atomic_write(folder / weights, blob)
+    write_atomic(folder / weights, blob)
     record = {"format": FORMAT, "version": VERSION, "step": step, **meta, "optimizer": optim_plain,
               "weights_file": weights, "sha256": hashlib.sha256(blob).hexdigest()}
     atomic_write_json(folder / META_FILE, record)
