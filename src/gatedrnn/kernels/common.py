@@ -134,6 +134,35 @@ def as_np(t: Any, dtype: np.dtype, ndim: int) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def recurrent_weight_grad(parts: tuple, Y: Any, h0: Any, m: Any, sizes: np.ndarray,
+                          reverse: bool) -> Any:
+    """dW_hh = Σ_t δz_t^T (m ⊙ h_{t−1}) for each δz in ``parts`` (each (T, B, K); the results are
+    stacked along K), as two GEMMs each, reading h_{t−1} from y (T, B, H_out) without a copy.
+
+    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
+    there), except at the row's first step, where it is h0: for the forward direction that is
+    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
+    the h0 term is added separately from each row's first-step δz. m is the recurrent dropout
+    mask (B, H_out) or None.
+    """
+    T, B, Ho = Y.shape
+    Ym = Y if m is None else Y * m  # (T, B, Ho)
+    h0m = h0 if m is None else h0 * m
+    prev = (Ym[1:] if reverse else Ym[:-1]).reshape(-1, Ho)
+    if reverse:
+        lengths = (sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
+        last = torch.from_numpy(lengths - 1)
+    out = []
+    for D in parts:
+        K = D.shape[2]
+        if reverse:
+            first, rest = D[last, torch.arange(B)], D[:-1]  # (B, K): each row's first step
+        else:
+            first, rest = D[0], D[1:]
+        out.append(torch.addmm(torch.mm(first.t(), h0m), rest.reshape(-1, K).t(), prev))
+    return out[0] if len(out) == 1 else torch.cat(out)
+
+
 # --- GEMM ---------------------------------------------------------------------------------------
 
 def _load_torch_blas() -> bool:

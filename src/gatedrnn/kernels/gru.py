@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, split_rows
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad, split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
@@ -201,16 +201,16 @@ def _backward(call: _Call, saved, dy, dhn, needs):
         if needs[3]:
             db_hh = torch.cat([db_ih[:2 * H], DZ.view(T * B, H).sum(0)])
         if needs[5]:
-            dw_hh = _dw_hh(call, (DU[..., :2 * H], DZ), Y, h0)
+            dw_hh = recurrent_weight_grad((DU[..., :2 * H], DZ), Y, h0, call.m, call.sizes, call.reverse)
     elif ra:  # layer norm: b_hh's gradient reaches it through lnh
         if needs[5]:
-            dw_hh = _dw_hh(call, (DZ,), Y, h0)
+            dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse)
     else:
         if needs[3]:
             db_hh = db_ih.clone()
         if needs[5]:
-            dw_hh = torch.cat([_dw_hh(call, (DU[..., :2 * H],), Y, h0),
-                               torch.mm(DU2[:, 2 * H:].t(), Q.view(T * B, H))])
+            dw_rz = recurrent_weight_grad((DU[..., :2 * H],), Y, h0, call.m, call.sizes, call.reverse)
+            dw_hh = torch.cat([dw_rz, torch.mm(DU2[:, 2 * H:].t(), Q.view(T * B, H))])
     del DZ
     if not needs[2]:
         db_ih = None
@@ -222,34 +222,6 @@ def _backward(call: _Call, saved, dy, dhn, needs):
     else:
         dx = DU  # the gradient of the precomputed input (layer norm)
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
-
-
-def _dw_hh(call: _Call, parts: tuple[Tensor, ...], Y: Tensor, h0: Tensor) -> Tensor:
-    """Σ_t δz_t^T (m ⊙ h_{t−1}) for each δz in ``parts`` (each (T, B, K), stacked along K), as
-    two GEMMs each, reading h_{t−1} from y without a copy.
-
-    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
-    there), except at the row's first step, where it is h0: for the forward direction that is
-    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
-    the h0 term is added separately from each row's first-step δz.
-    """
-    T, B, H = Y.shape
-    m = call.m
-    Ym = Y if m is None else Y * m  # (T, B, H)
-    h0m = h0 if m is None else h0 * m
-    prev = (Ym[1:] if call.reverse else Ym[:-1]).reshape(-1, H)
-    if call.reverse:
-        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
-        last = torch.from_numpy(lengths - 1)
-    out = []
-    for D in parts:
-        K = D.shape[2]
-        if call.reverse:
-            first, rest = D[last, torch.arange(B)], D[:-1]  # (B, K): each row's first step
-        else:
-            first, rest = D[0], D[1:]
-        out.append(torch.addmm(torch.mm(first.t(), h0m), rest.reshape(-1, K).t(), prev))
-    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 class _GRUFunction(torch.autograd.Function):

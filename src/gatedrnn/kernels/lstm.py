@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lstm_steps as steps
-from .common import as_np, gemm_scratch, off, split_rows
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad, split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
@@ -164,32 +164,9 @@ def _backward(call: _Call, saved, dy, dhn, dcn, needs):
         db = dA2.sum(0) if needs[2] or needs[3] else None
     else:
         dx = dA
-    dw_hh = _dw_hh(call, DZ, Y, h0) if needs[6] else None
+    dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse) if needs[6] else None
     dw_hr = torch.mm(E.view(T * B, Ho).t(), R.view(T * B, H)) if proj and needs[7] else None
     return dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc
-
-
-def _dw_hh(call: _Call, DZ: Tensor, Y: Tensor, h0: Tensor) -> Tensor:
-    """dW_hh = Σ_t δz_t^T (m ⊙ h_{t−1}) as two GEMMs, reading h_{t−1} from y without a copy.
-
-    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
-    there), except at the row's first step, where it is h0: for the forward direction that is
-    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
-    the h0 term is added separately from each row's first-step δz.
-    """
-    T, B, GH = DZ.shape
-    Ho = Y.shape[2]
-    m = call.m
-    Ym = Y if m is None else Y * m  # (T, B, Ho)
-    h0m = h0 if m is None else h0 * m
-    if call.reverse:
-        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
-        first = DZ[torch.from_numpy(lengths - 1), torch.arange(B)]  # (B, 4H)
-        rest, prev = DZ[:-1], Ym[1:]
-    else:
-        first, rest, prev = DZ[0], DZ[1:], Ym[:-1]
-    out = torch.mm(first.t(), h0m)
-    return torch.addmm(out, rest.reshape(-1, GH).t(), prev.reshape(-1, Ho))
 
 
 class _LSTMFunction(torch.autograd.Function):

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from . import rnn_steps as steps
-from .common import gemm_scratch, off, split_rows
+from .common import gemm_scratch, off, recurrent_weight_grad, split_rows
 
 TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
 POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
@@ -146,30 +146,9 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     dx = torch.mm(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
     dw_ih = torch.mm(dA2.t(), x2) if needs[1] else None  # one GEMM over all steps
     db = dA2.sum(0) if needs[2] or needs[3] else None
-    dw_hh = _dw_hh(call, dA, y, h0.detach()) if needs[5] else None
+    dw_hh = recurrent_weight_grad((dA,), y, h0.detach(), call.m, call.sizes,
+                                  call.reverse) if needs[5] else None
     return dx, dw_ih, db, dh, dw_hh
-
-
-def _dw_hh(call: _Call, dA: Tensor, Y: Tensor, h0: Tensor) -> Tensor:
-    """dW_hh = Σ_t δa_t^T (m ⊙ h_{t−1}) as two GEMMs, reading h_{t−1} from y without a copy.
-
-    A row's h_{t−1} is y at the previous step of the direction (a row active at t was active
-    there), except at the row's first step, where it is h0: for the forward direction that is
-    t = 0 for every row; for reverse it is t = length − 1, where y[t + 1] is zero (inactive), so
-    the h0 term is added separately from each row's first-step δa.
-    """
-    T, B, H = dA.shape
-    m = call.m
-    Ym = Y if m is None else Y * m  # (T, B, H)
-    h0m = h0 if m is None else h0 * m
-    if call.reverse:
-        lengths = (call.sizes[None, :] > np.arange(B)[:, None]).sum(1)  # (B,)
-        first = dA[torch.from_numpy(lengths - 1), torch.arange(B)]  # (B, H)
-        rest, prev = dA[:-1], Ym[1:]
-    else:
-        first, rest, prev = dA[0], dA[1:], Ym[:-1]
-    out = torch.mm(first.t(), h0m)
-    return torch.addmm(out, rest.reshape(-1, H).t(), prev.reshape(-1, H))
 
 
 class _RNNFunction(torch.autograd.Function):
