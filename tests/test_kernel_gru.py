@@ -223,7 +223,7 @@ def test_small_row_products_equal_gemm(rows) -> None:
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", ["everything", "cho_everything", "plain"])
 def test_two_thread_row_split_equals_reference(name, reverse, monkeypatch) -> None:
-    """Large batches run the rows in two halves on two threads (common.split_rows)."""
+    """Large batches run the rows in two halves on two threads (threads.split_rows)."""
     monkeypatch.setattr(gru, "POOL_MIN_ROWS", 4)
     monkeypatch.setattr(gru, "TEAM_MIN_ROWS", 4)
     lengths = (6, 6, 5, 5, 4, 3, 3, 2, 1)

@@ -212,7 +212,7 @@ def test_random_shapes_against_reference(T, B, H, proj, reverse, seed, variant) 
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_two_thread_row_split_equals_reference(reverse, monkeypatch) -> None:
-    """Large batches run the rows in two halves on two threads (common.split_rows)."""
+    """Large batches run the rows in two halves on two threads (threads.split_rows)."""
     monkeypatch.setattr(lstm, "POOL_MIN_ROWS", 4)
     monkeypatch.setattr(lstm, "TEAM_MIN_ROWS", 4)
     lengths = (6, 6, 5, 5, 4, 3, 3, 2, 1)

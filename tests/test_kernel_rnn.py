@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from gatedrnn import reference
 from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import common, rnn
+from gatedrnn.kernels import rnn
+from gatedrnn.kernels import threads as kthreads
 from parity import Case, assert_parity
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -242,12 +243,12 @@ def test_rejects_other_modes() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_two_thread_row_split_equals_reference(mode, reverse, team, monkeypatch) -> None:
     """Batches from 2·TEAM_MIN_ROWS rows run in two halves on two threads: torch's OpenMP team
-    or, without torch's libgomp, common.split_rows' pool thread."""
+    or, without torch's libgomp, threads.split_rows' pool thread."""
     monkeypatch.setattr(rnn, "TEAM_MIN_ROWS", 4)
     monkeypatch.setattr(rnn, "POOL_MIN_ROWS", 4)
     if team == "pool":
-        monkeypatch.setattr(common, "_GOMP", None)
-    elif common._GOMP is None:
+        monkeypatch.setattr(kthreads, "_GOMP", None)
+    elif kthreads._GOMP is None:
         pytest.skip("this torch has no libgomp (another OpenMP or parallel backend)")
     lengths = (6, 6, 5, 5, 4, 3, 3, 2, 1)
     leaves, call = _setup(VARIANTS["everything"], mode, T=6, B=9, I=3, H=4, lengths=lengths)
@@ -266,12 +267,12 @@ def test_two_thread_row_split_equals_reference(mode, reverse, team, monkeypatch)
 @pytest.mark.parametrize("team", ["openmp", "pool"])
 def test_split_covers_every_row_once_and_reraises(team, monkeypatch) -> None:
     if team == "pool":
-        monkeypatch.setattr(common, "_GOMP", None)
+        monkeypatch.setattr(kthreads, "_GOMP", None)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         seen: list[tuple[int, int, int]] = []
-        common.split_rows(9, lambda part, lo, hi: seen.append((part, lo, hi)), 4, 4)
+        kthreads.split_rows(9, lambda part, lo, hi: seen.append((part, lo, hi)), 4, 4)
         assert sorted(seen) == [(0, 0, 5), (1, 5, 9)]
 
         def fail(part: int, lo: int, hi: int) -> None:
@@ -279,7 +280,7 @@ def test_split_covers_every_row_once_and_reraises(team, monkeypatch) -> None:
                 raise ZeroDivisionError("part 1")
 
         with pytest.raises(ZeroDivisionError, match="part 1"):
-            common.split_rows(9, fail, 4, 4)
+            kthreads.split_rows(9, fail, 4, 4)
     finally:
         torch.set_num_threads(threads)
 

@@ -18,7 +18,7 @@ Biases: with reset_after, b_hr and b_hz are folded into the input projection's b
 With layer norm, LN_x(W_ih x) + b_ih is not recurrent, so it runs as torch ops under autograd
 before the loop, and LN_h's shift absorbs b_hh (``torch.stack([gain, shift + b_hh])``, also under
 autograd), so the kernel sees one (2, 3H) parameter. Without gradients (inference) nothing per
-step is stored. Large batches run their rows in two halves on two threads (``common.split_rows``).
+step is stored. Large batches run their rows in two halves on two threads (``threads.split_rows``).
 Eager calls use an autograd.Function; under torch.compile the same code runs as custom ops
 (``gru_op``).
 
@@ -45,9 +45,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, split_rows
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .threads import split_rows
 
-POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
+POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
 GATE_NAMES = ("reset", "update", "candidate")
 
@@ -133,7 +134,7 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
 def _new(shape: tuple[int, ...], nd: np.dtype, zeros: bool, like: np.ndarray | None = None) -> Tensor:
     """A torch buffer, uninitialised, zero-filled (``zeros``) or a copy of ``like``, filled by
     numpy on this thread: torch's own fill and copy would wake its OpenMP workers, which then
-    spin for a while on the cores the time loop's two halves run on (see common.split_rows)."""
+    spin for a while on the cores the time loop's two halves run on (see threads.split_rows)."""
     t = torch.empty(shape, dtype=torch.float32 if nd == np.float32 else torch.float64)
     if like is not None:
         np.copyto(t.numpy(), like)

@@ -21,7 +21,7 @@ Legend (kernel-local short names):
     lnh (2, 3H)   gain and shift of LN_h (the shift already includes b_hh); XH (T, B, 3H) the
                   normalised W_hh (m ⊙ h) and RS (T, B) its 1/std, kept for backward
     n = sizes[t]  rows [0, n) are active at time t
-    lo, hi        this call runs rows [lo, hi) only (rows are independent; see common.split_rows)
+    lo, hi        this call runs rows [lo, hi) only (rows are independent; see threads.split_rows)
 
 Vectorisation (see the notes in ``lstm_steps``): each gate gets its own 1-D row view, the hot
 loops never write an array they also read at another offset, every buffer comes from the

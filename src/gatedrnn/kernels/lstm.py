@@ -12,7 +12,7 @@ is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there
 
 With layer norm, LN_x(W_ih x) is not recurrent, so it runs as torch ops under autograd before the
 loop and the kernel receives G directly. Without gradients (inference) nothing per step is stored.
-Large batches run their rows in two halves on two threads (``common.split_rows``). Eager calls use
+Large batches run their rows in two halves on two threads (``threads.split_rows``). Eager calls use
 an autograd.Function; under torch.compile the same code runs as custom ops (``lstm_op``).
 
 Example:
@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lstm_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, split_rows
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .threads import split_rows
 
-POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (common.split_rows)
+POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
 TEAM_MIN_ROWS = 16  # ... from B = 32 in torch's OpenMP team: 1.03-1.2x at the benchmark shapes
 
 

@@ -18,7 +18,7 @@ Legend (kernel-local short names):
     lnh (2, 4H), lnc (2, H)  layer-norm gain and bias of W_hh h and of c'
     XH (T, B, 4H), XC (T, B, H), RS (T, B, 2)  normalised values and 1/std saved for backward
     n = sizes[t]  rows [0, n) are active at time t
-    lo, hi        this call runs rows [lo, hi) only (rows are independent; see common.split_rows)
+    lo, hi        this call runs rows [lo, hi) only (rows are independent; see threads.split_rows)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ The work is split so that almost every flop is a large GEMM:
 
 Backward needs only y (and φ(a) with zoneout), so training stores nothing beyond the output;
 inference stores nothing per step. From B = 4 rows the loops run the rows in two halves on the two
-threads of torch's own OpenMP team (``common.split_rows``; the per-step product of an Elman RNN is too
+threads of torch's own OpenMP team (``threads.split_rows``; the per-step product of an Elman RNN is too
 small for a two-thread GEMM to pay, see the measurements there). Eager calls use an
 autograd.Function; under torch.compile the same code runs as custom ops (``rnn_op``). ``record``
 returns ``{}``: the Elman RNN has no gates.
@@ -47,10 +47,11 @@ import torch
 from torch import Tensor
 
 from . import rnn_steps as steps
-from .common import gemm_scratch, off, recurrent_weight_grad, split_rows
+from .common import gemm_scratch, off, recurrent_weight_grad
+from .threads import split_rows
 
-TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (common.split_rows)
-POOL_MIN_ROWS = 64  # the same without torch's libgomp (common.split_rows' measurements)
+TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (threads.split_rows)
+POOL_MIN_ROWS = 64  # the same without torch's libgomp (threads.split_rows' measurements)
 MODES = ("rnn_tanh", "rnn_relu")
 
 

@@ -20,7 +20,7 @@ Legend (kernel-local short names):
     zh            zoneout keep-weights d: (T, B, H) masks, or (1, 1, H) holding p (evaluation);
                   indices broadcast over size-1 axes
     n = sizes[t]  rows [0, n) are active at time t
-    lo, hi        this call runs rows [lo, hi) only (rows are independent; see common.split_rows)
+    lo, hi        this call runs rows [lo, hi) only (rows are independent; see threads.split_rows)
 
 Vectorisation (see lstm_steps): every hot loop below is branch-free in j, with the activation
 and variant choices hoisted out of it, and never reads one array through two different views
