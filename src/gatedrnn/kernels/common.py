@@ -131,6 +131,15 @@ def as_np(t: Any, dtype: np.dtype, ndim: int) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def step_sizes(batch_sizes: Any, T: int, B: int) -> tuple[np.ndarray, bool]:
+    """Active rows per step as the kernels read them, (T,) int64, and whether any row ends early
+    (``batch_sizes`` None means every row is active at every step)."""
+    if batch_sizes is None:
+        return np.full(T, B, np.int64), False
+    sizes = batch_sizes.numpy().astype(np.int64, copy=False)
+    return sizes, bool(sizes[-1] < B)
+
+
 def recurrent_weight_grad(parts: tuple, Y: Any, h0: Any, m: Any, sizes: np.ndarray,
                           reverse: bool) -> Any:
     """dW_hh = Σ_t δz_t^T (m ⊙ h_{t−1}) for each δz in ``parts`` (each (T, B, K); the results are

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -72,13 +72,6 @@ class _Call:
         self.sizes, self.packed, self.reverse, self.reset_after = sizes, packed, reverse, reset_after
         self.eps, self.record, self.m, self.zh = eps, record, m, zh
         self.sink: dict[str, Tensor] | None = None
-
-
-def _sizes(batch_sizes: Tensor | None, T: int, B: int) -> tuple[np.ndarray, bool]:
-    if batch_sizes is None:
-        return np.full(T, B, np.int64), False
-    sizes = batch_sizes.numpy().astype(np.int64, copy=False)
-    return sizes, bool(sizes[-1] < B)
 
 
 def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
@@ -263,7 +256,7 @@ def run(
     if torch.compiler.is_compiling():
         return _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh,
                        record)
-    sizes, packed = _sizes(batch_sizes, x.shape[0], x.shape[1])
+    sizes, packed = step_sizes(batch_sizes, x.shape[0], x.shape[1])
     call = _Call(sizes, packed, bool(reverse), bool(opts.reset_after), float(opts.ln_eps), record,
                  m, zh)
     full = (xin, w_ih, b_ih, b_hh, h0, w_hh, lnh)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from . import gru
+from .common import step_sizes
 
 
 def _none(t: Tensor | None, like: Tensor) -> Tensor:
@@ -26,7 +27,7 @@ def _some(t: Tensor) -> Tensor | None:
 
 def _call(sizes: Tensor | None, B: int, T: int, reverse: bool, reset_after: bool, eps: float, m,
           zh) -> gru._Call:
-    s, packed = gru._sizes(sizes, T, B)
+    s, packed = step_sizes(sizes, T, B)
     return gru._Call(s, packed, reverse, reset_after, eps, False, m, zh)
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lstm_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -216,11 +216,7 @@ def run(
     if torch.compiler.is_compiling():
         return _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record)
     T, B = x.shape[0], x.shape[1]
-    if batch_sizes is None:
-        sizes, packed = np.full(T, B, np.int64), False
-    else:
-        sizes = batch_sizes.numpy().astype(np.int64, copy=False)
-        packed = bool(sizes[-1] < B)
+    sizes, packed = step_sizes(batch_sizes, T, B)
     call = _Call(sizes, packed, bool(reverse), float(opts.ln_eps), record, m, zh, zc)
     xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
     full = (xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b)

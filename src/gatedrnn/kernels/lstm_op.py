@@ -10,11 +10,11 @@ Ops cannot return None: absent tensors travel as 0-element tensors (``_none`` / 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import lstm
+from .common import step_sizes
 
 
 def _none(t: Tensor | None, like: Tensor) -> Tensor:
@@ -26,11 +26,7 @@ def _some(t: Tensor) -> Tensor | None:
 
 
 def _call(sizes: Tensor | None, B: int, T: int, reverse: bool, eps: float, m, zh, zc) -> lstm._Call:
-    if sizes is None:
-        s, packed = np.full(T, B, np.int64), False
-    else:
-        s = sizes.numpy().astype(np.int64, copy=False)
-        packed = bool(s[-1] < B)
+    s, packed = step_sizes(sizes, T, B)
     return lstm._Call(s, packed, reverse, eps, False, m, zh, zc)
 
 

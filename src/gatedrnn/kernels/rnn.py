@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from . import rnn_steps as steps
-from .common import gemm_scratch, off, recurrent_weight_grad
+from .common import gemm_scratch, off, recurrent_weight_grad, step_sizes
 from .threads import split_rows
 
 TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (threads.split_rows)
@@ -75,10 +75,7 @@ class _Call:
     @staticmethod
     def make(batch_sizes: Tensor | None, T: int, B: int, reverse: bool, relu: bool,
              m: Tensor | None, zh: Tensor | None) -> _Call:
-        if batch_sizes is None:
-            sizes = np.full(T, B, np.int64)
-        else:
-            sizes = batch_sizes.numpy().astype(np.int64, copy=False)
+        sizes, _ = step_sizes(batch_sizes, T, B)
         return _Call(sizes, bool(reverse), bool(relu), m, zh)
 
     def masks_np(self, B: int, H: int, nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
