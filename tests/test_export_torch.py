@@ -34,9 +34,9 @@ class Head(torch.nn.Module):
         return self.out(y), state
 
 
-def build(kind: str, **kwargs: Any) -> Head:
+def build(kind: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> Head:
     torch.manual_seed(0)
-    return Head(getattr(gatedrnn, kind)(I, H, **kwargs)).eval()
+    return Head(getattr(gatedrnn, kind)(I, H, **kwargs)).to(dtype).eval()
 
 
 def has_fused(kind: str) -> bool:
@@ -48,9 +48,9 @@ def leaves(out: Any) -> list[torch.Tensor]:
     return torch.utils._pytree.tree_leaves(out)
 
 
-def assert_same(got: Any, want: Any) -> None:
+def assert_same(got: Any, want: Any, atol: float = 1e-5) -> None:
     for g, w in zip(leaves(got), leaves(want), strict=True):
-        torch.testing.assert_close(g, w, atol=1e-5, rtol=0)
+        torch.testing.assert_close(g, w, atol=atol, rtol=0)
 
 
 # --- torch.export ---------------------------------------------------------------------------------
@@ -77,16 +77,20 @@ def configs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @settings(max_examples=12, deadline=None)
 @given(config=configs())
 def test_torch_export_matches_eager_at_other_sizes(config: tuple[str, dict[str, Any]]) -> None:
+    # float64, so that the exported scan (the reference equations) and an eager fused kernel must
+    # agree to rounding: in float32 a layer norm over H=4 units magnifies rounding to ~1e-4.
     kind, kw = config
-    model = build(kind, **kw)
+    model = build(kind, torch.float64, **kw)
     T, B = torch.export.Dim("T"), torch.export.Dim("B")
-    x = torch.randn(2, 5, I) if kw["batch_first"] else torch.randn(5, 2, I)
+    shape = (2, 5, I) if kw["batch_first"] else (5, 2, I)
+    x = torch.randn(shape, dtype=torch.float64)
     dims = {0: B, 1: T} if kw["batch_first"] else {0: T, 1: B}
     program = torch.export.export(model, (x,), dynamic_shapes=(dims,))
     for size in [(7, 3), (2, 1)]:  # (T, B), neither of them the traced one
-        x = torch.randn(size[::-1] + (I,)) if kw["batch_first"] else torch.randn(size + (I,))
+        shape = size[::-1] + (I,) if kw["batch_first"] else size + (I,)
+        x = torch.randn(shape, dtype=torch.float64)
         with torch.no_grad():
-            assert_same(program.module()(x), model(x))
+            assert_same(program.module()(x), model(x), atol=1e-10)
 
 
 def test_torch_export_keeps_the_recurrence_as_one_loop() -> None:
