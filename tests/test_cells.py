@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import warnings
 
 import pytest
 import torch
@@ -117,7 +118,7 @@ def test_fused_step_sees_updated_weights() -> None:
     x = torch.randn(2, 3)
     with torch.no_grad():
         before = cell(x)[0]
-        cell.weight_ih.mul_(2.0)  # in place: the cached numpy view must notice
+        cell.weight_ih.mul_(2.0)  # in place: the next step must see it
         after = cell(x)[0]
         cell.weight_hh = torch.nn.Parameter(torch.zeros(16, 4))  # replaced: likewise
         replaced = cell(x)[0]
@@ -211,3 +212,63 @@ def test_cell_initialisation_options() -> None:
         gatedrnn.GRUCell(3, H, layer_norm=True, reset_after=False)
     with pytest.raises(ValueError, match="zoneout"):
         gatedrnn.LSTMCell(3, H, zoneout=1.0)
+
+
+# --- the streaming path (streaming.cell_call reads tensors by address) ----------------------------
+
+
+def _torch_twin(cell: torch.nn.Module) -> torch.nn.Module:
+    kind = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn_tanh": torch.nn.RNNCell}[cell.mode]
+    ref = kind(cell.input_size, cell.hidden_size, dtype=cell.weight_ih.dtype)
+    ref.load_state_dict(cell.state_dict())
+    return ref
+
+
+@pytest.mark.parametrize("cls", [gatedrnn.LSTMCell, gatedrnn.GRUCell, gatedrnn.RNNCell])
+def test_streaming_step_follows_dtype_and_layout_changes(cls) -> None:
+    """What a cache of the weights would get wrong: .double() keeps the parameters' identity and
+    version, and .data = (a strided view) keeps the address; each call must see the change."""
+    torch.manual_seed(0)
+    cell = cls(3, 4)
+    x, h = torch.randn(2, 3), torch.randn(2, 4)
+    hx = (h, torch.randn(2, 4)) if cls is gatedrnn.LSTMCell else h
+    with torch.no_grad():
+        cell(x, hx)  # a first float32 call
+        cell.double()
+        x64 = x.double()
+        hx64 = tuple(t.double() for t in hx) if isinstance(hx, tuple) else hx.double()
+        got, want = cell(x64, hx64), _torch_twin(cell)(x64, hx64)
+        for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+            assert a.dtype == torch.float64 and torch.allclose(a, b, atol=1e-12)
+        cell.float()
+        w = cell.weight_hh.data
+        cell.weight_hh.data = w.t().contiguous().t()  # same values, column-major
+        assert not cell.weight_hh.is_contiguous()
+        got, want = cell(x, hx), _torch_twin(cell)(x, hx)
+        for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+            assert torch.allclose(a, b, atol=2e-6)
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["cell", "one-step module"])
+def test_streaming_step_is_visible_to_tracing(module: bool) -> None:
+    """torch.jit.trace (and so the TorchScript ONNX exporter) must record torch ops: a trace of
+    the numba step would replay the traced call's numbers for any input."""
+    torch.manual_seed(0)
+    net = gatedrnn.GRU(3, 4) if module else gatedrnn.GRUCell(3, 4)
+    shapes = ((1, 2, 3), (1, 2, 4)) if module else ((2, 3), (2, 4))
+
+    class State(torch.nn.Module):  # the new state only: h' of the cell, h_n of the module
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+            out = self.net(x, h)
+            return out[1] if module else out
+
+    run = State()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks, as in torch.nn
+        traced = torch.jit.trace(run, tuple(torch.randn(s) for s in shapes), check_trace=False)
+        args = tuple(torch.randn(s) for s in shapes)
+        assert torch.allclose(traced(*args), run(*args), atol=1e-6)

@@ -20,17 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import checks, init
+from . import checks, init, streaming
 from .cells import GATES, STEPS, CellOptions
-
-_FAST_DTYPES = (torch.float32, torch.float64)
-
-
-def _kernels() -> Any:
-    """The numba step kernels, imported on first use so that ``import gatedrnn`` stays light."""
-    from .kernels import step
-
-    return step
 
 
 class RNNCellBase(nn.Module):
@@ -74,7 +65,6 @@ class RNNCellBase(nn.Module):
         if self.peephole:
             self.weight_peephole = nn.Parameter(torch.empty(3, hidden_size, **kw))
         self._opts = CellOptions(mode, self.reset_after, self.layer_norm)
-        self._views: Any = None  # kernels.step.WeightViews, made on the first fused step
         self.reset_parameters()
 
     @property
@@ -122,28 +112,12 @@ class RNNCellBase(nn.Module):
                 parts = [p.unsqueeze(0) for p in parts]
         return x, parts, unbatched
 
-    def _fused_step(self, x: Tensor, parts: list[Tensor]) -> tuple[Tensor, ...]:
-        ps = self._parameters  # direct dict access: nn.Module.__getattr__ costs ~0.3 µs a name
-        if self._views is None:
-            self._views = _kernels().WeightViews()
-        weights = self._views.get((ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"]))
-        state = [p.detach().contiguous().numpy() for p in parts]
-        new = _kernels().step(self.mode, self.reset_after, x.detach().contiguous().numpy(), state,
-                              weights)
-        return tuple(torch.from_numpy(s) for s in new)
-
-    def _use_fused(self, x: Tensor, parts: list[Tensor]) -> bool:
-        """The numba step serves plain-cell inference on CPU float32/float64; autograd and the
-        variants take the reference equations."""
-        fusable = x.device.type == "cpu" and x.dtype in _FAST_DTYPES
+    def _fusable(self, x: Tensor) -> bool:
+        """Whether the engine setting lets the numba step kernel take a call (no variants)."""
+        fusable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
         if self.engine == "fused" and not fusable:
             raise RuntimeError("engine='fused' runs on CPU float32/float64 tensors only")
-        if self.engine == "reference" or not fusable or self._variants:
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight_ih.requires_grad
-                                        or any(p.requires_grad for p in parts)):
-            return False
-        return True
+        return fusable and self.engine != "reference" and not self._variants
 
     def _reference_step(self, x: Tensor, parts: list[Tensor]) -> tuple[Tensor, ...]:
         ps = self._parameters
@@ -165,8 +139,16 @@ class RNNCellBase(nn.Module):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
+        new = streaming.cell_call(self, input, hx)  # the streaming step, when it is one
+        if new is not None:
+            return new
         x, parts, unbatched = self._check(input, hx)
-        new = self._fused_step(x, parts) if self._use_fused(x, parts) else self._reference_step(x, parts)
+        if self._fusable(x):  # e.g. hx None, unbatched: the step kernel on the checked tensors
+            new = streaming.cell_call(self, x, tuple(parts) if self.mode == "lstm" else parts[0])
+            if new is not None:
+                new = new if self.mode == "lstm" else (new,)
+        if new is None:  # autograd, a variant, or memory the kernel cannot read by address
+            new = self._reference_step(x, parts)
         if unbatched:
             new = tuple(s.squeeze(0) for s in new)
         return new if self.mode == "lstm" else new[0]

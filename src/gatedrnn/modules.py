@@ -22,16 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import checks, functional, init
+from . import checks, functional, init, streaming
 from .cells import GATES, CellOptions
 
-_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+_MODE = streaming.MODE
 
 
 def _exporting() -> bool:
@@ -85,7 +84,6 @@ class RNNBase(nn.Module):
         self.zoneout_cell = checks.check_probability("zoneout_cell", zoneout_cell)
         self.weight_drop = checks.check_probability("weight_drop", weight_drop)
         self.forget_bias, self.init, self.chrono_max_len = forget_bias, init, chrono_max_len
-        self._step_views: list = []  # kernels.step.WeightViews per layer·direction (_one_step)
         self._register(device, dtype)
         self.reset_parameters()
 
@@ -197,6 +195,10 @@ class RNNBase(nn.Module):
 
         ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
         exporter passes every defaulted parameter of ``forward`` positionally."""
+        # One inference step with the state carried (see streaming.py); None when exporting.
+        result = streaming.module_call(self, input, hx, return_gates)
+        if result is not None:
+            return result
         if _exporting():
             from . import export_path  # the exporters need traceable torch ops, not numba
 
@@ -222,15 +224,14 @@ class RNNBase(nn.Module):
         B = x.shape[1]
         states = self._initial_states(hx, x, B, unbatched, sorted_idx)
         D = 2 if self.bidirectional else 1
-        if not packed and not return_gates and self._can_step(x, states):
-            y, finals, gates = self._one_step(x, states) + (None,)
-        else:
-            spec = functional.StackSpec(self.num_layers, D, self.dropout, self.recurrent_dropout,
-                                        self.training)
-            engine = "reference" if B == 0 else self.engine
-            weights = [self._weights(k) for k in range(self.num_layers * D)]
-            y, finals, gates = functional.stacked(x, states, weights, batch_sizes, self._options(),
-                                                  spec, engine, return_gates)
+        spec = functional.StackSpec(self.num_layers, D, self.dropout, self.recurrent_dropout,
+                                    self.training)
+        # A TorchScript trace records torch ops, and numba's are opaque to it: the reference engine.
+        tracing = torch._C._get_tracing_state() is not None
+        engine = "reference" if B == 0 or tracing else self.engine
+        weights = [self._weights(k) for k in range(self.num_layers * D)]
+        y, finals, gates = functional.stacked(x, states, weights, batch_sizes, self._options(),
+                                              spec, engine, return_gates)
         state = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
         if unsorted_idx is not None:
             state = [s.index_select(1, unsorted_idx) for s in state]
@@ -248,53 +249,6 @@ class RNNBase(nn.Module):
             out = y.transpose(0, 1) if self.batch_first else y
         result = (out, tuple(state) if self.mode == "LSTM" else state[0])
         return result + (gates,) if return_gates else result
-
-    # --- streaming: one step, no autograd ----------------------------------------------------
-
-    def _can_step(self, x: Tensor, states: list[tuple[Tensor, ...]]) -> bool:
-        """Whether this call is one plain inference step that the numba step kernels can take.
-
-        Online prediction calls the module once per time step with the state carried; the general
-        path costs tens of µs of Python per call there, the step kernel a GEMV and a few µs.
-        """
-        if x.shape[0] != 1 or x.shape[1] == 0 or self.engine == "reference":
-            return False
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-            return False
-        if self.proj_size or self.layer_norm or self.peephole or self.zoneout or self.zoneout_cell:
-            return False
-        if self.training and (self.dropout or self.recurrent_dropout or self.weight_drop):
-            return False
-        if torch.compiler.is_compiling():
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for k in states for s in k)
-                                        or any(p.requires_grad for p in self._parameters.values())):
-            return False
-        return True
-
-    def _one_step(self, x: Tensor, states: list[tuple[Tensor, ...]]) -> tuple[Tensor, list]:
-        """One time step of the stack through ``kernels.step``: x (1, B, I) -> y (1, B, D·H)."""
-        from .kernels import step  # numba: imported on first use, as in the cells
-
-        D = 2 if self.bidirectional else 1
-        mode, ps = _MODE[self.mode], self._parameters
-        if not self._step_views:
-            self._step_views = [step.WeightViews() for _ in self._all_weights]
-        layer_in = x[0].detach().contiguous().numpy()  # (B, I)
-        finals = []
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(D):  # with one step, the reverse direction is the same computation
-                k = layer * D + d
-                names = self._all_weights[k]  # weight_ih, weight_hh[, bias_ih, bias_hh]
-                params = tuple(ps[n] for n in names) + (() if self.bias else (None, None))
-                new = step.step(mode, self.reset_after, layer_in,
-                                [s.detach().contiguous().numpy() for s in states[k]],
-                                self._step_views[k].get(params))
-                outs.append(new[0])
-                finals.append(tuple(torch.from_numpy(a) for a in new))
-            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=1)  # (B, D·H)
-        return torch.from_numpy(layer_in)[None], finals
 
     # --- description ------------------------------------------------------------------------
 
