@@ -46,6 +46,7 @@ from torch import Tensor
 
 from . import gru_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .linear import block, linear, matmul, time_blocks
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -91,8 +92,12 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
         else:
             bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
         x2 = xin.reshape(T * B, xin.shape[2])
-        G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias, x2, w_ih.t())
-        G = G.view(T, B, 3 * H)  # (T, B, 3H)
+        blocks = not keep and not call.record  # inference: project block by block (time_blocks)
+        if blocks:
+            spans = time_blocks(T, B, call.reverse)
+            G = torch.empty((max(t1 - t0 for t0, t1 in spans), B, 3 * H), dtype=dt)
+        else:
+            G = linear(x2, w_ih, bias).view(T, B, 3 * H)  # (T, B, 3H)
     else:
         G = xin.contiguous().clone() if xin.is_contiguous() else xin.contiguous()
     # State copy and zero fills on this thread (see _new).
@@ -105,20 +110,37 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
     w_np = as_np(w_hh, nd, 2)
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
-    args = (
-        G.numpy(), hw.numpy(), Y.numpy(), as_np(VN, nd, 3), as_np(Q, nd, 3), as_np(XH, nd, 3),
-        as_np(RS, nd, 2), call.sizes, call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
+    rest = (
+        call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
         as_np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
-        as_np(call.m, nd, 2), np.ones(H, nd), zh, zp, as_np(lnh if ln else None, nd, 2), call.eps,
+        as_np(call.m, nd, 2), np.ones(H, nd))
+    tail = (
+        as_np(lnh if ln else None, nd, 2), call.eps,
         np.empty((B, 3 * H if ra else 2 * H), nd),
         np.empty((B, H), nd) if call.m is not None else off(nd, 2),
         np.empty((2, B, 3 * H if ln else H), nd),
     )
 
-    def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
-        steps.forward(*args, lo, hi, gemm_scratch(nd))
+    def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
+        def cut(z: np.ndarray) -> np.ndarray:  # full (T, ·, ·) buffers follow the span
+            return z[t0:t1] if z.shape[0] == T and T > 1 else z
 
-    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+        args = (g, hw.numpy(), Y.numpy()[t0:t1], cut(as_np(VN, nd, 3)), cut(as_np(Q, nd, 3)),
+                cut(as_np(XH, nd, 3)), cut(as_np(RS, nd, 2)), call.sizes[t0:t1], *rest, cut(zh), zp,
+                *tail)
+
+        def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
+            steps.forward(*args, lo, hi, gemm_scratch(nd))
+
+        split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+
+    if w_ih is not None and blocks:
+        for t0, t1 in spans:
+            g = block(x2[t0 * B:t1 * B], w_ih, bias, G[:t1 - t0].view(-1, 3 * H))
+            g = g.view(t1 - t0, B, 3 * H)
+            steps_of(t0, t1, g.numpy())
+    else:
+        steps_of(0, T, G.numpy())
     if call.record:
         call.sink = _gates(G, call, H)
     return Y, hw, (G, VN, Q, XH, RS)
@@ -210,7 +232,7 @@ def _backward(call: _Call, saved, dy, dhn, needs):
         db_ih = None
     if w_ih is not None:
         if needs[0]:
-            dx = torch.mm(DU2, w_ih).view(xin.shape)
+            dx = matmul(DU2, w_ih).view(xin.shape)
         if needs[1]:
             dw_ih = torch.mm(DU2.t(), xin.reshape(T * B, xin.shape[2]))  # one GEMM over all steps
     else:

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from . import lstm_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .linear import block, linear, matmul, time_blocks
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -73,11 +74,17 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
     Ho = h0.shape[-1]
     dt = xin.dtype
     nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    # Inference projects block by block (time_blocks); gate recording reads the whole G.
+    blocks = w_ih is not None and not keep and not call.record
+    bias = None
     if w_ih is not None:
         bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
         x2 = xin.reshape(T * B, xin.shape[2])
-        G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias, x2, w_ih.t())
-        G = G.view(T, B, 4 * H)  # (T, B, 4H)
+        if blocks:
+            spans = time_blocks(T, B, call.reverse)
+            G = torch.empty((max(t1 - t0 for t0, t1 in spans), B, 4 * H), dtype=dt)
+        else:
+            G = linear(x2, w_ih, bias).view(T, B, 4 * H)  # (T, B, 4H)
     else:
         G = xin.contiguous().clone() if xin.is_contiguous() else xin.contiguous()
     hw = h0.contiguous().clone()  # becomes h_n
@@ -91,19 +98,35 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
     XH = torch.empty((T, B, 4 * H), dtype=dt) if keep and ln else None
     XC = torch.empty((T, B, H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
-    args = (
-        G.numpy(), hw.numpy(), cw.numpy(), Y.numpy(), as_np(C, nd, 3), as_np(CH, nd, 3), call.sizes,
-        call.reverse, keep, as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
-        _zone_np(call.zh, (T, B, Ho), nd), zc_np, as_np(lnh, nd, 2), as_np(lnc, nd, 2),
-        as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3), call.eps, np.empty((2, B, H), nd),
-        np.empty((B, Ho), nd) if call.m is not None else off(nd, 2),
+    zh_np = _zone_np(call.zh, (T, B, Ho), nd)
+    rest = (
+        call.reverse, keep, as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2),
+        as_np(call.m, nd, 2))
+    tail = (
+        as_np(lnh, nd, 2), as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
+        call.eps, np.empty((2, B, H), nd), np.empty((B, Ho), nd) if call.m is not None else off(nd, 2),
         np.empty((B, 4 * H), nd) if ln else off(nd, 2),
     )
 
-    def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
-        steps.forward(*args, np.zeros((2, H), nd), lo, hi, gemm_scratch(nd))
+    def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
+        def cut(z: np.ndarray) -> np.ndarray:  # full (T, ·, ·) masks follow the span
+            return z[t0:t1] if z.shape[0] == T and T > 1 else z
 
-    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+        args = (g, hw.numpy(), cw.numpy(), Y.numpy()[t0:t1], cut(as_np(C, nd, 3)),
+                cut(as_np(CH, nd, 3)), call.sizes[t0:t1], *rest, cut(zh_np), cut(zc_np), *tail)
+
+        def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
+            steps.forward(*args, np.zeros((2, H), nd), lo, hi, gemm_scratch(nd))
+
+        split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+
+    if blocks:
+        for t0, t1 in spans:
+            g = block(x2[t0 * B:t1 * B], w_ih, bias, G[:t1 - t0].view(-1, 4 * H))
+            g = g.view(t1 - t0, B, 4 * H)
+            steps_of(t0, t1, g.numpy())
+    else:
+        steps_of(0, T, G.numpy())
     if call.record:
         call.sink = _gates(G, C, call, H)
     return Y, hw, cw, (G, C, CH, XH, XC, RS)
@@ -160,7 +183,7 @@ def _backward(call: _Call, saved, dy, dhn, dcn, needs):
     dx = dw_ih = db = None
     if w_ih is not None:
         x2 = xin.reshape(T * B, xin.shape[2])
-        dx = torch.mm(dA2, w_ih).view(xin.shape) if needs[0] else None
+        dx = matmul(dA2, w_ih).view(xin.shape) if needs[0] else None
         dw_ih = torch.mm(dA2.t(), x2) if needs[1] else None  # one GEMM over all steps
         db = dA2.sum(0) if needs[2] or needs[3] else None
     else:

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from . import rnn_steps as steps
 from .common import gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .linear import linear, matmul
 from .threads import split_rows
 
 TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (threads.split_rows)
@@ -102,7 +103,7 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     x, w_ih, h0, w_hh = x.detach(), w_ih.detach(), h0.detach(), w_hh.detach()
     bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
     x2 = x.reshape(T * B, I)
-    G = torch.mm(x2, w_ih.t()) if bias is None else torch.addmm(bias.detach(), x2, w_ih.t())
+    G = linear(x2, w_ih, bias)
     G = G.view(T, B, H)  # (T, B, H), becomes φ(a) and, unless kept apart, y
     sep = call.zh is not None  # zoneout: y = d h + (1 − d) φ(a) needs its own buffer
     Y = torch.empty((T, B, H), dtype=x.dtype) if sep else G
@@ -141,7 +142,7 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     dA2 = dA.view(T * B, H)
     x2 = x.detach().reshape(T * B, x.shape[2])
-    dx = torch.mm(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
+    dx = matmul(dA2, w_ih.detach()).view(x.shape) if needs[0] else None
     dw_ih = torch.mm(dA2.t(), x2) if needs[1] else None  # one GEMM over all steps
     db = dA2.sum(0) if needs[2] or needs[3] else None
     dw_hh = recurrent_weight_grad((dA,), y, h0.detach(), call.m, call.sizes,
