@@ -57,6 +57,17 @@ def _needs_grad(tensors: Any) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors())
 
 
+def _state(hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None] | None:
+    """(h, c) from an LSTM's (h, c) tuple, (h, None) from a plain tensor; None for anything else
+    (a list, a subclass, a wrong arity: the general path takes those, or raises)."""
+    if lstm:
+        if type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not Tensor \
+                or type(hx[1]) is not Tensor:
+            return None
+        return hx
+    return (hx, None) if type(hx) is Tensor else None
+
+
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
     if hx is None or type(input) is not Tensor or cell.engine == "reference" or _traced():
@@ -64,17 +75,11 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     if cell._variants:
         return None
     lstm = cell.mode == "lstm"
-    if lstm:
-        if type(hx) is not tuple or len(hx) != 2:
-            return None
-        h, c = hx
-        if type(c) is not Tensor:
-            return None
-    else:
-        h, c = hx, None
+    state = _state(hx, lstm)
     dt = input.dtype
-    if type(h) is not Tensor or dt not in _FAST:
+    if state is None or dt not in _FAST:
         return None
+    h, c = state
     ps = cell._parameters  # not nn.Module.__getattr__: ~0.3 µs a name
     params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
     if _needs_grad(lambda: (input, h, c, *params)) or input.dim() != 2:
@@ -125,17 +130,11 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None
     lstm = m.mode == "LSTM"
-    if lstm:
-        if type(hx) is not tuple or len(hx) != 2:
-            return None
-        h, c = hx
-        if type(c) is not Tensor:
-            return None
-    else:
-        h, c = hx, None
+    state = _state(hx, lstm)
     dt = input.dtype
-    if type(h) is not Tensor or dt not in _FAST:
+    if state is None or dt not in _FAST:
         return None
+    h, c = state
     shape = input.shape
     if len(shape) == 2:  # unbatched (T, I): one row, the same memory layout as (1, 1, I)
         T, B = shape[0], 1

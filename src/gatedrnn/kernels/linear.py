@@ -18,7 +18,9 @@ projection of the (50, 256, 128, 256) benchmark shape) both libraries run the wh
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,3 +99,13 @@ def time_blocks(T: int, B: int, reverse: bool) -> list[tuple[int, int]]:
     step = max(1, ROWS // max(B, 1))
     spans = [(t0, min(t0 + step, T)) for t0 in range(0, T, step)]
     return spans[::-1] if reverse else spans
+
+
+def project_and_run(x2: Tensor, w: Tensor, bias: Tensor | None, buf: Tensor, spans: list,
+                    run: Callable[[int, int, np.ndarray], None]) -> None:
+    """Inference in blocks: for each span [t0, t1) of ``time_blocks``, project its rows of x2
+    (T·B, I) into the reused ``buf`` (≥ t1 − t0, B, G·H), then ``run(t0, t1, g)`` its steps."""
+    B, GH = buf.shape[1], buf.shape[2]
+    for t0, t1 in spans:
+        g = block(x2[t0 * B:t1 * B], w, bias, buf[:t1 - t0].view(-1, GH))
+        run(t0, t1, g.view(t1 - t0, B, GH).numpy())

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from . import lstm_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
-from .linear import block, linear, matmul, time_blocks
+from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -121,10 +121,7 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
         split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
 
     if blocks:
-        for t0, t1 in spans:
-            g = block(x2[t0 * B:t1 * B], w_ih, bias, G[:t1 - t0].view(-1, 4 * H))
-            g = g.view(t1 - t0, B, 4 * H)
-            steps_of(t0, t1, g.numpy())
+        project_and_run(x2, w_ih, bias, G, spans, steps_of)
     else:
         steps_of(0, T, G.numpy())
     if call.record:
