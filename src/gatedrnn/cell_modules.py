@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import checks, init, streaming
+from . import checks, init, one_step
 from .cells import GATES, STEPS, CellOptions
 
 
@@ -139,12 +139,12 @@ class RNNCellBase(nn.Module):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
-        new = streaming.cell_call(self, input, hx)  # the streaming step, when it is one
+        new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
         if new is not None:
             return new
         x, parts, unbatched = self._check(input, hx)
         if self._fusable(x):  # e.g. hx None, unbatched: the step kernel on the checked tensors
-            new = streaming.cell_call(self, x, tuple(parts) if self.mode == "lstm" else parts[0])
+            new = one_step.cell_call(self, x, tuple(parts) if self.mode == "lstm" else parts[0])
             if new is not None:
                 new = new if self.mode == "lstm" else (new,)
         if new is None:  # autograd, a variant, or memory the kernel cannot read by address

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import checks, functional, init, streaming
+from . import checks, functional, init, one_step
 from .cells import GATES, CellOptions
 
-_MODE = streaming.MODE
+_MODE = one_step.MODE
 
 
 def _exporting() -> bool:
@@ -195,8 +195,8 @@ class RNNBase(nn.Module):
 
         ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
         exporter passes every defaulted parameter of ``forward`` positionally."""
-        # One inference step with the state carried (see streaming.py); None when exporting.
-        result = streaming.module_call(self, input, hx, return_gates)
+        # One inference step with the state carried (see one_step.py); None when exporting.
+        result = one_step.module_call(self, input, hx, return_gates)
         if result is not None:
             return result
         if _exporting():
