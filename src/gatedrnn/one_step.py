@@ -17,6 +17,7 @@ the errors. The equations are those of ``gatedrnn.cells``; tests check both path
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -90,11 +91,14 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
             and step.plain(h, (B, H), dt) and step.plain(c, (B, H), dt)):
         return None
     h2 = _fresh((B, H), dt)
-    c2 = _fresh((B, H), dt) if lstm else None
-    step.step(cell.mode, cell.reset_after, input.data_ptr(),
-              (h.data_ptr(), c.data_ptr()) if lstm else (h.data_ptr(),), _addresses(params),
-              (B, I, H), dt, h2.data_ptr(), H, (0, c2.data_ptr()) if lstm else (0,))
-    return (h2, c2) if lstm else h2
+    if not lstm:
+        step.step(cell.mode, cell.reset_after, step.LIKE[dt], input.data_ptr(), h.data_ptr(), 0,
+                  *_addresses(params), B, I, H, h2.data_ptr(), H, 0, 0)
+        return h2
+    c2 = _fresh((B, H), dt)
+    step.step("lstm", False, step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr(),
+              *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr())
+    return h2, c2
 
 
 def _plain_params(step: Any, params: tuple, GH: int, I: int, H: int, dt: torch.dtype) -> bool:
@@ -145,8 +149,7 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     D = 2 if m.bidirectional else 1
     L, H, I = m.num_layers, m.hidden_size, m.input_size
     ps = m._parameters
-    groups = [tuple(ps[n] for n in names) + (() if m.bias else (None, None))
-              for names in m._all_weights]
+    groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None)) for names in m._all_weights]
     if T != 1 or B == 0 or _needs_grad(lambda: (input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()
@@ -161,7 +164,8 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     hn = _fresh(state, dt)
     cn = _fresh(state, dt) if lstm else None
     y = _fresh(tuple(shape[:-1]) + (D * H,), dt)
-    mode, size = MODE[m.mode], B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
+    size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
+    like, mode, ra = step.LIKE[dt], MODE[m.mode], m.reset_after
     x_at, width = input.data_ptr(), I
     h_at, hn_at = h.data_ptr(), hn.data_ptr()
     c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if lstm else (0, 0)
@@ -171,8 +175,9 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         out_at = outs[-1].data_ptr()
         for d in range(D):
             k = layer * D + d
-            step.step(mode, m.reset_after, x_at,
-                      (h_at + k * size, c_at + k * size), _addresses(groups[k]), (B, width, H), dt,
-                      out_at + d * (size // B), D * H, (hn_at + k * size, cn_at + k * size))
+            at = k * size
+            step.step(mode, ra, like, x_at, h_at + at, c_at + at if lstm else 0,
+                      *_addresses(groups[k]), B, width, H, out_at + d * (size // B), D * H,
+                      hn_at + at, cn_at + at if lstm else 0)
         x_at, width = out_at, D * H
     return y, ((hn, cn) if lstm else hn)

@@ -17,8 +17,6 @@ of the dtype: it tells the kernel what the addresses point to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numba
 import numpy as np
 import torch
@@ -28,7 +26,7 @@ from torch import Tensor
 
 from .common import JIT, prod, sigmoid, tanh
 
-_LIKE = {torch.float32: np.zeros(0, np.float32), torch.float64: np.zeros(0, np.float64)}
+LIKE = {torch.float32: np.zeros(0, np.float32), torch.float64: np.zeros(0, np.float64)}
 
 
 @intrinsic
@@ -165,22 +163,22 @@ def rnn_step(like, px, ph, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, relu):
         _keep(y, hn, b, H)
 
 
-def step(mode: str, reset_after: bool, x: int, state: Sequence[int], params: Sequence[int],
-         dims: tuple[int, int, int], dtype: torch.dtype, y: int, ldy: int, new: Sequence[int]) -> None:
+def step(mode: str, reset_after: bool, like: np.ndarray, x: int, h: int, c: int, wi: int, wh: int,
+         bi: int, bh: int, B: int, I: int, H: int, y: int, ldy: int, hn: int, cn: int) -> None:  # noqa: E741
     """One step of one cell, on addresses (``Tensor.data_ptr()``) of C-contiguous CPU memory.
 
-    x (B, I); state h or (h, c) (B, H); params W_ih, W_hh, b_ih, b_hh (both biases 0 when absent);
-    dims (B, I, H). Writes h' into the (B, ldy) rows at ``y`` (its first H columns) and the new
-    state into ``new``: h' (0: only into y) or (h', c'). The caller checks shapes, dtype, device
-    and contiguity (``plain``): the kernels cannot.
+    x (B, I); h and, for the LSTM, c (B, H) (else 0); W_ih, W_hh, b_ih, b_hh (both biases 0 when
+    absent); ``like`` = ``LIKE[dtype]``. Writes h' into the (B, ldy) rows at ``y`` (their first H
+    columns), and also into hn (B, H) unless hn is 0; the LSTM's c' into cn (B, H). Flat integer
+    arguments: this is the hot path of a ~12 µs call. The caller checks shapes, dtype, device and
+    contiguity (``plain``): the kernels cannot.
     """
-    like = _LIKE[dtype]
     if mode == "lstm":
-        lstm_step(like, x, state[0], state[1], *params, *dims, y, ldy, new[0], new[1])
+        lstm_step(like, x, h, c, wi, wh, bi, bh, B, I, H, y, ldy, hn, cn)
     elif mode == "gru":
-        gru_step(like, x, state[0], *params, *dims, y, ldy, new[0], reset_after)
+        gru_step(like, x, h, wi, wh, bi, bh, B, I, H, y, ldy, hn, reset_after)
     else:
-        rnn_step(like, x, state[0], *params, *dims, y, ldy, new[0], mode == "rnn_relu")
+        rnn_step(like, x, h, wi, wh, bi, bh, B, I, H, y, ldy, hn, mode == "rnn_relu")
 
 
 def plain(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
