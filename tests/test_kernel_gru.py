@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concurrency import concurrent_equals_serial
 from gatedrnn import reference
 from gatedrnn.cells import CellOptions
 from gatedrnn.kernels import gru
@@ -238,32 +239,13 @@ def test_two_thread_row_split_equals_reference(name, reverse, monkeypatch) -> No
 
 
 def test_concurrent_calls_with_row_split_are_exact(monkeypatch) -> None:
-    """Several threads at once, each call splitting its rows over the shared pool thread."""
-    import threading
-
+    """Several threads at once, each call splitting its rows over two threads."""
     monkeypatch.setattr(gru, "POOL_MIN_ROWS", 4)
     monkeypatch.setattr(gru, "TEAM_MIN_ROWS", 4)
     leaves, call = _setup(VARIANTS["plain"], dtype=torch.float32, T=5, B=12, I=3, H=8, lengths=None)
     tensors = [t.detach() for t in leaves.values()]
     xs = [torch.randn_like(tensors[0]) for _ in range(6)]
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        want = [call(gru, x, *tensors[1:])[0] for x in xs]
-        got: list = [None] * len(xs)
-
-        def work(i: int) -> None:
-            for _ in range(3):
-                got[i] = call(gru, xs[i], *tensors[1:])[0]
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        torch.set_num_threads(threads_before)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert concurrent_equals_serial(lambda x: call(gru, x, *tensors[1:])[0], xs)
 
 
 @pytest.mark.parametrize("name", ["everything", "cho_everything", "zoneout_eval"])

@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concurrency import concurrent_equals_serial
 from gatedrnn import reference
 from gatedrnn.cells import CellOptions
 from gatedrnn.kernels import rnn
@@ -286,30 +287,11 @@ def test_split_covers_every_row_once_and_reraises(team, monkeypatch) -> None:
 
 
 def test_concurrent_calls_with_row_split_are_exact() -> None:
-    """Several Python threads at once, each call splitting its rows over two threads."""
-    import threading
-
+    """Several threads at once, each call splitting its rows over two threads."""
     leaves, call = _setup(VARIANTS["plain"], dtype=torch.float32, T=5, B=12, I=3, H=8, lengths=None)
     tensors = [t.detach() for t in leaves.values()]
     xs = [torch.randn_like(tensors[0]) for _ in range(6)]
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        want = [call(rnn, x, *tensors[1:])[0] for x in xs]
-        got: list = [None] * len(xs)
-
-        def work(i: int) -> None:
-            for _ in range(3):
-                got[i] = call(rnn, xs[i], *tensors[1:])[0]
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        torch.set_num_threads(threads_before)
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert concurrent_equals_serial(lambda x: call(rnn, x, *tensors[1:])[0], xs)
 
 
 @pytest.mark.parametrize("name", ["plain", "everything", "zoneout_eval"])
