@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import warnings
+from unittest import mock
 
 import pytest
 import torch
@@ -85,7 +86,8 @@ def test_docstring_examples_run(name: str) -> None:
 @given(pair=st.sampled_from(PAIRS), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 9),
        bias=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 999))
 def test_fused_streaming_step_matches_torch(pair, B, I, H, bias, dtype, seed) -> None:  # noqa: E741
-    """Under no_grad the cells take the numba step; it must equal torch.nn's cell."""
+    """Under no_grad the cells take the numba step (the reference step would fail loudly); it
+    must equal torch.nn's cell."""
     ours_cls, ref_cls, kw = pair
     ours = ours_cls(I, H, bias=bias, dtype=dtype, engine="fused", **kw)
     ref = ref_cls(I, H, bias=bias, dtype=dtype, **kw)
@@ -95,8 +97,10 @@ def test_fused_streaming_step_matches_torch(pair, B, I, H, bias, dtype, seed) ->
     hx = torch.randn(B, H, generator=g, dtype=dtype)
     if ours_cls is gatedrnn.LSTMCell:
         hx = (hx, torch.randn(B, H, generator=g, dtype=dtype))
+    with torch.no_grad(), mock.patch.object(ours, "_reference_step", None):
+        a = ours(x, hx)
     with torch.no_grad():
-        a, b = ours(x, hx), ref(x, hx)
+        b = ref(x, hx)
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
         assert torch.allclose(u, v, atol=tol), (u - v).abs().max()
