@@ -127,7 +127,7 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     m = module
     if hx is None or return_gates is not False or torch._C._get_tracing_state() is not None \
             or torch.compiler.is_compiling():
-        return None  # (tracing first: an exporter may pass return_gates as a traced tensor)
+        return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
     if type(input) is not Tensor or m.engine == "reference":
         return None
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
