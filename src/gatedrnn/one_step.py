@@ -54,36 +54,36 @@ def _traced() -> bool:
 
 
 def _needs_grad(tensors: Any) -> bool:
-    """Whether autograd must see this call (``tensors`` is only looked at in grad mode)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors())
+    """Whether autograd must see a call on these tensors (callers ask only in grad mode)."""
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
-def _state(hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None] | None:
-    """(h, c) from an LSTM's (h, c) tuple, (h, None) from a plain tensor; None for anything else
-    (a list, a subclass, a wrong arity: the general path takes those, or raises)."""
+def _state(input: Any, hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None, torch.dtype] | None:
+    """(h, c, dtype) from an LSTM's (h, c) tuple, (h, None, dtype) from a plain tensor, when the
+    input is a plain float32/float64 tensor; None for anything else (a list, a subclass, a wrong
+    arity, another dtype: the general path takes those, or raises)."""
+    if type(input) is not Tensor or input.dtype not in _FAST:
+        return None
     if lstm:
         if type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not Tensor \
                 or type(hx[1]) is not Tensor:
             return None
-        return hx
-    return (hx, None) if type(hx) is Tensor else None
+        return hx[0], hx[1], input.dtype
+    return (hx, None, input.dtype) if type(hx) is Tensor else None
 
 
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
-    if hx is None or type(input) is not Tensor or cell.engine == "reference" or _traced():
-        return None
-    if cell._variants:
+    if hx is None or cell.engine == "reference" or _traced() or cell._variants:
         return None
     lstm = cell.mode == "lstm"
-    state = _state(hx, lstm)
-    dt = input.dtype
-    if state is None or dt not in _FAST:
+    state = _state(input, hx, lstm)
+    if state is None:
         return None
-    h, c = state
+    h, c, dt = state
     ps = cell._parameters  # not nn.Module.__getattr__: ~0.3 µs a name
     params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
-    if _needs_grad(lambda: (input, h, c, *params)) or input.dim() != 2:
+    if (torch.is_grad_enabled() and _needs_grad((input, h, c, *params))) or input.dim() != 2:
         return None
     B, I, H = input.shape[0], cell.input_size, cell.hidden_size
     step = _STEP or kernels()
@@ -91,14 +91,11 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
             and step.plain(h, (B, H), dt) and step.plain(c, (B, H), dt)):
         return None
     h2 = _fresh((B, H), dt)
-    if not lstm:
-        step.step(cell.mode, cell.reset_after, step.LIKE[dt], input.data_ptr(), h.data_ptr(), 0,
-                  *_addresses(params), B, I, H, h2.data_ptr(), H, 0, 0)
-        return h2
-    c2 = _fresh((B, H), dt)
-    step.step("lstm", False, step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr(),
-              *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr())
-    return h2, c2
+    c2 = _fresh((B, H), dt) if lstm else None
+    run, flag = step.kernel(cell.mode, cell.reset_after)
+    run(step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr() if lstm else 0,
+        *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr() if lstm else 0, flag)
+    return (h2, c2) if lstm else h2
 
 
 def _plain_params(step: Any, params: tuple, GH: int, I: int, H: int, dt: torch.dtype) -> bool:
@@ -125,21 +122,17 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     h_n (and c_n) (L·D, B, H), as torch.nn.
     """
     m = module
-    if hx is None or return_gates is not False or torch._C._get_tracing_state() is not None \
-            or torch.compiler.is_compiling():
+    if hx is None or return_gates is not False or _traced() or m.engine == "reference":
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
-    if type(input) is not Tensor or m.engine == "reference":
-        return None
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
         return None
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None
     lstm = m.mode == "LSTM"
-    state = _state(hx, lstm)
-    dt = input.dtype
-    if state is None or dt not in _FAST:
+    state = _state(input, hx, lstm)
+    if state is None:
         return None
-    h, c = state
+    h, c, dt = state
     shape = input.shape
     if len(shape) == 2:  # unbatched (T, I): one row, the same memory layout as (1, 1, I)
         T, B = shape[0], 1
@@ -153,24 +146,24 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None)) for names in m._all_weights]
     if T != 1 or B == 0:
         return None
-    if torch.is_grad_enabled() and _needs_grad(lambda: (input, h, c, *(p for g in groups for p in g))):
+    if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()
     state = (L * D, H) if len(shape) == 2 else (L * D, B, H)
     if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, state, dt)
             and step.plain(c, state, dt)):
         return None
-    GH, ok = GATES[MODE[m.mode]] * H, step.plain
-    for k, (wi, wh, bi, bh) in enumerate(groups):
-        if not (ok(wi, (GH, I if k < D else D * H), dt) and ok(wh, (GH, H), dt)
-                and ok(bi, (GH,), dt) and ok(bh, (GH,), dt) and (bi is None) == (bh is None)):
+    GH = GATES[MODE[m.mode]] * H
+    for k, params in enumerate(groups):
+        if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
             return None
     npdt = _NP[dt]
     hn = torch.from_numpy(np.empty(state, npdt))
     cn = torch.from_numpy(np.empty(state, npdt)) if lstm else None
     y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
     size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
-    like, mode, ra = step.LIKE[dt], MODE[m.mode], m.reset_after
+    like = step.LIKE[dt]
+    run, flag = step.kernel(MODE[m.mode], m.reset_after)
     x_at, width = input.data_ptr(), I
     h_at, hn_at = h.data_ptr(), hn.data_ptr()
     c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if lstm else (0, 0)
@@ -180,18 +173,8 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         out_at = outs[-1].data_ptr()
         for d in range(D):
             k = layer * D + d
-            at, y_at = k * size, out_at + d * (size // B)
-            wi, wh, bi, bh = groups[k]
-            w = (wi.data_ptr(), wh.data_ptr(), 0 if bi is None else bi.data_ptr(),
-                 0 if bh is None else bh.data_ptr())
-            # The kernels directly, not step.step: one Python frame less a layer (~0.3 µs).
-            if lstm:
-                step.lstm_step(like, x_at, h_at + at, c_at + at, *w, B, width, H, y_at, D * H,
-                               hn_at + at, cn_at + at)
-            elif mode == "gru":
-                step.gru_step(like, x_at, h_at + at, *w, B, width, H, y_at, D * H, hn_at + at, ra)
-            else:
-                step.rnn_step(like, x_at, h_at + at, *w, B, width, H, y_at, D * H, hn_at + at,
-                              mode == "rnn_relu")
+            at = k * size
+            run(like, x_at, h_at + at, c_at + at if lstm else 0, *_addresses(groups[k]), B, width,
+                H, out_at + d * (size // B), D * H, hn_at + at, cn_at + at if lstm else 0, flag)
         x_at, width = out_at, D * H
     return y, ((hn, cn) if lstm else hn)

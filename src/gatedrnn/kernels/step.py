@@ -17,6 +17,8 @@ of the dtype: it tells the kernel what the addresses point to.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 import torch
@@ -81,7 +83,7 @@ def _keep(y, hn, b, H):
 
 
 @numba.njit(**JIT)
-def lstm_step(like, px, ph, pc, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, pcn):
+def lstm_step(like, px, ph, pc, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, pcn, flag):
     """c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c'); writes h' to y (and hn), c' to cn (B, H)."""
     x, h, c = _view(px, (B, I), like), _view(ph, (B, H), like), _view(pc, (B, H), like)
     wi, wh = _view(pwi, (4 * H, I), like), _view(pwh, (4 * H, H), like)
@@ -106,7 +108,7 @@ def lstm_step(like, px, ph, pc, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, pcn):
 
 
 @numba.njit(**JIT)
-def gru_step(like, px, ph, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, reset_after):
+def gru_step(like, px, ph, pc, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, pcn, reset_after):
     """h' = (1 − z) ⊙ n + z ⊙ h, with n in either form (see ``cells.gru_cell``); writes h'."""
     x, h = _view(px, (B, I), like), _view(ph, (B, H), like)
     wi, wh = _view(pwi, (3 * H, I), like), _view(pwh, (3 * H, H), like)
@@ -146,7 +148,7 @@ def gru_step(like, px, ph, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, reset_afte
 
 
 @numba.njit(**JIT)
-def rnn_step(like, px, ph, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, relu):
+def rnn_step(like, px, ph, pc, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, pcn, relu):
     """h' = φ(W_ih x + b_ih + W_hh h + b_hh); writes h'."""
     x, h = _view(px, (B, I), like), _view(ph, (B, H), like)
     wi, wh = _view(pwi, (H, I), like), _view(pwh, (H, H), like)
@@ -163,22 +165,24 @@ def rnn_step(like, px, ph, pwi, pwh, pbi, pbh, B, I, H, py, ldy, phn, relu):
         _keep(y, hn, b, H)
 
 
-def step(mode: str, reset_after: bool, like: np.ndarray, x: int, h: int, c: int, wi: int, wh: int,
-         bi: int, bh: int, B: int, I: int, H: int, y: int, ldy: int, hn: int, cn: int) -> None:  # noqa: E741
-    """One step of one cell, on addresses (``Tensor.data_ptr()``) of C-contiguous CPU memory.
+def kernel(mode: str, reset_after: bool) -> tuple[Any, bool]:
+    """The step kernel of a cell and its last argument (reset_after for the GRU, relu for the
+    Elman RNN; unused by the LSTM). All three take the same flat arguments, on addresses
+    (``Tensor.data_ptr()``) of C-contiguous CPU memory:
 
-    x (B, I); h and, for the LSTM, c (B, H) (else 0); W_ih, W_hh, b_ih, b_hh (both biases 0 when
-    absent); ``like`` = ``LIKE[dtype]``. Writes h' into the (B, ldy) rows at ``y`` (their first H
-    columns), and also into hn (B, H) unless hn is 0; the LSTM's c' into cn (B, H). Flat integer
-    arguments: this is the hot path of a ~12 µs call. The caller checks shapes, dtype, device and
-    contiguity (``plain``): the kernels cannot.
+        (like, x, h, c, W_ih, W_hh, b_ih, b_hh, B, I, H, y, ldy, hn, cn, flag)
+
+    x (B, I); h and, for the LSTM, c (B, H) (else 0); both biases 0 when absent; ``like`` =
+    ``LIKE[dtype]``. h' goes into the (B, ldy) rows at ``y`` (their first H columns), and also
+    into hn (B, H) unless hn is 0; the LSTM's c' into cn (B, H). Flat integers and no wrapper:
+    this is the hot path of a ~12 µs call. The caller checks shapes, dtype, device and contiguity
+    (``plain``): the kernels cannot.
     """
     if mode == "lstm":
-        lstm_step(like, x, h, c, wi, wh, bi, bh, B, I, H, y, ldy, hn, cn)
-    elif mode == "gru":
-        gru_step(like, x, h, wi, wh, bi, bh, B, I, H, y, ldy, hn, reset_after)
-    else:
-        rnn_step(like, x, h, wi, wh, bi, bh, B, I, H, y, ldy, hn, mode == "rnn_relu")
+        return lstm_step, False
+    if mode == "gru":
+        return gru_step, reset_after
+    return rnn_step, mode == "rnn_relu"
 
 
 def plain(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
