@@ -55,10 +55,7 @@ def linear(a: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     if _big(a, w.shape[0]) and a.shape[1] < SHORT_K:
         out = torch.empty(a.shape[0], w.shape[0], dtype=a.dtype)
         for i in range(0, a.shape[0], ROWS):
-            if bias is None:
-                torch.mm(a[i:i + ROWS], w.t(), out=out[i:i + ROWS])
-            else:
-                torch.addmm(bias, a[i:i + ROWS], w.t(), out=out[i:i + ROWS])
+            block(a[i:i + ROWS], w, bias, out[i:i + ROWS])  # K < SHORT_K: MKL into out
         return out
     if HAVE_ONEDNN and _big(a, w.shape[0]):
         return torch.ops.mkldnn._linear_pointwise(a.contiguous(), w.contiguous(), bias, "none", [], "")
