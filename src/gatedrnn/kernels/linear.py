@@ -34,7 +34,11 @@ def _probe() -> bool:
     if os.environ.get("GATEDRNN_NO_ONEDNN") or not torch.backends.mkldnn.is_available():
         return False
     try:
-        a, w, b = torch.randn(5, 3), torch.randn(4, 3), torch.randn(4)
+        # Fixed values, not torch.randn: drawing from the global generator at import would shift
+        # every user's random stream (masks, init) after they had seeded it.
+        a = torch.linspace(-1.0, 1.0, 15).reshape(5, 3)
+        w = torch.linspace(0.5, -0.7, 12).reshape(4, 3)
+        b = torch.tensor([0.1, -0.2, 0.3, -0.4])
         out = torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
         return bool(torch.allclose(out, torch.addmm(b, a, w.t()), atol=1e-5))
     except (AttributeError, RuntimeError):
