@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -23,7 +24,6 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 PKG = ROOT / "src" / "gatedrnn"
-sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,12 @@ def test_notes_for_the_maintainers_stay_out_of_the_rendered_text(site: Path) -> 
 
 def test_the_equation_converter() -> None:
     pytest.importorskip("latex2mathml", reason="the site's tools are in the docs extra")
-    from equations import convert_docstring, fence_doctests, to_latex
+    spec = importlib.util.spec_from_file_location("_docs_equations", ROOT / "docs" / "_ext" / "equations.py")
+    assert spec is not None and spec.loader is not None
+    equations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(equations)
+    convert_docstring, fence_doctests, to_latex = (
+        equations.convert_docstring, equations.fence_doctests, equations.to_latex)
 
     def tokens(text: str | None) -> list[str]:
         for mark in "()',":
