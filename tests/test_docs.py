@@ -132,6 +132,19 @@ def test_notes_for_the_maintainers_stay_out_of_the_rendered_text(site: Path) -> 
         assert "TODO" not in visible, path
 
 
+def test_the_cli_page_names_every_command_and_flag() -> None:
+    page = (ROOT / "docs" / "toolkit.md").read_text(encoding="utf-8")
+    sources = [PKG / "cli.py", PKG / "toolkit" / "bench.py"]
+    text = "".join(path.read_text(encoding="utf-8") for path in sources)
+    flags = set(re.findall(r'"(--[a-z][\w-]*)"', text))
+    flags |= {"--no-reset-after"}  # argparse.BooleanOptionalAction's other half
+    commands = set(re.findall(r'add_parser\(\s*"(\w+)"', (PKG / "cli.py").read_text(encoding="utf-8")))
+    assert len(flags) > 30 and commands >= {"compare", "train", "sample", "plot", "bench"}
+    missing = sorted(f for f in flags if not re.search(f"`{re.escape(f)}[` ]", page))
+    missing += sorted(c for c in commands if f"`gatedrnn {c}`" not in page)
+    assert not missing, f"docs/toolkit.md does not describe {missing}"
+
+
 def test_the_equation_converter() -> None:
     pytest.importorskip("latex2mathml", reason="the site's tools are in the docs extra")
     spec = importlib.util.spec_from_file_location("_docs_equations", ROOT / "docs" / "_ext" / "equations.py")
