@@ -11,7 +11,6 @@ must have its entry lowered (or removed at zero), so the count only goes down.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -48,8 +47,7 @@ KNOWN_ERRORS: dict[str, int] = {
 
 @pytest.mark.slow
 def test_typing_mypy_over_src() -> None:
-    if shutil.which("mypy") is None:
-        pytest.skip("mypy is in the dev extra")
+    pytest.importorskip("mypy", reason="mypy is in the dev extra")
     cache = ROOT / ".pytest_cache" / "mypy"
     result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
