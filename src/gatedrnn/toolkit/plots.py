@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
+from .train import read_log  # noqa: E402
+
 ANALYSIS_FILE = "analysis.safetensors"
 COLORS = {"rnn": "tab:gray", "lstm": "tab:blue", "gru": "tab:orange"}
 LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -30,8 +32,7 @@ LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}
 def read_run(folder: str | Path) -> dict[str, Any]:
     """A run folder's log records, checkpoint metadata and analysis arrays (each may be empty)."""
     folder = Path(folder)
-    log = folder / "metrics.jsonl"
-    records = [json.loads(s) for s in log.read_text().splitlines() if s.strip()] if log.exists() else []
+    records = read_log(folder / "metrics.jsonl")
     meta_path = folder / "checkpoint.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     arrays = load_file(folder / ANALYSIS_FILE) if (folder / ANALYSIS_FILE).exists() else {}
