@@ -228,7 +228,8 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
     if 4 * floats > total:
         raise ValueError(f"this run needs about {4 * floats / 2**30:.3g} GiB (weights, gradients, "
                          f"Adam state and activations), more than this machine's "
-                         f"{total / 2**30:.3g} GiB; use a smaller --hidden, --layers, --batch or --length")
+                         f"{total / 2**30:.3g} GiB of memory; use a smaller --hidden, --layers, "
+                         "--batch or --length")
 
 
 def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
