@@ -38,7 +38,7 @@ def craft(path: Path, tensors: dict[str, torch.Tensor], meta_text: str) -> None:
 
 
 def craft_model(path: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None) -> None:
-    meta = {"config": config, "recurrent": {"": config}, "extra": {}, "gatedrnn_version": "0"}
+    meta = {"recurrent": {"": config}, "extra": {}, "gatedrnn_version": "0"}
     craft(path, tensors if tensors is not None else {}, json.dumps(meta))
 
 
@@ -63,7 +63,7 @@ def test_the_settings_in_the_header_are_under_the_checksum(path: Path) -> None:
 
     def more_zoneout(meta: dict) -> None:
         inner = json.loads(meta["metadata"])
-        inner["config"]["zoneout"] = inner["recurrent"][""]["zoneout"] = 0.5
+        inner["recurrent"][""]["zoneout"] = 0.5
         meta["metadata"] = json.dumps(inner)
 
     rewrite_settings(path, more_zoneout)
@@ -167,7 +167,7 @@ def test_deep_json_is_a_clear_error_not_a_recursion_error(path: Path, where: str
         text += b" " * (-len(text) % 8)
         path.write_bytes(len(text).to_bytes(8, "little") + text)
     else:
-        craft(path, {}, '{"config": ' + deep + '}')
+        craft(path, {}, '{"recurrent": ' + deep + '}')
     with pytest.raises(CheckpointError, match=f"{path}.*nested more than {io.MAX_DEPTH} deep"):
         load_model(path)
 
@@ -180,13 +180,16 @@ def test_a_huge_header_is_refused_unread(path: Path) -> None:
 
 def test_temp_files_of_killed_writes_are_cleaned_on_the_next_save(path: Path) -> None:
     dead = 2**22 + 12345  # above Linux's pid_max default of 2**22: no such process
-    stale = [path.parent / f".{path.name}.w{dead}.0a1b2c3d.tmp", path.parent / f".{path.name}.k3j4h5.tmp"]
+    stale = [path.parent / f".{path.name}.w{dead}.0a1b2c3d.tmp",
+             path.parent / f".{path.name}.k3j4h5_x.tmp"]  # mkstemp's names, from older versions
     live = path.parent / f".{path.name}.w{os.getppid()}.00000000.tmp"  # a writer still at work
-    other = path.parent / f".other.safetensors.w{dead}.00000000.tmp"  # another file's business
-    for p in (*stale, live, other):
+    others = [path.parent / f".other.safetensors.w{dead}.00000000.tmp",  # other files' business
+              path.parent / f".{path.name}.b.w{dead}.00000000.tmp"]
+    for p in (*stale, live, *others):
         p.write_bytes(b"x" * 100)
     save_model(gatedrnn.GRU(2, 3), path)
-    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, live.name, other.name])
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, live.name,
+                                                                    *(p.name for p in others)])
 
 
 def flip(data: bytes, bit: int) -> bytes:

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -67,17 +68,20 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or a platform without signal 0: keep its file
+    except OSError:  # someone else's process, or a platform without signal 0: keep its file
+        pass
     return True
 
 
 def _clean_stale_temps(path: Path) -> None:
     """Remove temp files that killed writes to ``path`` left behind; a write still in flight (by
     a live process, or another thread of this one) keeps its file."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid_text = tmp.name[len(path.name) + 2:].split(".")[0].removeprefix("w")
-        pid = int(pid_text) if pid_text.isdigit() else None
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(?:w(\d+)\.[0-9a-f]{{8}}|[a-z0-9_]{{8}})\.tmp")
+    for tmp in path.parent.iterdir():
+        match = ours.fullmatch(tmp.name)  # (the second form: mkstemp's, from older gatedrnn)
+        if match is None:
+            continue
+        pid = int(match[1]) if match[1] else None
         with _writing_lock:
             if tmp.name in _writing or (pid is not None and pid != os.getpid() and _alive(pid)):
                 continue
@@ -286,14 +290,10 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
         raise CheckpointError(f"{where}: config 'type' {kind!r} is not a gatedrnn module")
     probe = cls(1, 2).get_config()  # the key set (and value types) of this gatedrnn's class
     missing, unknown = sorted(set(probe) - set(config)), sorted(set(config) - set(probe))
-    if missing or unknown:
-        raise CheckpointError(f"{where}: the {kind} config is missing {missing} and has unknown keys "
-                              f"{unknown}" if missing and unknown else
-                              f"{where}: the {kind} config is missing the keys {missing}" if missing else
-                              f"{where}: the {kind} config has unknown keys {unknown}")
-    for key, value in config.items():
-        if key == "type":
-            continue
+    if missing or unknown:  # no silent defaults, and nothing passed on unchecked (a "device")
+        raise CheckpointError(f"{where}: the {kind} config is missing the keys {missing} and has "
+                              f"unknown keys {unknown}")
+    for key, value in ((k, v) for k, v in config.items() if k != "type"):
         ok, wanted = CONFIG_CHECKS.get(key, (lambda v, p=probe[key]: type(v) is type(p),
                                              f"of type {type(probe[key]).__name__}"))
         if not ok(value):
@@ -360,8 +360,8 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def save_model(module: torch.nn.Module, path: str | os.PathLike, *,
                extra: dict[str, Any] | None = None) -> None:
-    """Save ``module``'s parameters and buffers, its ``get_config()`` when it has one, and the
-    configs of the gatedrnn modules inside it.
+    """Save ``module``'s parameters and buffers, and the ``get_config()`` of every gatedrnn
+    module in it (under "recurrent", by qualified name; "" is ``module`` itself).
 
     A gatedrnn LSTM/GRU/RNN loads back with ``load_model(path)`` alone. Any other module (for
     example a model that contains gatedrnn layers) saves its weights; load them with
@@ -379,8 +379,7 @@ def save_model(module: torch.nn.Module, path: str | os.PathLike, *,
           (0): Linear(in_features=2, out_features=3, bias=True)
         )
     """
-    configs = recurrent_configs(module)
-    meta = {"config": configs.get(""), "recurrent": configs, "extra": extra or {},
+    meta = {"recurrent": recurrent_configs(module), "extra": extra or {},
             "gatedrnn_version": gatedrnn.__version__}
     save_tensors(path, module.state_dict(), meta)
 
@@ -405,7 +404,7 @@ def load_model(path: str | os.PathLike, model: torch.nn.Module | None = None,
     where = str(path)
     target = check_device(where, "cpu" if device is None else device)
     tensors, meta = load_tensors(path)
-    if set(meta) != {"config", "recurrent", "extra", "gatedrnn_version"}:
+    if set(meta) != {"recurrent", "extra", "gatedrnn_version"}:
         raise CheckpointError(f"{where}: unexpected metadata fields {sorted(meta)}")
     saved = meta["recurrent"]
     if not isinstance(saved, dict):
@@ -414,14 +413,12 @@ def load_model(path: str | os.PathLike, model: torch.nn.Module | None = None,
         check_config(f"{where} (module {name!r})" if name else where, config)
     rebuilt = model is None
     if model is None:
-        if meta["config"] is None:
+        if "" not in saved:
             raise CheckpointError(f"{where}: holds weights without a gatedrnn config; pass the "
                                   "model to load them into: load_model(path, model)")
-        if saved.get("") != meta["config"]:
-            raise CheckpointError(f"{where}: 'config' and 'recurrent' disagree")
         with torch.device("meta"):  # shapes and dtypes, but no memory: the size is checked first
-            check_fit(where, tensors, _build(where, meta["config"]).state_dict())
-        model = _build(where, meta["config"]).eval()
+            check_fit(where, tensors, _build(where, saved[""]).state_dict())
+        model = _build(where, saved[""]).eval()
     else:
         have = recurrent_configs(model)
         if set(have) != set(saved):
