@@ -97,14 +97,14 @@ def _optimizer_join(where: str, tensors: dict[str, Tensor], saved: Any,
                                       f"a {type(want).__name__}")
             fixed[key] = value
         out_groups.append(fixed)
-    params = {p: shape for g, og in zip(opt.param_groups, current)
-              for p, shape in zip(og["params"], (q.shape for q in g["params"]))}
+    params = {i: q for g, og in zip(opt.param_groups, current) for i, q in zip(og["params"], g["params"])}
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
             _, pid, key = name.split(".", 2)
-            if not pid.isdigit() or int(pid) not in params or (
-                    value.dim() > 0 and value.shape != params[int(pid)]):
+            param = params.get(int(pid)) if pid.isdigit() else None
+            moment = value.dim() > 0  # Adam's step is a scalar; its moments are shaped like the param
+            if param is None or (moment and (value.shape, value.dtype) != (param.shape, param.dtype)):
                 raise CheckpointError(f"{where}: optimizer tensor {name!r} fits no parameter")
             state.setdefault(int(pid), {})[key] = value
     for pid, extra in plain.items():

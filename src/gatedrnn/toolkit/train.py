@@ -266,6 +266,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
                disable=not cfg.progress or rank != 0, desc=f"{cfg.cell} {task.name}")
     tick = time.perf_counter()
+    failed = True
     try:
         for step in range(start, cfg.steps):
             torch.manual_seed(seed_for(cfg.seed, rank, step, 1))  # dropout-type masks
@@ -312,7 +313,9 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                     last_good = done
                 tick = time.perf_counter()  # evaluation and checkpoints are not training time
             interval = []
+        failed = False
     finally:
+        bar.leave = not failed  # on a failure the error line alone stays on the terminal
         bar.close()
         if world > 1 and dist.is_initialized():
             dist.barrier()
