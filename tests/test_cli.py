@@ -102,6 +102,7 @@ BAD_ARGUMENTS = {
     "hidden abc": ["--hidden", "abc"], "length 0": ["--length", "0"], "steps 0": ["--steps", "0"],
     "layers 0": ["--layers", "0"], "eval-every 0": ["--eval-every", "0"], "threads 0": ["--threads", "0"],
     "lr 0": ["--lr", "0"], "lr -1": ["--lr", "-1"], "lr nan": ["--lr", "nan"], "lr inf": ["--lr", "inf"],
+    "lr 1e39": ["--lr", "1e39"],
     "clip -1": ["--clip", "-1"], "clip 0": ["--clip", "0"], "clip nan": ["--clip", "nan"],
     "dropout 1": ["--dropout", "1"], "zoneout 1.5": ["--zoneout", "1.5"], "zoneout -0.1": ["--zoneout=-0.1"],
     "recurrent-dropout nan": ["--recurrent-dropout", "nan"], "weight-drop 1": ["--weight-drop", "1"],

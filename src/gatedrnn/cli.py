@@ -175,14 +175,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=POSITIVE, help="hidden units")
     p.add_argument("--layers", type=POSITIVE, default=1)
     p.add_argument("--steps", type=POSITIVE, help="optimizer steps")
-    p.add_argument("--lr", type=POSITIVE_REAL, help="Adam learning rate")
+    # Above 1e30, Adam's bias-corrected step overflows float32 inside torch (a RuntimeError).
+    p.add_argument("--lr", type=real(0, 1e30, open_low=True), help="Adam learning rate")
     p.add_argument("--batch", type=POSITIVE, help="sequences per step (per process under torchrun)")
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--clip", type=POSITIVE_REAL, default=1.0, help="gradient norm clipping (default 1)")
     p.add_argument("--eval-every", type=POSITIVE, help="steps between evaluations and checkpoints")
     p.add_argument("--threads", type=integer(1, 4096),
                    help="torch threads per process (default 1; see cli._threads)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (there is none unless stderr is a terminal)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -230,6 +232,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    # A bar only on a terminal: redirected to a file, its redraws would bury the messages.
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("hidden", "layers", "steps", "lr", "batch", "clip", "eval_every")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
@@ -246,7 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     keys = [key for _, key, _ in VARIANTS] + ["engine", "init", "reset_after"]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     cfg = TrainConfig(task=args.task, task_args=task_args, cell=args.cell, seed=args.seed, out=args.out,
-                      resume=args.resume, progress=not args.no_progress, device=args.device,
+                      resume=args.resume, progress=_progress(args), device=args.device,
                       options=options, **settings)
     if args.out is not None:
         _writable(args.out)
@@ -270,7 +277,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         kwargs["task_args"] = {**TASK_DEFAULTS.get(args.task, {}).get("task_args", {}), **task_args}
     print(run_compare(task=args.task, cells=cells, out=args.out or None, seed=args.seed,
-                      progress=not args.no_progress,
+                      progress=_progress(args),
                       lstm_options={} if args.lstm_init == "torch" else None, **kwargs))
     return 0
 

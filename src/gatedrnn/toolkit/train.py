@@ -310,8 +310,8 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                     with open(out / LOG_FILE, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     save_checkpoint(out, done, model, opt, _meta(cfg, task, model, seconds))
-                    last_good = done
                 tick = time.perf_counter()  # evaluation and checkpoints are not training time
+            last_good = done if out is not None else None  # every rank names the same checkpoint
             interval = []
         failed = False
     finally:
