@@ -209,3 +209,18 @@ def test_a_fresh_process_prints_one_line_and_no_traceback() -> None:
     done = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--batch", "-2"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["deep", "tampered", "analysis"])
+def test_plot_of_a_damaged_run_folder_is_one_line(tmp_path: Path, capsys: Any, damage: str) -> None:
+    assert cli.main([*TRAIN, "--out", str(tmp_path)]) == 0
+    meta = tmp_path / "checkpoint.json"
+    if damage == "deep":
+        meta.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "tampered":
+        meta.write_text(meta.read_text().replace('"metric": "test_mse"', '"metric": "loss"'))
+    else:
+        (tmp_path / "analysis.safetensors").write_bytes(b"\xff" * 64)
+    capsys.readouterr()
+    word = {"deep": "nested", "tampered": "checksum", "analysis": "analysis.safetensors"}[damage]
+    assert_one_line_error(capsys, cli.main(["plot", str(tmp_path)]), word)
