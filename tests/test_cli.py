@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gatedrnn import cli
 
@@ -224,3 +226,27 @@ def test_plot_of_a_damaged_run_folder_is_one_line(tmp_path: Path, capsys: Any, d
     capsys.readouterr()
     word = {"deep": "nested", "tampered": "checksum", "analysis": "analysis.safetensors"}[damage]
     assert_one_line_error(capsys, cli.main(["plot", str(tmp_path)]), word)
+
+
+FLAGS = ["--hidden", "--layers", "--steps", "--lr", "--batch", "--seed", "--clip", "--eval-every",
+         "--length", "--recurrent-dropout", "--zoneout", "--zoneout-cell", "--weight-drop", "--forget-bias",
+         "--chrono-max-len", "--dropout", "--proj-size", "--cell", "--init", "--engine", "--task"]
+SWITCHES = ["--layer-norm", "--peephole", "--bidirectional", "--no-reset-after", "--resume"]
+VALUES = ["0", "1", "2", "3", "-1", "0.5", "nan", "inf", "1e400", "abc", "", "lstm", "gru", "rnn",
+          "chrono", "orthogonal", "reference", "fused", "copy", "adding"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flags=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=4),
+       switches=st.lists(st.sampled_from(SWITCHES), max_size=2, unique=True))
+def test_any_combination_of_flags_runs_or_fails_in_one_line(tmp_path_factory: Any, capsys: Any,
+                                                            flags: list, switches: list) -> None:
+    out = tmp_path_factory.mktemp("fuzz")
+    argv = [*TRAIN, "--out", str(out), *[f"{flag}={value}" for flag, value in flags], *switches,
+            "--steps", "1", "--hidden", "3", "--length", "6", "--batch", "2"]  # keep each run tiny
+    capsys.readouterr()
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if status != 0:
+        assert status in (1, 2) and len([s for s in err.splitlines() if s.strip()]) == 1, err
