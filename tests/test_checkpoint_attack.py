@@ -75,8 +75,8 @@ KEY_ATTACKS = [
     ("hidden_size", "4"), ("hidden_size", 0), ("hidden_size", True), ("num_layers", 1.0),
     ("dropout", 2.0), ("zoneout", 1.0), ("weight_drop", -0.1), ("recurrent_dropout", "0"),
     ("forget_bias", math.inf), ("forget_bias", True), ("init", "xavier"), ("chrono_max_len", 0),
-    ("proj_size", -1), ("bias", 1), ("batch_first", None), ("dtype", "int32"), ("dtype", "meta"),
-    ("engine", 3), ("peephole", "yes"),
+    ("proj_size", -1), ("bias", 2), ("bias", 1.0), ("batch_first", None), ("dtype", "int32"),
+    ("dtype", "meta"), ("engine", 3), ("peephole", "yes"), ("peephole", 1),
 ]
 
 

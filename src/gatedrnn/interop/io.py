@@ -272,8 +272,11 @@ CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "nonlinearity": (lambda v: v in ("tanh", "relu"), "'tanh' or 'relu'"),
     "dtype": (lambda v: v in _FLOAT_DTYPES, f"one of {_FLOAT_DTYPES}"),
     "engine": (lambda v: isinstance(v, str), "a string"),
+    # torch.nn takes any truth value for its own switches (bias=1); JSON keeps bools and ints.
+    **{k: ((lambda v: isinstance(v, int) and v in (0, 1)), "true, false, 0 or 1") for k in
+       ("bias", "batch_first", "bidirectional")},
     **{k: ((lambda v: isinstance(v, bool)), "true or false") for k in
-       ("bias", "batch_first", "bidirectional", "layer_norm", "peephole", "reset_after")},
+       ("layer_norm", "peephole", "reset_after")},
     **{k: ((lambda v: _is_real(v, 0, 1, hi_open=True)), "a number in [0, 1)") for k in
        ("recurrent_dropout", "zoneout", "zoneout_cell", "weight_drop")},
 }
