@@ -47,7 +47,9 @@ from safetensors.torch import save as st_save
 import gatedrnn
 
 FORMAT = "gatedrnn.safetensors"
-FORMAT_VERSION = 1  # bump when a file written now could not be read by the reader of then
+# Bump when a file written now could not be read by the reader of then (2: the digest covers the
+# header's settings, and the configs of every gatedrnn module inside the saved one).
+FORMAT_VERSION = 2
 MAX_HEADER = 16 << 20  # bytes; our headers are a few kB (safetensors itself allows 100 MB)
 MAX_DEPTH = 32  # nesting of JSON objects and arrays; our headers nest 3 deep, configs ~4
 
