@@ -70,19 +70,12 @@ POSITIVE_REAL = real(0, open_low=True)
 
 def device(text: str) -> str:
     """An argparse type: "cpu", or a CUDA device that this machine has."""
-    import torch
+    from .interop.io import CheckpointError, check_device
 
     try:
-        dev = torch.device(text)
-    except (RuntimeError, TypeError):
-        raise argparse.ArgumentTypeError(f"not a device: {text!r} (use cpu or cuda)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text!r} does not exist")
-    elif dev.type != "cpu":
-        raise argparse.ArgumentTypeError(f"only cpu or cuda, got {text!r}")
+        check_device("device", text)
+    except CheckpointError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("device: ")) from None
     return text
 
 

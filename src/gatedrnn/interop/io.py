@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -135,28 +136,16 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 # --- bounded JSON -----------------------------------------------------------------------------
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
 def json_depth(text: str | bytes) -> int:
     """The deepest nesting of objects and arrays in JSON ``text``, counted without parsing (so a
-    hostile file cannot drive ``json.loads`` into a RecursionError)."""
+    hostile file cannot drive ``json.loads`` into a RecursionError): strings out, brackets counted."""
     data = text.encode() if isinstance(text, str) else text
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
 
 
 def parse_json(where: str, text: str | bytes, limit: int = MAX_HEADER) -> Any:
@@ -334,33 +323,21 @@ def check_device(where: str, device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{where}: device {device!r} is not a device ({e})") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CheckpointError(f"{where}: device {str(dev)!r} was asked for, but CUDA is not "
-                                  "available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CheckpointError(f"{where}: device {str(dev)!r} does not exist "
-                                  f"({torch.cuda.device_count()} CUDA devices)")
-        return dev
-    raise CheckpointError(f"{where}: cannot load onto device {str(dev)!r}; use 'cpu' or 'cuda'")
+        raise CheckpointError(f"{where}: {device!r} is not a device ({e})") from None
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if dev.type == "cuda" and not cuda:
+        raise CheckpointError(f"{where}: device {str(dev)!r} asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= cuda:
+        raise CheckpointError(f"{where}: device {str(dev)!r} does not exist ({cuda} CUDA devices)")
+    if dev.type not in ("cpu", "cuda"):
+        raise CheckpointError(f"{where}: cannot load onto device {str(dev)!r}; use 'cpu' or 'cuda'")
+    return dev
 
 
 def recurrent_configs(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """``get_config()`` of every gatedrnn module inside ``module`` (itself included, as "")."""
     kinds = tuple(getattr(gatedrnn, k) for k in ("LSTM", "GRU", "RNN"))
     return {name: m.get_config() for name, m in module.named_modules() if isinstance(m, kinds)}
-
-
-# Settings that change how a module computes, not what: a file loads into any engine.
-_NOT_COMPARED = ("engine",)
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return ({k: v for k, v in a.items() if k not in _NOT_COMPARED}
-            == {k: v for k, v in b.items() if k not in _NOT_COMPARED})
 
 
 def save_model(module: torch.nn.Module, path: str | os.PathLike, *,
@@ -430,8 +407,9 @@ def load_model(path: str | os.PathLike, model: torch.nn.Module | None = None,
             raise CheckpointError(f"{where}: the file has gatedrnn modules at {sorted(saved)}, the "
                                   f"model at {sorted(have)}")
         for name, config in saved.items():
-            if not _same(config, have[name]):
-                diff = sorted(k for k in config if config[k] != have[name].get(k))
+            # The engine is how a module computes, not what: a file loads into any engine.
+            diff = sorted(k for k in config if k != "engine" and config[k] != have[name].get(k))
+            if diff:
                 raise CheckpointError(f"{where}: the file's {config['type']} "
                                       f"{'at ' + repr(name) + ' ' if name else ''}differs from the "
                                       f"model's in {diff}: {[config[k] for k in diff]} in the file, "
