@@ -7,6 +7,11 @@
     gatedrnn bench ...                    speed against torch.nn (gatedrnn.toolkit.bench)
 
 Under ``torchrun`` ``gatedrnn train`` runs data-parallel (``python -m gatedrnn`` is this command).
+
+Arguments are checked by their argparse types (sizes positive, probabilities in [0, 1), numbers
+finite, devices present, files readable, run folders creatable); every expected failure, a bad
+argument or a bad file, a full disk or a non-finite loss, is one line on stderr and exit status 2
+(arguments) or 1 (the rest), never a traceback.
 """
 
 from __future__ import annotations
