@@ -6,6 +6,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gatedrnn import cli
 
@@ -88,3 +94,159 @@ def test_sample_from_a_char_model(tmp_path: Path, capsys) -> None:
     sample = capsys.readouterr().out
     assert sample.startswith("the") and len(sample.rstrip("\n")) >= 33
     assert set(sample) <= set("the cat sat on the mat. \n")
+
+
+# --- every expected failure: one line on stderr, a nonzero exit, no traceback (issue 11 item 6) ---
+
+TRAIN = ["train", "--task", "adding", "--length", "6", "--hidden", "3", "--steps", "2", "--no-progress"]
+BAD_ARGUMENTS = {
+    "batch -2": ["--batch", "-2"], "batch 0": ["--batch", "0"], "hidden 0": ["--hidden", "0"],
+    "hidden abc": ["--hidden", "abc"], "length 0": ["--length", "0"], "steps 0": ["--steps", "0"],
+    "layers 0": ["--layers", "0"], "eval-every 0": ["--eval-every", "0"], "threads 0": ["--threads", "0"],
+    "lr 0": ["--lr", "0"], "lr -1": ["--lr", "-1"], "lr nan": ["--lr", "nan"], "lr inf": ["--lr", "inf"],
+    "lr 1e39": ["--lr", "1e39"],
+    "clip -1": ["--clip", "-1"], "clip 0": ["--clip", "0"], "clip nan": ["--clip", "nan"],
+    "dropout 1": ["--dropout", "1"], "zoneout 1.5": ["--zoneout", "1.5"], "zoneout -0.1": ["--zoneout=-0.1"],
+    "recurrent-dropout nan": ["--recurrent-dropout", "nan"], "weight-drop 1": ["--weight-drop", "1"],
+    "zoneout-cell 2": ["--zoneout-cell", "2"], "forget-bias nan": ["--forget-bias", "nan"],
+    "forget-bias inf": ["--forget-bias", "inf"], "proj-size -1": ["--proj-size", "-1"],
+    "seed -1": ["--seed", "-1"], "seed 2**70": ["--seed", str(2**70)], "device bogus": ["--device", "bogus"],
+    "device meta": ["--device", "meta"], "device cuda:7": ["--device", "cuda:7"],
+    "cell foo": ["--cell", "foo"], "unknown flag": ["--colour", "red"],
+}
+
+
+def assert_one_line_error(capsys: Any, status: int, word: str) -> None:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status != 0, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert word.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("extra", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_are_refused_in_one_line(capsys: Any, extra: list[str]) -> None:
+    flag = extra[0].split("=")[0]
+    assert_one_line_error(capsys, cli.main([*TRAIN, *extra]), flag if flag != "--colour" else "unrecognized")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_says_so(capsys: Any) -> None:
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--device", "cuda"]), "CUDA is not available")
+
+
+def test_bad_paths_are_refused_in_one_line(tmp_path: Path, capsys: Any) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    cases = [([*TRAIN, "--task", "charlm", "--text", str(tmp_path)], "not a readable file"),
+             ([*TRAIN, "--task", "charlm", "--text", str(tmp_path / "none.txt")], "not a readable file"),
+             ([*TRAIN, "--out", str(a_file)], "is a file"),
+             ([*TRAIN, "--out", str(a_file / "below")], "is a file"),
+             (["compare", "--out", str(a_file)], "is a file")]
+    for argv, word in cases:
+        assert_one_line_error(capsys, cli.main(argv), word)
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["sample", "RUN", "--chars", "-5"], "--chars"),
+    (["sample", "RUN", "--temperature", "0"], "--temperature"),
+    (["sample", "RUN", "--temperature", "nan"], "--temperature"), (["sample", "NOWHERE"], "no checkpoint"),
+    (["compare", "--cells", ""], "--cells"), (["compare", "--cells", "lstm,foo"], "--cells"),
+    (["compare", "--cells", "gru,gru"], "--cells"), (["plot", "NOWHERE"], "No such file"),
+    ([*TRAIN, "--task", "nope"], "unknown task"), ([*TRAIN, "--cell", "rnn", "--layer-norm"], "layer_norm"),
+    ([*TRAIN, "--length", "1"], "length >= 2"),
+])
+def test_other_commands_refuse_in_one_line(tmp_path: Path, capsys: Any, argv: list[str], word: str) -> None:
+    argv = [str(tmp_path / a) if a in ("RUN", "NOWHERE") else a for a in argv]
+    assert_one_line_error(capsys, cli.main(argv), word)
+
+
+def test_absurd_sizes_are_refused_before_they_exhaust_memory(capsys: Any) -> None:
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--hidden", str(10**8)]), "GiB of memory")
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--length", str(10**13)]), "GiB of memory")
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path: Path, capsys: Any) -> None:
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--out", str(tmp_path), "--resume"]),
+                          f"nothing to resume: no checkpoint.json in {tmp_path}")
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--resume"]), "nothing to resume")
+
+
+@pytest.mark.parametrize("errno, word", [(30, "Read-only file system"), (28, "No space left on device")])
+def test_a_read_only_or_full_disk_is_one_line(tmp_path: Path, capsys: Any, monkeypatch: Any,
+                                              errno: int, word: str) -> None:
+    import os
+
+    from gatedrnn.interop import io
+
+    def refuse(path: Any, data: bytes) -> None:
+        raise OSError(errno, os.strerror(errno), str(path))
+
+    # write_atomic is where every checkpoint byte goes; the CLI's own probe of --out is a plain write.
+    monkeypatch.setattr(io, "write_atomic", refuse)
+    monkeypatch.setattr("gatedrnn.toolkit.checkpoint.write_atomic", refuse)
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--out", str(tmp_path / "run")]), word)
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: refuse(self, data))
+    assert_one_line_error(capsys, cli.main([*TRAIN, "--out", str(tmp_path / "run2")]), word)
+
+
+def test_damaged_run_folders_are_one_line_or_tolerated(tmp_path: Path, capsys: Any) -> None:
+    run = [*TRAIN, "--eval-every", "1", "--out", str(tmp_path)]
+    assert cli.main(run) == 0
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 3, "lo')  # a torn last line: tolerated
+    assert cli.main([*run[:-4], "--steps", "3", "--eval-every", "1", "--out", str(tmp_path), "--resume"]) == 0
+    assert [json.loads(s)["step"] for s in log.read_text().splitlines()] == [1, 2, 3]
+    log.write_text('{"step": 1}\nnot json\n{"step": 3}\n')  # damage in the middle: named
+    assert_one_line_error(capsys, cli.main([*run[:-4], "--steps", "4", "--out", str(tmp_path), "--resume"]),
+                          f"{log}: line 2")
+    record = json.loads((tmp_path / "checkpoint.json").read_text())
+    del record["optimizer"]
+    (tmp_path / "checkpoint.json").write_text(json.dumps(record))
+    assert_one_line_error(capsys, cli.main([*run[:-4], "--steps", "4", "--out", str(tmp_path), "--resume"]),
+                          "checkpoint.json")
+
+
+def test_a_fresh_process_prints_one_line_and_no_traceback() -> None:
+    done = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--batch", "-2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["deep", "tampered", "analysis"])
+def test_plot_of_a_damaged_run_folder_is_one_line(tmp_path: Path, capsys: Any, damage: str) -> None:
+    assert cli.main([*TRAIN, "--out", str(tmp_path)]) == 0
+    meta = tmp_path / "checkpoint.json"
+    if damage == "deep":
+        meta.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "tampered":
+        meta.write_text(meta.read_text().replace('"metric": "test_mse"', '"metric": "loss"'))
+    else:
+        (tmp_path / "analysis.safetensors").write_bytes(b"\xff" * 64)
+    capsys.readouterr()
+    word = {"deep": "nested", "tampered": "checksum", "analysis": "analysis.safetensors"}[damage]
+    assert_one_line_error(capsys, cli.main(["plot", str(tmp_path)]), word)
+
+
+FLAGS = ["--hidden", "--layers", "--steps", "--lr", "--batch", "--seed", "--clip", "--eval-every",
+         "--length", "--recurrent-dropout", "--zoneout", "--zoneout-cell", "--weight-drop", "--forget-bias",
+         "--chrono-max-len", "--dropout", "--proj-size", "--cell", "--init", "--engine", "--task"]
+SWITCHES = ["--layer-norm", "--peephole", "--bidirectional", "--no-reset-after", "--resume"]
+VALUES = ["0", "1", "2", "3", "-1", "0.5", "nan", "inf", "1e400", "abc", "", "lstm", "gru", "rnn",
+          "chrono", "orthogonal", "reference", "fused", "copy", "adding"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flags=st.lists(st.tuples(st.sampled_from(FLAGS), st.sampled_from(VALUES)), max_size=4),
+       switches=st.lists(st.sampled_from(SWITCHES), max_size=2, unique=True))
+def test_any_combination_of_flags_runs_or_fails_in_one_line(tmp_path_factory: Any, capsys: Any,
+                                                            flags: list, switches: list) -> None:
+    out = tmp_path_factory.mktemp("fuzz")
+    argv = [*TRAIN, "--out", str(out), *[f"{flag}={value}" for flag, value in flags], *switches,
+            "--steps", "1", "--hidden", "3", "--length", "6", "--batch", "2"]  # keep each run tiny
+    capsys.readouterr()
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if status != 0:
+        assert status in (1, 2) and len([s for s in err.splitlines() if s.strip()]) == 1, err

@@ -16,7 +16,14 @@ from safetensors.torch import save_file
 
 import gatedrnn
 from gatedrnn.interop import io
-from gatedrnn.interop.io import load_model, load_tensors, save_model, save_tensors, write_atomic
+from gatedrnn.interop.io import (
+    CheckpointError,
+    load_model,
+    load_tensors,
+    save_model,
+    save_tensors,
+    write_atomic,
+)
 
 MODULES = [
     gatedrnn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, batch_first=True),
@@ -56,8 +63,11 @@ def test_any_model_saves_its_weights_and_loads_into_a_twin(path: Path) -> None:
     assert load_tensors(path)[1]["extra"] == {"epoch": 7}
     with pytest.raises(ValueError, match=f"{path}.*without a gatedrnn config"):
         load_model(path)
-    with pytest.raises(ValueError, match=f"{path}.*do not fit"):
+    with pytest.raises(CheckpointError, match=f"{path}.*differs from the model's in "
+                                              r"\['batch_first', 'hidden_size'\]"):
         load_model(path, torch.nn.Sequential(gatedrnn.GRU(3, 5)))
+    with pytest.raises(CheckpointError, match=f"{path}.*do not fit.*missing \\['1.bias', '1.weight'\\]"):
+        load_model(path, torch.nn.Sequential(gatedrnn.GRU(3, 4, batch_first=True), torch.nn.Linear(1, 1)))
 
 
 tensor_dicts = st.dictionaries(
@@ -82,12 +92,12 @@ def test_tensors_and_metadata_round_trip(tmp_path_factory: Any, spec: dict, meta
 
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
-def test_a_truncated_file_is_a_value_error_naming_the_path(tmp_path_factory: Any, data: Any) -> None:
+def test_a_truncated_file_is_a_checkpoint_error_naming_the_path(tmp_path_factory: Any, data: Any) -> None:
     path = tmp_path_factory.mktemp("t") / "m.safetensors"
     save_model(gatedrnn.LSTM(3, 4), path)
     whole = path.read_bytes()
     path.write_bytes(whole[: data.draw(st.integers(0, len(whole) - 1))])
-    with pytest.raises(ValueError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         load_model(path)
 
 
@@ -104,8 +114,8 @@ def test_foreign_and_future_files_are_refused(path: Path) -> None:
     save_file({"w": torch.ones(2)}, str(path))  # a valid safetensors file, but not ours
     with pytest.raises(ValueError, match="not a gatedrnn model file"):
         load_model(path)
-    save_file({"w": torch.ones(2)}, str(path), metadata={"format": io.FORMAT, "format_version": "2"})
-    with pytest.raises(ValueError, match=f"{path}.*version 2.*reads version 1"):
+    save_file({"w": torch.ones(2)}, str(path), metadata={"format": io.FORMAT, "format_version": "3"})
+    with pytest.raises(CheckpointError, match=f"{path}.*version 3.*reads version 2"):
         load_model(path)
     torch.save(gatedrnn.GRU(3, 4).state_dict(), path)  # a pickle: never unpickled, only refused
     with pytest.raises(ValueError, match=str(path)):
@@ -113,8 +123,9 @@ def test_foreign_and_future_files_are_refused(path: Path) -> None:
 
 
 def test_a_config_that_builds_nothing_is_a_value_error(path: Path) -> None:
-    save_tensors(path, {}, {"config": {"type": "Transformer"}})
-    with pytest.raises(ValueError, match=f"{path}.*config"):
+    save_tensors(path, {}, {"recurrent": {"": {"type": "Transformer"}}, "extra": {},
+                            "gatedrnn_version": "0"})
+    with pytest.raises(CheckpointError, match=f"{path}.*'Transformer' is not a gatedrnn module"):
         load_model(path)
 
 

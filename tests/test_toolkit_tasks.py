@@ -148,3 +148,26 @@ def test_sunspots_and_the_registry() -> None:
     assert {"adding", "copy", "mnist1d", "japanese-vowels", "gunpoint", "charlm"} <= set(task_names())
     with pytest.raises(ValueError, match="unknown task"):
         get_task("nope")
+
+
+def test_toolkit_imports_run_one_way() -> None:
+    """No import circle inside the toolkit (issue 12 item 4): base <- datasets <- tasks, and so on.
+    Imports inside functions count too: they only hide a circle."""
+    import ast
+
+    package = Path(datasets.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        graph[path.stem] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                graph[path.stem] |= {n.split(".")[0] for n in names}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+                   for n in graph.get(start, ()))
+
+    circles = sorted(m for m in graph if reaches(m, m, set()))
+    assert circles == [], circles
+    assert "tasks" not in graph["datasets"] and "datasets" in graph["tasks"]

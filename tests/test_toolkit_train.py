@@ -93,28 +93,62 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path, monke
 
 
 class NaNAt(AddingProblem):
-    """The adding problem, except that step ``bad`` sees a NaN input."""
+    """The adding problem, except that step ``bad`` goes wrong: a NaN input (a NaN loss), or a
+    loss that stays finite while its gradient is NaN (d sqrt(u)/du = inf at u = 0, times 0)."""
 
-    def __init__(self, bad: int) -> None:
+    def __init__(self, bad: int, where: str = "loss") -> None:
         super().__init__(length=8)
-        self.bad, self.calls = bad, 0
+        self.bad, self.where, self.calls = bad, where, 0
 
     def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
         self.calls += 1
         batch = super().train_batch(gen, batch_size)
-        if self.calls == self.bad:
+        if self.calls == self.bad and self.where == "loss":
             batch.x[0, 0, 0] = float("nan")
         return batch
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = super().loss(out, y)
+        if self.calls == self.bad and self.where == "gradient":
+            loss = loss + torch.sqrt(out.sum() * 0)  # value unchanged, gradient NaN
+        return loss
 
     def test_batches(self, batch_size: int = 500) -> list[Batch]:
         return AddingProblem(length=8).test_batches(batch_size)  # not counted as training steps
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(NonFiniteLossError, match=r"step 5.*last good checkpoint \(step 3\)"):
-        train(small(steps=9, out=str(tmp_path)), task=NaNAt(bad=5))
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_a_non_finite_step_never_reaches_the_weights(tmp_path: Path, where: str) -> None:
+    with pytest.raises(NonFiniteLossError, match=rf"step 5 the {where}.*without updating the weights.*"
+                                                 rf"{tmp_path}/checkpoint.json \(step 3, "
+                                                 r"weights-00000003.safetensors\)"):
+        train(small(steps=9, out=str(tmp_path)), task=NaNAt(bad=5, where=where))
     ckpt = checkpoint.load_checkpoint(tmp_path)
     assert ckpt.meta["step"] == 3
+    assert all(torch.isfinite(t).all() for t in ckpt.tensors.values() if t.is_floating_point())
+    # The named checkpoint resumes, and the run goes on to the end.
+    rest = train(small(steps=9, out=str(tmp_path), resume=True), task=AddingProblem(length=8))
+    assert [r["step"] for r in rest.history] == [3, 6, 9] and len(rest.losses) == 6
+
+
+def test_weights_that_overflow_are_never_saved(tmp_path: Path, monkeypatch) -> None:
+    # A finite gradient times a huge lr can overflow the weights; stand in for that with an
+    # optimizer step that writes an inf at step 2.
+    real_step, steps = torch.optim.Adam.step, []
+
+    def overflowing(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == 2:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", overflowing)
+    with pytest.raises(NonFiniteLossError, match=r"step 2 the weights became non-finite.*\(step 1,"):
+        train(small(steps=3, eval_every=1, out=str(tmp_path)))
+    ckpt = checkpoint.load_checkpoint(tmp_path)
+    assert ckpt.meta["step"] == 1
     assert all(torch.isfinite(t).all() for t in ckpt.model_state.values())
 
 
@@ -133,7 +167,7 @@ def test_damaged_checkpoints_raise_a_clear_error(tmp_path: Path, damage: str) ->
         meta.write_text(meta.read_text()[:50])
     else:
         weights.unlink()
-    with pytest.raises(checkpoint.CheckpointError, match="corrupted|missing"):
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt|missing"):
         checkpoint.load_checkpoint(tmp_path)
 
 

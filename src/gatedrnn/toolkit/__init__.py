@@ -1,7 +1,8 @@
 """The toolkit: tasks, training, checkpoints, the compare report and its figures.
 
 Built on the public modules (``gatedrnn.LSTM/GRU/RNN``); the core never imports it. One idea per file:
-    tasks.py       the task interface and the synthetic long-memory tasks (adding, copy memory)
+    base.py        the task interface (Task, Batch)
+    tasks.py       the synthetic long-memory tasks (adding, copy memory) and get_task
     datasets.py    offline real data: MNIST-1D, UEA/UCR series, character text, sunspots
     tsfile.py      a numpy-only reader of the UEA/UCR ``.ts`` files
     model.py       (embedding) -> LSTM/GRU/RNN -> linear head

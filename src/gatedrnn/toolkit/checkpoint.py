@@ -2,14 +2,16 @@
 
 A checkpoint in a run folder is two files:
     weights-{step:08d}.safetensors   model weights ("model.*"), optimizer tensors ("optim.{id}.{key}"),
-                                     RNG states ("rng.*")
+                                     RNG states ("rng.*"); a gatedrnn.interop.io file, so its own
+                                     SHA-256 covers every tensor and setting in it
     checkpoint.json                  format, step, the model's get_config(), the task and training
                                      settings, the optimizer's non-tensor state, the weights file's
-                                     name and SHA-256
+                                     name and SHA-256, and a ``checksum`` of all of that
 Each file is written to a temporary name, fsynced and moved into place with ``os.replace``, and
 checkpoint.json goes last: it is the commit point. A crash at any moment leaves either the old
-checkpoint or the new one, never a mix, and the hash catches a weights file damaged later.
-Loading never runs code: ``json`` and ``safetensors`` only parse data.
+checkpoint or the new one, never a mix; the checksums catch either file damaged later. Loading
+never runs code: ``json`` and ``safetensors`` only parse data, with bounds on size and nesting,
+and every field is checked before use. Every failure is a ``CheckpointError`` naming the file.
 
 Example:
     >>> import tempfile, torch
@@ -26,29 +28,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from torch import Tensor
 
-from ..interop.io import write_atomic
+from ..interop.io import CheckpointError, load_tensors, parse_json, save_tensors, write_atomic
 
-FORMAT, VERSION = "gatedrnn-checkpoint", 1
+__all__ = ["CheckpointError", "Checkpoint", "atomic_write_json", "load_checkpoint", "save_checkpoint"]
+
+FORMAT, VERSION = "gatedrnn-checkpoint", 2
 META_FILE = "checkpoint.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, truncated, corrupted or of an unknown format."""
+_WEIGHTS = re.compile(r"weights-[0-9]{8}\.safetensors")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """``write_atomic`` (gatedrnn.interop.io: temp file, fsync, rename) of ``obj`` as indented JSON."""
     write_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def checksum(record: dict[str, Any]) -> str:
+    """SHA-256 of ``record`` without its "checksum" field, as canonical JSON (so whitespace,
+    which cannot change a value, is free, and any change of a key or value is caught)."""
+    rest = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -65,20 +71,47 @@ def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dic
     return tensors, {"param_groups": sd["param_groups"], "state": plain}
 
 
-def _optimizer_join(tensors: dict[str, Tensor], saved: dict[str, Any],
+def _optimizer_join(where: str, tensors: dict[str, Tensor], saved: Any,
                     opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The state_dict to load into ``opt``, after checking that the saved one fits it: the same
+    groups with the same settings' types, and moment tensors shaped like their parameters."""
+    current = opt.state_dict()["param_groups"]
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    plain = saved.get("state") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(plain, dict) or len(groups) != len(current):
+        raise CheckpointError(f"{where}: the optimizer state does not fit this optimizer")
+    out_groups = []
+    for group, now in zip(groups, current):
+        if not isinstance(group, dict) or set(group) != set(now) or group["params"] != now["params"]:
+            raise CheckpointError(f"{where}: the optimizer's settings do not fit this optimizer "
+                                  f"(saved keys {sorted(group) if isinstance(group, dict) else group})")
+        fixed = {}
+        for key, value in group.items():
+            # JSON turns tuples (Adam's betas) into lists; give each value back the type it has now.
+            want = now[key]
+            value = tuple(value) if isinstance(want, tuple) and isinstance(value, list) else value
+            numeric = isinstance(want, float) and isinstance(value, int) and not isinstance(value, bool)
+            if not (type(value) is type(want) or numeric) or (
+                    isinstance(want, tuple) and [type(v) for v in value] != [type(v) for v in want]):
+                raise CheckpointError(f"{where}: optimizer setting {key!r} is {value!r}, expected "
+                                      f"a {type(want).__name__}")
+            fixed[key] = value
+        out_groups.append(fixed)
+    params = {i: q for g, og in zip(opt.param_groups, current) for i, q in zip(og["params"], g["params"])}
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):
             _, pid, key = name.split(".", 2)
+            param = params.get(int(pid)) if pid.isdigit() else None
+            moment = value.dim() > 0  # Adam's step is a scalar; its moments are shaped like the param
+            if param is None or (moment and (value.shape, value.dtype) != (param.shape, param.dtype)):
+                raise CheckpointError(f"{where}: optimizer tensor {name!r} fits no parameter")
             state.setdefault(int(pid), {})[key] = value
-    for pid, extra in saved["state"].items():
+    for pid, extra in plain.items():
+        if not pid.isdigit() or int(pid) not in params or not isinstance(extra, dict):
+            raise CheckpointError(f"{where}: optimizer state {pid!r} fits no parameter")
         state.setdefault(int(pid), {}).update(extra)
-    groups = []
-    # JSON turns tuples (Adam's betas) into lists; give each value back the type it has now.
-    for group, current in zip(saved["param_groups"], opt.param_groups):
-        groups.append({k: tuple(v) if isinstance(current.get(k), tuple) else v for k, v in group.items()})
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": out_groups}
 
 
 def rng_tensors() -> dict[str, Tensor]:
@@ -107,16 +140,16 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, optim_plain = _optimizer_split(optimizer)
     tensors.update(optim_tensors)
     tensors.update(rng_tensors())
-    blob = save_tensors(tensors)
     weights = f"weights-{step:08d}.safetensors"
-    write_atomic(folder / weights, blob)
+    save_tensors(folder / weights, tensors, {"step": step})
     record = {"format": FORMAT, "version": VERSION, "step": step, **meta, "optimizer": optim_plain,
-              "weights_file": weights, "sha256": hashlib.sha256(blob).hexdigest()}
-    atomic_write_json(folder / META_FILE, record)
+              "weights_file": weights,
+              "sha256": hashlib.sha256((folder / weights).read_bytes()).hexdigest()}
+    atomic_write_json(folder / META_FILE, {**record, "checksum": checksum(record)})
     for old in folder.glob("weights-*.safetensors"):
         if old.name != weights:
             old.unlink(missing_ok=True)
@@ -125,21 +158,53 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: ``meta`` from checkpoint.json and the tensors by group."""
+    """A loaded, verified checkpoint: ``meta`` from checkpoint.json and the tensors by group."""
 
     meta: dict[str, Any]
     tensors: dict[str, Tensor]
+    path: Path
 
     @property
     def model_state(self) -> dict[str, Tensor]:
         return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
 
+    @property
+    def weights_path(self) -> Path:
+        return self.path.parent / self.meta["weights_file"]
+
     def restore_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Load the saved optimizer state into ``optimizer`` (built over the same parameters)."""
-        optimizer.load_state_dict(_optimizer_join(self.tensors, self.meta["optimizer"], optimizer))
+        state = _optimizer_join(str(self.path), self.tensors, self.meta["optimizer"], optimizer)
+        try:
+            optimizer.load_state_dict(state)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.path}: the optimizer state does not fit ({e})") from None
 
     def restore_rng(self) -> None:
         restore_rng(self.tensors)
+
+
+def _check_record(path: Path, meta: Any) -> dict[str, Any]:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a gatedrnn checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path} has format version {meta.get('version')!r}; "
+                              f"this gatedrnn reads version {VERSION}")
+    missing = sorted({"step", "optimizer", "weights_file", "sha256", "checksum"} - set(meta))
+    if missing:
+        raise CheckpointError(f"{path} is incomplete: it has no {missing}")
+    if meta["checksum"] != checksum(meta):
+        raise CheckpointError(f"{path} is corrupted: its checksum does not match its contents")
+    step, name = meta["step"], meta["weights_file"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: 'step' must be an integer >= 0, got {step!r}")
+    if not isinstance(name, str) or not _WEIGHTS.fullmatch(name) or name != f"weights-{step:08d}.safetensors":
+        raise CheckpointError(f"{path}: 'weights_file' must be weights-{step:08d}.safetensors, got {name!r}")
+    if not isinstance(meta["sha256"], str) or not re.fullmatch("[0-9a-f]{64}", meta["sha256"]):
+        raise CheckpointError(f"{path}: 'sha256' is not a SHA-256 digest")
+    if not isinstance(meta["optimizer"], dict):
+        raise CheckpointError(f"{path}: 'optimizer' is not a JSON object")
+    return meta
 
 
 def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
@@ -149,23 +214,17 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     if not meta_path.is_file():
         raise CheckpointError(f"no checkpoint in {folder}: {META_FILE} is missing")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{meta_path} is corrupted or truncated ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a gatedrnn checkpoint")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{meta_path} has format version {meta.get('version')}; "
-                              f"this gatedrnn reads version {VERSION}")
-    weights = folder / str(meta.get("weights_file", ""))
+        text = meta_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{meta_path}: cannot read ({e.strerror or e})") from None
+    meta = _check_record(meta_path, parse_json(str(meta_path), text))
+    weights = folder / meta["weights_file"]
     if not weights.is_file():
         raise CheckpointError(f"checkpoint weights {weights} are missing")
-    blob = weights.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != meta["sha256"]:
         raise CheckpointError(f"{weights} is corrupted or truncated: its SHA-256 does not match "
                               f"the one recorded in {META_FILE}")
-    try:
-        tensors = load_tensors(blob)
-    except SafetensorError as err:
-        raise CheckpointError(f"{weights} is not a valid safetensors file ({err})") from None
-    return Checkpoint(meta, tensors)
+    tensors, extra = load_tensors(weights)
+    if extra != {"step": meta["step"]} or "rng.torch" not in tensors:
+        raise CheckpointError(f"{weights} does not belong to {meta_path}")
+    return Checkpoint(meta, tensors, meta_path)

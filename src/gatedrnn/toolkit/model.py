@@ -22,6 +22,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 import gatedrnn
 
+from ..interop.io import CheckpointError, check_config
+
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
 
@@ -92,6 +94,21 @@ class SequenceModel(nn.Module):
         """Rebuild from ``get_config()`` (the weights come separately, from the checkpoint)."""
         return cls(gatedrnn.from_config(config["rnn"]), config["output_size"], config["vocab_size"],
                    config["per_step"])
+
+
+def check_model_config(where: str, config: Any) -> dict[str, Any]:
+    """``config`` if it is a complete, well-typed ``SequenceModel.get_config()``; else a
+    CheckpointError naming ``where`` (the recurrent part is checked by interop.io.check_config)."""
+    keys = {"rnn", "output_size", "vocab_size", "per_step"}
+    if not isinstance(config, dict) or set(config) != keys:
+        raise CheckpointError(f"{where}: the model config must have exactly the keys {sorted(keys)}")
+    check_config(where, config["rnn"])
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    if not count(config["output_size"]) or not (config["vocab_size"] is None or count(config["vocab_size"])):
+        raise CheckpointError(f"{where}: 'output_size' and 'vocab_size' must be integers >= 1")
+    if not isinstance(config["per_step"], bool):
+        raise CheckpointError(f"{where}: 'per_step' must be true or false")
+    return config
 
 
 def build_model(task: Any, cell: str, hidden: int, layers: int = 1, **options: Any) -> SequenceModel:

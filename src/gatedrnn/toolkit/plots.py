@@ -11,7 +11,6 @@ Matplotlib runs on the Agg backend: no display is needed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from safetensors import SafetensorError  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
+
+from ..interop.io import CheckpointError, parse_json  # noqa: E402
+from .checkpoint import checksum  # noqa: E402
+from .train import check_run_meta, read_log  # noqa: E402
 
 ANALYSIS_FILE = "analysis.safetensors"
 COLORS = {"rnn": "tab:gray", "lstm": "tab:blue", "gru": "tab:orange"}
@@ -30,11 +34,17 @@ LABELS = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}
 def read_run(folder: str | Path) -> dict[str, Any]:
     """A run folder's log records, checkpoint metadata and analysis arrays (each may be empty)."""
     folder = Path(folder)
-    log = folder / "metrics.jsonl"
-    records = [json.loads(s) for s in log.read_text().splitlines() if s.strip()] if log.exists() else []
+    records = read_log(folder / "metrics.jsonl")
     meta_path = folder / "checkpoint.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    arrays = load_file(folder / ANALYSIS_FILE) if (folder / ANALYSIS_FILE).exists() else {}
+    meta = parse_json(str(meta_path), meta_path.read_bytes()) if meta_path.exists() else {}
+    if meta:  # only its settings are drawn, but they are checked like a resume checks them
+        if not isinstance(meta, dict) or meta.get("checksum") != checksum(meta):
+            raise CheckpointError(f"{meta_path} is corrupted: its checksum does not match its contents")
+        check_run_meta(meta_path, meta)
+    try:
+        arrays = load_file(folder / ANALYSIS_FILE) if (folder / ANALYSIS_FILE).exists() else {}
+    except SafetensorError as e:
+        raise CheckpointError(f"{folder / ANALYSIS_FILE} is corrupt ({e})") from None
     return {"records": records, "meta": meta, "analysis": arrays}
 
 

@@ -21,13 +21,19 @@ import os
 
 import torch
 
+from ..interop.io import check_fit
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import SequenceModel
+from .train import check_run_meta
 
 
 def load_model(folder: str | os.PathLike) -> tuple[SequenceModel, dict]:
     """The trained model of a run folder, in eval mode, and the checkpoint's metadata."""
     ckpt = load_checkpoint(folder)
+    check_run_meta(ckpt.path, ckpt.meta)
+    with torch.device("meta"):  # shapes and dtypes first, without memory (see interop.io)
+        check_fit(str(ckpt.weights_path), ckpt.model_state,
+                  SequenceModel.from_config(ckpt.meta["model"]).state_dict())
     model = SequenceModel.from_config(ckpt.meta["model"])
     model.load_state_dict(ckpt.model_state)
     return model.eval(), ckpt.meta
@@ -37,8 +43,9 @@ def load_model(folder: str | os.PathLike) -> tuple[SequenceModel, dict]:
 def sample_from(folder: str | os.PathLike, chars: int = 500, temperature: float = 1.0,
                 prime: str = "\n", seed: int = 0) -> str:
     """``prime`` followed by ``chars`` characters drawn from the model in ``folder``."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < float("inf") or chars < 0:
+        raise ValueError(f"temperature must be a finite number > 0 and chars >= 0, got "
+                         f"{temperature} and {chars}")
     model, meta = load_model(folder)
     vocab = meta["task"].get("vocab")
     if not vocab or not model.per_step or model.vocab_size is None:

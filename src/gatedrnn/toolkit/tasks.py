@@ -5,8 +5,10 @@ A task is a data generator plus its metric. Training batches are a pure function
 batches an uninterrupted one would, and no data loader has state to save. The test set is fixed by
 the task alone (its own constant seed), so runs with different seeds are scored on the same data.
 
-The synthetic long-memory tasks live here; the tasks on real data (MNIST-1D, UEA/UCR series, text,
-sunspots) are in ``gatedrnn.toolkit.datasets``. ``get_task(name, **kwargs)`` builds either kind.
+The interface (``Task``, ``Batch``) is in ``gatedrnn.toolkit.base``; the synthetic long-memory
+tasks live here; the tasks on real data (MNIST-1D, UEA/UCR series, text, sunspots) are in
+``gatedrnn.toolkit.datasets``. ``get_task(name, **kwargs)`` builds either kind. Imports run one
+way: base <- datasets <- tasks.
 
 Example:
     >>> import torch
@@ -19,91 +21,17 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.utils.rnn import PackedSequence
 
-TEST_SEED = 20_240_601  # fixes every synthetic test set, independent of the training seed
+from . import datasets
+from .base import TEST_SEED, Batch, Task
 
-
-@dataclass
-class Batch:
-    """Inputs and targets. ``x`` is batch-first: (B, T, I) floats, (B, T) int64 symbols when the
-    task's ``vocab`` is set, or a PackedSequence for variable-length series."""
-
-    x: Tensor | PackedSequence
-    y: Tensor
-
-
-class Task:
-    """The interface every task implements (see the concrete classes below for examples).
-
-    Attributes:
-        input_size: features per step, or the number of symbols when ``vocab`` is set.
-        output_size: regression outputs or classes.
-        vocab: None for real-valued inputs; otherwise inputs are symbol ids in [0, input_size).
-        per_step: targets at every step (B, T) instead of one per sequence (B,).
-        metric: the name of the headline test metric; ``lower_is_better`` says which way is good.
-        baseline: the headline metric of a model that has learnt nothing useful.
-        solved_below: the headline value under which the task counts as solved, if it has one.
-        solved_rule: what ``solved`` checks, in words (for reports).
-    """
-
-    name: ClassVar[str]
-    metric: ClassVar[str]
-    lower_is_better: ClassVar[bool] = True
-    regression: ClassVar[bool] = False
-    per_step: ClassVar[bool] = False
-    solved_below: ClassVar[float | None] = None
-    solved_rule: ClassVar[str] = "never (no threshold defined)"
-    vocab: str | None = None
-    input_size: int
-    output_size: int
-    baseline: float
-
-    def config(self) -> dict[str, Any]:
-        """The keyword arguments that rebuild this task with ``get_task`` (JSON-serialisable)."""
-        return {}
-
-    def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
-        raise NotImplementedError
-
-    def test_batches(self, batch_size: int = 500) -> list[Batch]:
-        raise NotImplementedError
-
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        """The training loss: MSE for regression, mean cross-entropy for classes."""
-        if self.regression:
-            return F.mse_loss(out.squeeze(-1), y)
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-
-    def score(self, out: Tensor, y: Tensor) -> dict[str, float]:
-        """Test metrics from all test outputs and targets, concatenated along the batch."""
-        if self.regression:
-            return {self.metric: F.mse_loss(out.squeeze(-1), y).item()}
-        ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).item()
-        acc = (out.argmax(-1) == y).double().mean().item()
-        return {"test_ce": ce, "test_acc": acc}
-
-    def solved(self, metrics: dict[str, float]) -> bool:
-        """Whether the headline metric shows the task was learnt (each task says what that means)."""
-        return False
-
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int = 500) -> dict[str, float]:
-        """Score ``model`` on the whole test set (in eval mode; the mode is restored after)."""
-        was_training = model.training
-        model.eval()
-        outs, ys = [], []
-        for batch in self.test_batches(batch_size):
-            outs.append(model(batch.x))
-            ys.append(batch.y)
-        model.train(was_training)
-        return self.score(torch.cat(outs), torch.cat(ys))
+__all__ = ["TEST_SEED", "Batch", "Task", "AddingProblem", "CopyMemory", "get_task", "task_class",
+           "task_names"]
 
 
 class AddingProblem(Task):
@@ -212,15 +140,11 @@ SYNTHETIC: dict[str, type[Task]] = {"adding": AddingProblem, "copy": CopyMemory}
 
 def task_names() -> list[str]:
     """Every built-in task name (the real-data ones may still need an optional package)."""
-    from . import datasets
-
     return sorted({**SYNTHETIC, **datasets.REAL})
 
 
 def task_class(name: str) -> type[Task]:
     """The class of the task called ``name``; raises ValueError naming the choices."""
-    from . import datasets
-
     registry = {**SYNTHETIC, **datasets.REAL}
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(registry)}")

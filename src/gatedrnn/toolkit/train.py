@@ -6,6 +6,10 @@ the modules use for dropout, zoneout and weight-drop masks) is reseeded from it 
 stops at step s and resumes from its checkpoint (weights, Adam state, RNG state, step) computes
 bitwise the same numbers as one that never stopped; there is no data-loader state to save.
 
+Non-finite values never reach the weights: each step checks the loss and the gradient norm
+before ``opt.step()``, and the weights before each checkpoint; on a NaN or inf the run stops with a
+``NonFiniteLossError`` that names the last good checkpoint, which stays in place.
+
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel
 (gloo on CPU, nccl on GPU). Each rank draws its own batches (the rank is in the seed), gradients
 are averaged by DDP, the logged loss is averaged across ranks, and only rank 0 evaluates and writes.
@@ -35,15 +39,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .model import SequenceModel, build_model, count_parameters
+from ..interop.io import check_fit, parse_json
+from .checkpoint import META_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from .model import SequenceModel, build_model, check_model_config, count_parameters
 from .tasks import Batch, Task, get_task
 
 LOG_FILE = "metrics.jsonl"
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss, the gradient or the weights became NaN or infinite; the step was not taken and
+    the last good checkpoint is kept."""
 
 
 @dataclass
@@ -120,32 +126,110 @@ def _meta(cfg: TrainConfig, task: Task, model: SequenceModel, seconds: float) ->
                      "solved_below": task.solved_below, "vocab": task.vocab}}
 
 
-def _trim_log(path: Path, last_step: int) -> list[dict[str, Any]]:
-    """Keep the log records up to the checkpoint's step (a crash may have left later ones)."""
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl. A last line cut short (the writer was killed mid-line) is
+    dropped; any other damage is a CheckpointError naming the file and line."""
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["step"] <= last_step]
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_json(str(path), line, limit=1 << 20)
+        except CheckpointError:
+            if number == len(lines):  # no newline after it: a torn final write
+                break
+            raise CheckpointError(f"{path}: line {number} is not a JSON record") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise CheckpointError(f"{path}: line {number} is not a record with an integer 'step'")
+        records.append(record)
+    return records
+
+
+def _trim_log(path: Path, last_step: int) -> list[dict[str, Any]]:
+    """Keep the log records up to the checkpoint's step (a crash may have left later ones)."""
+    records = [r for r in read_log(path) if r["step"] <= last_step]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records
+
+
+def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The toolkit's fields of a checkpoint (written by ``_meta``), each present and well typed."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise CheckpointError(f"{path}: {what}")
+
+    need(isinstance(meta.get("task"), dict) and isinstance(meta.get("train"), dict)
+         and "model" in meta and "seconds" in meta, "missing 'model', 'task', 'train' or 'seconds'")
+    check_model_config(str(path), meta["model"])
+    task = meta["task"]
+    need(set(task) == {"name", "args", "metric", "lower_is_better", "baseline", "solved_below", "vocab"},
+         f"the task record has the keys {sorted(task)}")
+    need(isinstance(task["name"], str) and isinstance(task["args"], dict)
+         and isinstance(task["metric"], str) and isinstance(task["lower_is_better"], bool)
+         and isinstance(task["baseline"], (int, float)) and not isinstance(task["baseline"], bool)
+         and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
+         and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
+    need(set(meta["train"]) == {f.name for f in dataclasses.fields(TrainConfig)},
+         f"the training settings have the keys {sorted(meta['train'])}")
+    seconds = meta["seconds"]
+    need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0,
+         f"'seconds' must be a number >= 0, got {seconds!r}")
+    return meta
+
+
+def _stopped(step: int, what: str, out: Path | None, last_good: int | None) -> str:
+    """The one-line message of a run stopped by a non-finite value."""
+    if out is None:
+        kept = "No run folder was given, so nothing was saved."
+    elif last_good is None:
+        kept = f"No checkpoint had been written to {out} yet."
+    else:
+        kept = (f"The last good checkpoint is {out / META_FILE} (step {last_good}, "
+                f"weights-{last_good:08d}.safetensors); continue from it with --resume.")
+    return (f"at step {step} the {what}; stopped without updating the weights. {kept} "
+            "Try a smaller --lr, a tighter --clip, or another --seed.")
 
 
 def _resume(cfg: TrainConfig, task: Task, model: SequenceModel, opt: torch.optim.Optimizer
             ) -> tuple[int, float]:
     """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far)."""
     ckpt = load_checkpoint(cfg.out)
+    check_run_meta(ckpt.path, ckpt.meta)
     if ckpt.meta["model"] != model.get_config():
         raise CheckpointError(f"the checkpoint in {cfg.out} holds a different model: "
                               f"{ckpt.meta['model']} (this run builds {model.get_config()})")
     if ckpt.meta["task"]["name"] != task.name or ckpt.meta["task"]["args"] != task.config():
         raise CheckpointError(f"the checkpoint in {cfg.out} was trained on another task: "
                               f"{ckpt.meta['task']['name']} {ckpt.meta['task']['args']}")
+    check_fit(str(ckpt.weights_path), ckpt.model_state, model.state_dict())  # no silent casts
     model.load_state_dict(ckpt.model_state)
     ckpt.restore_optimizer(opt)
     for group in opt.param_groups:  # a --lr given on resume wins over the saved one
         group["lr"] = cfg.lr
     ckpt.restore_rng()
     return int(ckpt.meta["step"]), float(ckpt.meta.get("seconds", 0.0))
+
+
+def _check_memory(task: Task, cfg: TrainConfig) -> None:
+    """Refuse, before allocating anything, a run that cannot fit in this machine's memory: the
+    weights, gradients and Adam's two moments, plus the states and gates kept for backward."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return  # no sysconf (Windows): let the allocator answer
+    with torch.device("meta"):
+        model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options)
+    length = getattr(task, "length", 1)  # the synthetic tasks and text windows; real series are short
+    directions = 2 if model.rnn.bidirectional else 1
+    floats = 4 * count_parameters(model) + 8 * cfg.batch * length * cfg.hidden * cfg.layers * directions
+    if 4 * floats > total:
+        raise ValueError(f"this run needs about {4 * floats / 2**30:.3g} GiB (weights, gradients, "
+                         f"Adam state and activations), more than this machine's "
+                         f"{total / 2**30:.3g} GiB of memory; use a smaller --hidden, --layers, "
+                         "--batch or --length")
 
 
 def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
@@ -155,17 +239,21 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
         raise ValueError("seed must be >= 0, steps and eval_every >= 1")
     rank, world, device = _distributed(cfg)
     task = task or get_task(cfg.task, **cfg.task_args)
+    if device.type == "cpu":
+        _check_memory(task, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out) if cfg.out else None
     start, seconds, history = 0, 0.0, []
-    if cfg.resume and out is not None and (out / "checkpoint.json").exists():
+    if cfg.resume:
+        if out is None or not (out / META_FILE).exists():
+            raise CheckpointError(f"nothing to resume: no {META_FILE} in {out}" if out else
+                                  "nothing to resume: resume needs the run folder (out)")
         start, seconds = _resume(cfg, task, model, opt)
         if rank == 0:
             history = _trim_log(out / LOG_FILE, start)
-    elif cfg.resume and rank == 0:
-        print(f"gatedrnn: no checkpoint in {out}; starting from step 0", file=sys.stderr)
+    last_good = start if cfg.resume else None  # the step of the newest checkpoint on disk
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if start == 0:
@@ -178,6 +266,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     bar = tqdm(total=cfg.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
                disable=not cfg.progress or rank != 0, desc=f"{cfg.cell} {task.name}")
     tick = time.perf_counter()
+    failed = True
     try:
         for step in range(start, cfg.steps):
             torch.manual_seed(seed_for(cfg.seed, rank, step, 1))  # dropout-type masks
@@ -189,15 +278,13 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                 dist.all_reduce(value)  # every rank sees the same mean, so all stop together
                 value /= world
             value = value.item()
-            if not math.isfinite(value):
-                last = history[-1]["step"] if history else None
-                raise NonFiniteLossError(
-                    f"training loss is {value} at step {step + 1}; stopped. "
-                    + (f"The last good checkpoint (step {last}) is in {out}. " if out and last else "")
-                    + "Try a smaller --lr, a tighter --clip, or another --seed.")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # The norm before clipping; DDP has averaged the gradients, so every rank sees the same.
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
+            if not (math.isfinite(value) and math.isfinite(grad_norm)):
+                what = f"loss is {value}" if not math.isfinite(value) else f"gradient norm is {grad_norm}"
+                raise NonFiniteLossError(_stopped(step + 1, what, out, last_good))
             opt.step()
             losses.append(value)
             interval.append(value)
@@ -207,6 +294,10 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                 if done % 10 == 0:
                     bar.set_postfix(loss=f"{value:.4g}", refresh=False)
                 continue
+            # A finite gradient with a huge --lr can still overflow the weights: never save those.
+            # Every rank holds the same weights, so all stop together.
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise NonFiniteLossError(_stopped(done, "weights became non-finite", out, last_good))
             if rank == 0:
                 seconds += time.perf_counter() - tick
                 metrics = task.evaluate(model)
@@ -220,8 +311,11 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                         f.write(json.dumps(record) + "\n")
                     save_checkpoint(out, done, model, opt, _meta(cfg, task, model, seconds))
                 tick = time.perf_counter()  # evaluation and checkpoints are not training time
+            last_good = done if out is not None else None  # every rank names the same checkpoint
             interval = []
+        failed = False
     finally:
+        bar.leave = not failed  # on a failure the error line alone stays on the terminal
         bar.close()
         if world > 1 and dist.is_initialized():
             dist.barrier()
