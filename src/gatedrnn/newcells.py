@@ -196,9 +196,10 @@ class NewRNNBase(nn.Module):
         if self.bidirectional:
             raise RuntimeError(f"{name}.step runs forward in time; a bidirectional network needs "
                                "the whole sequence (call the module)")
-        checks.check_input(name, x_t, self.input_size, self.weight_ih_l0.dtype, packed=False)
-        if x_t.dim() not in (1, 2):
+        if isinstance(x_t, Tensor) and x_t.dim() not in (1, 2):
             raise ValueError(f"{name}.step: Expected x_t to be 1D or 2D, got {x_t.dim()}D instead")
+        # packed=True: the rank is checked above (a step has one dimension less than a sequence)
+        checks.check_input(name, x_t, self.input_size, self.weight_ih_l0.dtype, packed=True)
         unbatched = x_t.dim() == 1
         x = x_t.unsqueeze(0) if unbatched else x_t  # (N, I)
         states = self._initial_states(state, x[None], x.shape[0], unbatched, None)
