@@ -7,7 +7,7 @@ follows the engine contract of ``gatedrnn.reference.run``; the equations are
 b_hh (4H,) or None. The work:
 
 - forward: Z = x W_ih^T + b_ih + b_hh for all steps in one GEMM, in the kernel's head-major gate
-  layout (``head_major``), then the numba loop ``slstm_steps.forward``: per step one product per
+  layout (``heads.head_major``), then the numba loop ``slstm_steps.forward``: per step one product per
   head and one fused pass over the gates;
 - backward: ``slstm_steps.backward`` runs BPTT and leaves dZ for all steps; then dx = dZ W_ih,
   dW_ih = dZ^T x, db = Σ dZ, and dR_j = Σ_t dZ_j^T h_{t−1, j} per head
@@ -34,19 +34,13 @@ from torch import Tensor
 
 from . import slstm_steps as steps
 from .common import gemm_scratch, recurrent_weight_grad, step_sizes
+from .heads import from_heads, head_major, to_heads
 from .linear import linear, matmul
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 128 on a pool thread, B = 32 in torch's team
 TEAM_MIN_ROWS = 16  # (the fused GRU's thresholds: the same per-step GEMM-and-gates shape)
 GATE_NAMES = ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer")
-
-
-def head_major(H: int, num_heads: int) -> Tensor:
-    """Row order of the kernel's gate layout: index j·4d + g·d + q takes torch's row g·H + j·d + q
-    (gate g of unit j·d + q), so each head's gates are one contiguous block."""
-    d = H // num_heads
-    return torch.arange(4 * H).view(4, num_heads, d).transpose(0, 1).reshape(-1)
 
 
 def _nd(t: Tensor) -> np.dtype:
@@ -65,7 +59,7 @@ class _SLSTMFunction(torch.autograd.Function):
         H, nd = nh * d, _nd(x)
         keep = any(ctx.needs_input_grad) or record
         Z = linear(x.reshape(T * B, In), w_ih, b).view(T, B, 4 * H)  # (T, B, 4H) head-major
-        hh = h0.detach().reshape(B, nh, d).transpose(0, 1).clone(memory_format=torch.contiguous_format)
+        hh = to_heads(h0, nh)  # (nh, B, d)
         cw, nw, mw = (s.detach().contiguous().clone() for s in (c0, n0, m0))
         Y = torch.empty((T, B, H), dtype=x.dtype)
         C, N, M = (torch.empty((T, B, H) if keep else (0, 0, 0), dtype=x.dtype) for _ in range(3))
@@ -75,7 +69,7 @@ class _SLSTMFunction(torch.autograd.Function):
                 M.numpy(), GI.numpy(), GF.numpy(), sizes, reverse, keep)
         split_rows(B, lambda part, lo, hi: steps.forward(*args, lo, hi, gemm_scratch(nd)),
                    POOL_MIN_ROWS, TEAM_MIN_ROWS)
-        hn = hh.transpose(0, 1).reshape(B, H)
+        hn = from_heads(hh)
         ctx.call = (sizes, reverse)
         ctx.save_for_backward(x, w_ih, R, h0, c0, n0, m0, Y, Z, C, N, M)
         bufs = (Z, C, N, M, GI, GF)
@@ -149,7 +143,7 @@ def run(
     H = state[0].shape[-1]
     nh = w_hh.shape[0] if w_hh.dim() == 3 else 1
     if nh > 1:  # to the kernel's layout, under autograd (an index: its backward is a scatter)
-        order = head_major(H, nh)
+        order = head_major(H, nh, 4)
         w_ih = w_ih[order]
         b = None if b is None else b[order]
         R = w_hh

@@ -1,8 +1,8 @@
 """The sLSTM time loop in numba: the forward pass and, next to it, its hand-derived backward.
 
 The equations are ``gatedrnn.cells.slstm_cell``. The input projection arrives precomputed in ``Z``
-(one large GEMM outside, see ``slstm.py``); each step runs one recurrent product per head through
-``common.prod`` and then one fused pass over the gate math. The gate layout is head-major: the
+(one large GEMM outside, see ``slstm.py``); each step runs one recurrent product per head
+(``heads.heads_prod``) and then one fused pass over the gate math. The gate layout is head-major: the
 4d columns of head j are [ĩ | f̃ | z̃ | õ] of its units j·d … (j+1)·d − 1, so that each head's
 product reads and writes contiguous (rows, ·) blocks. With one head this is torch.nn's layout.
 
@@ -27,7 +27,8 @@ import math
 
 import numba
 
-from .common import JIT, prod, sigmoid, tanh
+from .common import JIT, sigmoid, tanh
+from .heads import heads_prod
 from .minrnn_steps import _prev
 
 
@@ -54,9 +55,7 @@ def forward(Z, R, hh, cw, nw, mw, rg, Y, C, N, M, GI, GF, sizes, reverse, keep, 
     for k in range(T):
         t = T - 1 - k if reverse else k
         n = min(sizes[t], hi)
-        if n > lo:
-            for j in range(nh):
-                prod(hh[j, lo:n], R[j], rg[j, lo:n], True, 0.0, scratch)  # (rows, 4d)
+        heads_prod(hh, R, rg, lo, n, True, scratch)  # rg[j] = hh[j] R_j^T, (rows, 4d) per head
         for b in range(lo, n):
             zb, yb, cb, nb, mb = Z[t, b], Y[t, b], cw[b], nw[b], mw[b]
             for j in range(nh):
@@ -152,11 +151,9 @@ def backward(Z, R, C, N, M, c0, n0, m0, dY, dh, dc, dn, dm, dZ, dg, dhh, sizes, 
                 dzb[j * 4 * d:(j + 1) * 4 * d] = dgj
         for b in range(max(lo, n), hi):
             dZ[t, b, :] = 0
-        if n > lo:
+        heads_prod(dg, R, dhh, lo, n, False, scratch)  # dhh[j] = dg[j] R_j, (rows, d) per head
+        for b in range(lo, n):
             for j in range(nh):
-                prod(dg[j, lo:n], R[j], dhh[j, lo:n], False, 0.0, scratch)  # (rows, d)
-            for b in range(lo, n):
-                for j in range(nh):
-                    dhb, src = dh[b], dhh[j, b]
-                    for q in range(d):
-                        dhb[j * d + q] = src[q]
+                dhb, src = dh[b], dhh[j, b]
+                for q in range(d):
+                    dhb[j * d + q] = src[q]
