@@ -154,3 +154,44 @@ def test_step_errors():
         gatedrnn.MinGRU(3, 4).step(torch.randn(2, 5))
     with pytest.raises(ValueError):
         gatedrnn.MinGRU(3, 4).step(torch.randn(1, 2, 3))
+
+
+def test_headwise_product_is_a_block_diagonal_product():
+    from gatedrnn.cells import headwise_product
+
+    B, G, nh, d = 3, 4, 3, 2
+    H = nh * d
+    w = torch.randn(nh, G * d, d, dtype=DT)
+    dense = torch.zeros(G * H, H, dtype=DT)  # the same map as one (G·H, H) matrix
+    for j in range(nh):
+        for g in range(G):
+            dense[g * H + j * d:g * H + (j + 1) * d, j * d:(j + 1) * d] = w[j, g * d:(g + 1) * d]
+    h = torch.randn(B, H, dtype=DT)
+    torch.testing.assert_close(headwise_product(h, w), h @ dense.T)
+    torch.testing.assert_close(headwise_product(h, dense), h @ dense.T)
+
+
+def test_head_wise_module_equals_its_dense_twin():
+    """SLSTM(num_heads=2) and SLSTM(num_heads=1) whose W_hh is the block-diagonal expansion."""
+    torch.manual_seed(3)
+    heads = gatedrnn.SLSTM(3, 4, num_heads=2, dtype=DT, engine="fused")
+    dense = gatedrnn.SLSTM(3, 4, dtype=DT, engine="fused")
+    sd = heads.state_dict()
+    w = sd.pop("weight_hh_l0")
+    full = torch.zeros(16, 4, dtype=DT)
+    for j in range(2):
+        for g in range(4):
+            full[g * 4 + j * 2:g * 4 + j * 2 + 2, j * 2:j * 2 + 2] = w[j, g * 2:g * 2 + 2]
+    dense.load_state_dict({**sd, "weight_hh_l0": full})
+    x = torch.randn(5, 2, 3, dtype=DT)
+    torch.testing.assert_close(heads(x), dense(x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gatedrnn.newcells", "gatedrnn.kernels.minrnn",
+                                  "gatedrnn.kernels.slstm", "gatedrnn.cells"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0 and result.attempted > 0

@@ -160,8 +160,9 @@ class NewRNNBase(nn.Module):
         checks.check_length(name, x.shape[0])
         B, D = x.shape[1], 2 if self.bidirectional else 1
         states = self._initial_states(hx, x, B, unbatched, sorted_idx)
-        # A TorchScript trace records torch ops, and numba's are opaque to it.
-        tracing = torch._C._get_tracing_state() is not None
+        # Traces, torch.export and torch.compile record torch ops, and numba's are opaque to them.
+        tracing = (torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
+                   or torch.compiler.is_exporting())
         engine = "reference" if B == 0 or (tracing and self.engine != "scan") else self.engine
         weights = [self._weights(k) for k in range(self.num_layers * D)]
         y, finals, gates = engines.stacked(x, states, weights, batch_sizes, self.kind,
