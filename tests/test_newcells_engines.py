@@ -106,19 +106,34 @@ def test_fused_float32_accuracy(cls):
 
 
 @pytest.mark.parametrize("cls", [gatedrnn.MinGRU, gatedrnn.MinLSTM, gatedrnn.SLSTM])
-@pytest.mark.parametrize("engine", ["fused", "scan"])
-def test_nan_propagates_like_the_reference(cls, engine):
-    if cls is gatedrnn.SLSTM and engine == "scan":
-        return
-    ref, other = _pair(cls, engine, DT)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_non_finite_inputs_propagate_like_the_reference(cls, dtype, seed):
+    """NaN, +inf and −inf in different rows: the same NaN and inf positions as the reference
+    (for minGRU an infinite state meets a saturated gate: 0 · inf must give NaN, finite · inf inf)."""
+    torch.manual_seed(seed)
+    ref = cls(1, 4, dtype=dtype, engine="reference")
+    fused = cls(1, 4, dtype=dtype, engine="fused")
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 4, 1, dtype=dtype)
+    x[2, 0, 0], x[3, 1, 0], x[1, 2, 0] = float("inf"), -float("inf"), float("nan")
+    (yr, sr), (yf, sf) = ref(x), fused(x)
+    assert yr.isnan().any() and (cls is gatedrnn.SLSTM or yr.isinf().any())  # sLSTM: h = o c/n
+    for a, b in zip((yr, *(sr if isinstance(sr, tuple) else (sr,))),
+                    (yf, *(sf if isinstance(sf, tuple) else (sf,)))):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+        torch.testing.assert_close(b, a, equal_nan=True, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [gatedrnn.MinGRU, gatedrnn.MinLSTM])
+def test_scan_propagates_nan(cls):
+    ref, scan = _pair(cls, "scan", DT)
     x = torch.randn(6, 3, 8, dtype=DT)
     x[2, 1, 0] = float("nan")
-    yr, sr = ref(x)
-    yo, so = other(x)
-    assert torch.equal(yr.isnan(), yo.isnan()) and yr.isnan().any()
-    torch.testing.assert_close(yo, yr, equal_nan=True)
-    for a, b in zip(sr if isinstance(sr, tuple) else (sr,), so if isinstance(so, tuple) else (so,)):
-        torch.testing.assert_close(b, a, equal_nan=True)
+    (yr, sr), (ys, ss) = ref(x), scan(x)
+    assert torch.equal(yr.isnan(), ys.isnan()) and yr.isnan().any()
+    torch.testing.assert_close(ys, yr, equal_nan=True)
+    torch.testing.assert_close(ss, sr, equal_nan=True)
 
 
 @pytest.mark.parametrize("cls", [gatedrnn.MinGRU, gatedrnn.MinLSTM, gatedrnn.SLSTM])

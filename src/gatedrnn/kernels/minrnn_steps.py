@@ -23,8 +23,26 @@ import numba
 
 from .common import JIT, sigmoid
 
+_INF = float("inf")
+# Without "reassoc": with it LLVM may rewrite (1 − z) h + z h̃ as h + z (h̃ − h), which turns an
+# infinite state into NaN where the reference keeps inf. These loops have no reductions, so they
+# vectorise without it.
+EXACT = {**JIT, "fastmath": JIT["fastmath"] - {"reassoc"}}
 
-@numba.njit(inline="always", **JIT)
+
+@numba.njit(inline="always", **EXACT)
+def _sig(x):
+    """σ(x), exactly 0 and 1 at ∓inf as torch's: float32's rational σ is 1.7e-7 off there, and
+    0 · inf (a zero update gate meeting an infinite candidate) must stay NaN as in the reference."""
+    s = sigmoid(x)
+    if x == _INF:
+        return s * 0 + 1
+    if x == -_INF:
+        return s * 0
+    return s
+
+
+@numba.njit(inline="always", **EXACT)
 def _prev(t, b, T, sizes, reverse):
     """The step whose output is row b's state before step t, or −1 for its initial state. A row
     active at t was active at t − 1 (forward); for reverse, at t + 1 only if it is long enough."""
@@ -33,7 +51,7 @@ def _prev(t, b, T, sizes, reverse):
     return t - 1
 
 
-@numba.njit(**JIT)
+@numba.njit(**EXACT)
 def forward(A, hw, Y, sizes, reverse, lstm, lo, hi):
     """Run all steps (see the legend); hw ends as h_n.
 
@@ -51,19 +69,19 @@ def forward(A, hw, Y, sizes, reverse, lstm, lo, hi):
             if lstm:
                 af, ai, ah = row[:H], row[H:2 * H], row[2 * H:]
                 for j in range(H):
-                    f = sigmoid(af[j])
-                    i = sigmoid(ai[j])
+                    f = _sig(af[j])
+                    i = _sig(ai[j])
                     v = ah[j]
-                    c = v + half if v >= 0 else sigmoid(v)
+                    c = v + half if v >= 0 else _sig(v)
                     y = (f * hp[j] + i * c) / (f + i)
                     yb[j] = y
                     hp[j] = y
             else:
                 az, ah = row[:H], row[H:]
                 for j in range(H):
-                    z = sigmoid(az[j])
+                    z = _sig(az[j])
                     v = ah[j]
-                    c = v + half if v >= 0 else sigmoid(v)
+                    c = v + half if v >= 0 else _sig(v)
                     y = (one - z) * hp[j] + z * c
                     yb[j] = y
                     hp[j] = y
@@ -71,7 +89,7 @@ def forward(A, hw, Y, sizes, reverse, lstm, lo, hi):
             Y[t, b, :] = 0
 
 
-@numba.njit(**JIT)
+@numba.njit(**EXACT)
 def backward(A, Y, h0, dY, dh, dA, sizes, reverse, lstm, lo, hi):
     """BPTT over the steps of ``forward`` in the opposite order; per element, with δ = dh + dY[t]
     and h the state before the step:
@@ -95,10 +113,10 @@ def backward(A, Y, h0, dY, dh, dA, sizes, reverse, lstm, lo, hi):
                 af, ai, ah = row[:H], row[H:2 * H], row[2 * H:]
                 daf, dai, dah = drow[:H], drow[H:2 * H], drow[2 * H:]
                 for j in range(H):
-                    f = sigmoid(af[j])
-                    i = sigmoid(ai[j])
+                    f = _sig(af[j])
+                    i = _sig(ai[j])
                     v = ah[j]
-                    sv = sigmoid(v)
+                    sv = _sig(v)
                     c = v + half if v >= 0 else sv
                     gp = one if v >= 0 else sv * (one - sv)
                     s = f + i
@@ -114,9 +132,9 @@ def backward(A, Y, h0, dY, dh, dA, sizes, reverse, lstm, lo, hi):
                 az, ah = row[:H], row[H:]
                 daz, dah = drow[:H], drow[H:]
                 for j in range(H):
-                    z = sigmoid(az[j])
+                    z = _sig(az[j])
                     v = ah[j]
-                    sv = sigmoid(v)
+                    sv = _sig(v)
                     c = v + half if v >= 0 else sv
                     gp = one if v >= 0 else sv * (one - sv)
                     d = db[j] + dyb[j]
