@@ -80,6 +80,14 @@ def test_config_and_state_dict_round_trip(cls):
         from_config({**cfg, "type": "GRU2"})
 
 
+@pytest.mark.parametrize("cls", CLASSES)
+def test_empty_batch(cls):
+    out, state = cls(3, 4, num_layers=2, bidirectional=True)(torch.randn(5, 0, 3))
+    assert out.shape == (5, 0, 8)
+    for s in (state,) if isinstance(state, torch.Tensor) else state:
+        assert s.shape == (4, 0, 4)
+
+
 def test_dropout_between_layers_only_in_training():
     m = gatedrnn.MinGRU(3, 4, num_layers=2, dropout=0.5)
     x = torch.randn(4, 2, 3)
@@ -112,6 +120,9 @@ MISTAKES = {
     "hx shape": lambda cls: ((torch.randn(5, 2, 3), _hx(cls, (1, 3, 6))), {}),
     "empty sequence": lambda cls: ((torch.randn(0, 2, 3),), {}),
     "dtype": lambda cls: ((torch.randn(5, 2, 3, dtype=DT),), {}),
+    "unbatched input, batched hx": lambda cls: ((torch.randn(5, 3), _hx(cls, (1, 2, 6))), {}),
+    "hx dtype": lambda cls: ((torch.randn(5, 2, 3), _hx(cls, (1, 2, 6)).double()
+                              if cls is not gatedrnn.SLSTM else (torch.zeros(1, 2, 6, dtype=DT),) * 4), {}),
 }
 
 

@@ -32,8 +32,8 @@ def reference_run(x: Tensor, state: tuple[Tensor, ...], w: Weights, batch_sizes:
     step = NEW_STEPS[kind]
     T, B = x.shape[0], x.shape[1]
     sizes = [B] * T if batch_sizes is None else [int(b) for b in batch_sizes]
-    ys: list[Tensor] = [x] * T
-    recorded: list[dict[str, Tensor]] = [{}] * T
+    ys: list[Tensor | None] = [None] * T
+    recorded: list[dict[str, Tensor]] = [{} for _ in range(T)]
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         n = sizes[t]
         new, gates = step(x[t, :n], tuple(s[:n] for s in state), w)
