@@ -189,3 +189,28 @@ def test_bfloat16_runs_on_the_auto_engines():
     for cls in (gatedrnn.MinGRU, gatedrnn.SLSTM):
         y, _ = cls(4, 6, dtype=torch.bfloat16)(torch.randn(3, 2, 4, dtype=torch.bfloat16))
         assert y.dtype == torch.bfloat16 and y.isfinite().all()
+
+
+def test_float32_log_sigmoid_series():
+    """The sLSTM kernel's float32 log σ (a series for log1p) against torch in float64: measured
+    4.8e-7 absolute, 2.4e-7 relative over [−30, 30]; exact ±inf and NaN behaviour."""
+    import numba
+    import numpy as np
+
+    from gatedrnn.kernels.slstm_steps import _log_sigmoid
+
+    @numba.njit
+    def apply(a, out):
+        for j in range(a.shape[0]):
+            out[j] = _log_sigmoid(a[j])
+
+    x = np.linspace(-30, 30, 200_001).astype(np.float32)
+    out = np.empty_like(x)
+    apply(x, out)
+    ref = torch.nn.functional.logsigmoid(torch.from_numpy(x).double()).numpy()
+    assert np.abs(out - ref).max() < 1e-6
+    assert (np.abs(out - ref) / np.abs(ref)).max() < 5e-7
+    special = np.array([np.inf, -np.inf, np.nan], np.float32)
+    out = np.empty_like(special)
+    apply(special, out)
+    assert out[0] == 0 and out[1] == -np.inf and np.isnan(out[2])

@@ -20,10 +20,12 @@ g(v) = v + 0.5 (v ≥ 0), σ(v) (v < 0) and g'(v) = 1 (v ≥ 0), σ(v)(1 − σ(
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from .common import JIT, sigmoid
 
 _INF = float("inf")
+_ZERO32, _ONE32 = np.float32(0.0), np.float32(1.0)
 # Without "reassoc": with it LLVM may rewrite (1 − z) h + z h̃ as h + z (h̃ − h), which turns an
 # infinite state into NaN where the reference keeps inf. These loops have no reductions, so they
 # vectorise without it.
@@ -36,9 +38,9 @@ def _sig(x):
     0 · inf (a zero update gate meeting an infinite candidate) must stay NaN as in the reference."""
     s = sigmoid(x)
     if x == _INF:
-        return s * 0 + 1
+        return s * _ZERO32 + _ONE32  # s's type: bare 0, 1 would make float32 float64
     if x == -_INF:
-        return s * 0
+        return s * _ZERO32
     return s
 
 

@@ -62,16 +62,16 @@ class _SLSTMFunction(torch.autograd.Function):
         hh = to_heads(h0, nh)  # (nh, B, d)
         cw, nw, mw = (s.detach().contiguous().clone() for s in (c0, n0, m0))
         Y = torch.empty((T, B, H), dtype=x.dtype)
-        C, N, M = (torch.empty((T, B, H) if keep else (0, 0, 0), dtype=x.dtype) for _ in range(3))
+        C, N, M, L = (torch.empty((T, B, H) if keep else (0, 0, 0), dtype=x.dtype) for _ in range(4))
         GI, GF = (torch.empty((T, B, H) if record else (0, 0, 0), dtype=x.dtype) for _ in range(2))
         args = (Z.numpy(), R.detach().contiguous().numpy(), hh.numpy(), cw.numpy(), nw.numpy(),
                 mw.numpy(), np.empty((nh, B, 4 * d), nd), Y.numpy(), C.numpy(), N.numpy(),
-                M.numpy(), GI.numpy(), GF.numpy(), sizes, reverse, keep)
+                M.numpy(), L.numpy(), GI.numpy(), GF.numpy(), sizes, reverse, keep)
         split_rows(B, lambda part, lo, hi: steps.forward(*args, lo, hi, gemm_scratch(nd)),
                    POOL_MIN_ROWS, TEAM_MIN_ROWS)
         hn = from_heads(hh)
         ctx.call = (sizes, reverse)
-        ctx.save_for_backward(x, w_ih, R, h0, c0, n0, m0, Y, Z, C, N, M)
+        ctx.save_for_backward(x, w_ih, R, h0, c0, n0, Y, Z, C, N, L)
         bufs = (Z, C, N, M, GI, GF)
         ctx.mark_non_differentiable(*bufs)
         return (Y, hn, cw, nw, mw) + bufs
@@ -80,7 +80,7 @@ class _SLSTMFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, dhn, dcn, dnn, dmn, *_):
         sizes, reverse = ctx.call
-        x, w_ih, R, h0, c0, n0, m0, Y, Z, C, N, M = ctx.saved_tensors
+        x, w_ih, R, h0, c0, n0, Y, Z, C, N, L = ctx.saved_tensors
         T, B, H4 = Z.shape
         nh, d = R.shape[0], R.shape[2]
         nd = _nd(Z)
@@ -88,8 +88,8 @@ class _SLSTMFunction(torch.autograd.Function):
         carry = [torch.zeros_like(h0) if g is None else g.contiguous().clone()
                  for g in (dhn, dcn, dnn, dmn)]  # → dL/d(h0, c0, n0, m0)
         dZ = torch.empty_like(Z)
-        args = (Z.numpy(), R.detach().contiguous().numpy(), C.numpy(), N.numpy(), M.numpy(),
-                *(s.detach().contiguous().numpy() for s in (c0, n0, m0)), dY.numpy(),
+        args = (Z.numpy(), R.detach().contiguous().numpy(), C.numpy(), N.numpy(), L.numpy(),
+                *(s.detach().contiguous().numpy() for s in (c0, n0)), dY.numpy(),
                 *(g.numpy() for g in carry), dZ.numpy(), np.empty((nh, B, 4 * d), nd),
                 np.empty((nh, B, d), nd), sizes, reverse)
         split_rows(B, lambda part, lo, hi: steps.backward(*args, lo, hi, gemm_scratch(nd)),

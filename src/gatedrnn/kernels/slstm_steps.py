@@ -14,6 +14,7 @@ Legend (kernel-local short names):
     rg (nh, B, 4d)  scratch: the recurrent product of a step
     Y  (T, B, H)    outputs, zero where inactive
     C, N, M (T, B, H)  c', n', m' after each step, kept for backward (size 0 when not kept)
+    L  (T, B, H)    u = log σ(f̃) + m of each step, kept for backward (size 0 when not kept)
     GI, GF (T, B, H)   the stabilised gates i, f when recording (size 0 otherwise)
     n = sizes[t]    rows [0, n) are active at time t; lo, hi: this call's rows (split_rows)
 
@@ -26,16 +27,49 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
+from numba.extending import overload
 
 from .common import JIT, sigmoid, tanh
 from .heads import heads_prod
 from .minrnn_steps import _prev
 
+_INF = float("inf")
+_F32 = np.float32
+
 
 @numba.njit(inline="always", **JIT)
 def _log_sigmoid(x):
-    """log σ(x) = min(x, 0) − log1p(exp(−|x|)), finite for every finite x."""
-    return (x if x < 0.0 else 0.0) - math.log1p(math.exp(-abs(x)))
+    """log σ(x) = min(x, 0) − log1p(exp(−|x|)), finite for every finite x (in x's own type)."""
+    e = math.exp(-abs(x))
+    return min(x, e * _F32(0.0)) - log1p_unit(e)  # _F32: a bare 0 would promote to float64
+
+
+def log1p_unit(e):
+    """log(1 + e) for e in [0, 1]: libm's log1p for float64; for float32 a vectorisable series
+    (libm's log1p was most of the sLSTM forward pass): with s = e / (2 + e) ≤ 1/3,
+    log1p(e) = 2 atanh(s) = 2 s Σ_k s^2k / (2k + 1), cut after s^12 (the rest ≤ 1.4e-8 relative)."""
+    return math.log1p(e)
+
+
+@overload(log1p_unit, inline="always", jit_options=JIT)
+def _log1p_unit_impl(e):
+    if e != numba.float32:
+        return lambda e: math.log1p(e)
+
+    def series(e):
+        s = e / (_F32(2.0) + e)
+        s2 = s * s
+        p = _F32(1.0 / 13.0)
+        p = p * s2 + _F32(1.0 / 11.0)
+        p = p * s2 + _F32(1.0 / 9.0)
+        p = p * s2 + _F32(1.0 / 7.0)
+        p = p * s2 + _F32(1.0 / 5.0)
+        p = p * s2 + _F32(1.0 / 3.0)
+        p = p * s2 + _F32(1.0)
+        return _F32(2.0) * s * p
+
+    return series
 
 
 @numba.njit(inline="always", **JIT)
@@ -46,8 +80,24 @@ def _maximum(a, b):
     return a if a >= b else b
 
 
+@numba.njit(inline="always", **JIT)
+def _gates(lf, ai):
+    """(m', i, f) from u = log σ(f̃) + m and ĩ, with one exp: m' is u or ĩ, so one of
+    exp(ĩ − m'), exp(u − m') is exp(0) = 1 and the other is exp(−|u − ĩ|), the same values as
+    the two exps of the equations. A non-finite m' takes the equations literally (inf − inf)."""
+    m = _maximum(lf, ai)
+    if abs(m) < _INF:
+        e = math.exp(-abs(lf - ai))
+        one = e * _F32(0.0) + _F32(1.0)  # e's type (bare 0, 1 would promote float32 to float64)
+        if lf >= ai:
+            return m, e, one
+        return m, one, e
+    return m, math.exp(ai - m), math.exp(lf - m)
+
+
 @numba.njit(**JIT)
-def forward(Z, R, hh, cw, nw, mw, rg, Y, C, N, M, GI, GF, sizes, reverse, keep, lo, hi, scratch):
+def forward(Z, R, hh, cw, nw, mw, rg, Y, C, N, M, L, GI, GF, sizes, reverse, keep, lo, hi,
+            scratch):
     """Run all steps (see the legend); hh, cw, nw, mw end as the final state."""
     T = Z.shape[0]
     nh, d = hh.shape[0], hh.shape[2]
@@ -67,15 +117,13 @@ def forward(Z, R, hh, cw, nw, mw, rg, Y, C, N, M, GI, GF, sizes, reverse, keep, 
                     az = g[2 * d + q] + r[2 * d + q]
                     ao = g[3 * d + q] + r[3 * d + q]
                     lf = _log_sigmoid(af) + mb[u]
-                    m = _maximum(lf, ai)
-                    i = math.exp(ai - m)
-                    f = math.exp(lf - m)
+                    m, i, f = _gates(lf, ai)
                     c = f * cb[u] + i * tanh(az)
                     nn = f * nb[u] + i
                     h = sigmoid(ao) * c / nn
                     if keep:
                         g[q], g[d + q], g[2 * d + q], g[3 * d + q] = ai, af, az, ao
-                        C[t, b, u], N[t, b, u], M[t, b, u] = c, nn, m
+                        C[t, b, u], N[t, b, u], M[t, b, u], L[t, b, u] = c, nn, m, lf
                     if rec:
                         GI[t, b, u], GF[t, b, u] = i, f
                     cb[u], nb[u], mb[u] = c, nn, m
@@ -86,7 +134,7 @@ def forward(Z, R, hh, cw, nw, mw, rg, Y, C, N, M, GI, GF, sizes, reverse, keep, 
 
 
 @numba.njit(**JIT)
-def backward(Z, R, C, N, M, c0, n0, m0, dY, dh, dc, dn, dm, dZ, dg, dhh, sizes, reverse, lo, hi,
+def backward(Z, R, C, N, L, c0, n0, dY, dh, dc, dn, dm, dZ, dg, dhh, sizes, reverse, lo, hi,
              scratch):
     """BPTT over the steps of ``forward`` in the opposite order. Carries dh, dc, dn, dm (B, H):
     in dL/d(final state), out dL/d(initial state). Per element, with δh = dh + dY[t]:
@@ -110,7 +158,6 @@ def backward(Z, R, C, N, M, c0, n0, m0, dY, dh, dc, dn, dm, dZ, dg, dhh, sizes, 
             p = _prev(t, b, T, sizes, reverse)
             cp = c0[b] if p < 0 else C[p, b]
             np_ = n0[b] if p < 0 else N[p, b]
-            mp = m0[b] if p < 0 else M[p, b]
             zb, dzb, dyb = Z[t, b], dZ[t, b], dY[t, b]
             dhb, dcb, dnb, dmb = dh[b], dc[b], dn[b], dm[b]
             for j in range(nh):
@@ -119,10 +166,8 @@ def backward(Z, R, C, N, M, c0, n0, m0, dY, dh, dc, dn, dm, dZ, dg, dhh, sizes, 
                 for q in range(d):
                     u = j * d + q
                     ai, af, az, ao = g[q], g[d + q], g[2 * d + q], g[3 * d + q]
-                    lf = _log_sigmoid(af) + mp[u]
-                    m = M[t, b, u]
-                    i = math.exp(ai - m)
-                    f = math.exp(lf - m)
+                    lf = L[t, b, u]
+                    m, i, f = _gates(lf, ai)
                     tz = tanh(az)
                     c, nn = C[t, b, u], N[t, b, u]
                     so = sigmoid(ao)
