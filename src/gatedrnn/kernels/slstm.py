@@ -53,11 +53,10 @@ class _SLSTMFunction(torch.autograd.Function):
     the buffers Z, C, N, M, GI, GF for recording gates (see ``slstm_steps``)."""
 
     @staticmethod
-    def forward(ctx, sizes, reverse, record, x, w_ih, b, R, h0, c0, n0, m0):
+    def forward(ctx, sizes, reverse, record, keep, x, w_ih, b, R, h0, c0, n0, m0):
         T, B, In = x.shape
         nh, d = R.shape[0], R.shape[2]
         H, nd = nh * d, _nd(x)
-        keep = any(ctx.needs_input_grad) or record
         Z = linear(x.reshape(T * B, In), w_ih, b).view(T, B, 4 * H)  # (T, B, 4H) head-major
         hh = to_heads(h0, nh)  # (nh, B, d)
         cw, nw, mw = (s.detach().contiguous().clone() for s in (c0, n0, m0))
@@ -94,7 +93,7 @@ class _SLSTMFunction(torch.autograd.Function):
                 np.empty((nh, B, d), nd), sizes, reverse)
         split_rows(B, lambda part, lo, hi: steps.backward(*args, lo, hi, gemm_scratch(nd)),
                    POOL_MIN_ROWS, TEAM_MIN_ROWS)
-        need = ctx.needs_input_grad[3:]
+        need = ctx.needs_input_grad[4:]
         dZ2 = dZ.view(T * B, H4)
         dx = matmul(dZ2, w_ih).view(x.shape) if need[0] else None
         dw = torch.mm(dZ2.t(), x.reshape(T * B, x.shape[2])) if need[1] else None
@@ -107,7 +106,7 @@ class _SLSTMFunction(torch.autograd.Function):
                                       Y[..., j * d:(j + 1) * d], h0d[:, j * d:(j + 1) * d],
                                       None, sizes, reverse)
                 for j in range(nh)])  # (nh, 4d, d)
-        return (None, None, None, dx, dw, db, dR,
+        return (None, None, None, None, dx, dw, db, dR,
                 *(g if n else None for g, n in zip(carry, need[4:])))
 
 
@@ -150,7 +149,10 @@ def run(
     else:
         R = w_hh.unsqueeze(0)
     sizes, _ = step_sizes(batch_sizes, x.shape[0], x.shape[1])
-    y, h, c, n, m, *bufs = _SLSTMFunction.apply(sizes, bool(reverse), bool(record), x, w_ih, b,
-                                                R, *state)
+    inputs = (x, w_ih, b, R, *state)
+    # What backward needs is kept only when autograd will call it (or to record the gates).
+    keep = bool(record) or (torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in inputs))
+    y, h, c, n, m, *bufs = _SLSTMFunction.apply(sizes, bool(reverse), bool(record), keep, *inputs)
     return y, (h, c, n, m), gates_of(tuple(bufs), batch_sizes, nh) if record else None
 
