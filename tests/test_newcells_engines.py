@@ -179,7 +179,9 @@ def test_auto_engine_choice():
 
     x64, x16 = torch.zeros(1, 1, 1, dtype=DT), torch.zeros(1, 1, 1, dtype=torch.bfloat16)
     assert choose("auto", "mingru", x64) is minrnn.run
-    assert choose("auto", "mingru", x16) is scan_run
+    assert choose("auto", "mingru", x16) is reference_run
+    assert choose("auto", "minlstm", torch.zeros(1, 1, 1, device="meta")) is scan_run
+    assert choose("scan", "minlstm", x64) is scan_run
     assert choose("auto", "slstm", x16) is reference_run
     with pytest.raises(RuntimeError, match="CPU float32/float64"):
         choose("fused", "slstm", x16)

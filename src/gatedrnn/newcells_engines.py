@@ -8,8 +8,8 @@ Every engine runs one direction of one layer with the contract of ``gatedrnn.ref
 - "reference": ``cells.NEW_STEPS`` in a Python loop under autograd; any device and dtype.
 - "fused": numba on the CPU, float32/float64 (``kernels.minrnn``, ``kernels.slstm``).
 - "scan": the log-space parallel scan (``gatedrnn.scan``), minGRU and minLSTM only.
-- "auto": fused for CPU float32/float64; elsewhere the scan for minGRU/minLSTM and the
-  reference loop for sLSTM.
+- "auto": fused for CPU float32/float64; on other devices the scan for minGRU/minLSTM and the
+  reference loop for sLSTM; the reference loop for other dtypes on the CPU.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def choose(engine: str, kind: str, x: Tensor) -> Callable:
                 return _fused(kind)
             except ImportError:
                 engine = "reference"
-        else:
-            engine = "reference" if kind == "slstm" else "scan"
+        else:  # the scan's parallel depth pays off on many-core devices, not in a CPU's bfloat16
+            engine = "reference" if kind == "slstm" or x.device.type == "cpu" else "scan"
     if engine == "fused":
         return _fused(kind)
     if engine == "scan":
