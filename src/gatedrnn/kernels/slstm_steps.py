@@ -13,7 +13,8 @@ Legend (kernel-local short names):
     hh (nh, B, d)   working h, head-major (the products' input); cw, nw, mw (B, H): c, n, m
     rg (nh, B, 4d)  scratch: the recurrent product of a step
     Y  (T, B, H)    outputs, zero where inactive
-    C, N, M (T, B, H)  c', n', m' after each step, kept for backward (size 0 when not kept)
+    C, N, M (T, B, H)  c', n', m' after each step: C, N for backward, M for the recorded
+                       stabiliser (size 0 when not kept)
     L  (T, B, H)    u = log σ(f̃) + m of each step, kept for backward (size 0 when not kept)
     GI, GF (T, B, H)   the stabilised gates i, f when recording (size 0 otherwise)
     n = sizes[t]    rows [0, n) are active at time t; lo, hi: this call's rows (split_rows)
