@@ -230,3 +230,15 @@ def test_onnx_export_of_the_traced_reference_loop(cls):
     states = [state] if isinstance(state, torch.Tensor) else list(state)
     for got, want in zip(out[1:], states):
         torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_fits_code_written_for_torch_nn_rnns(cls):
+    """The toolkit's SequenceModel reads proj_size, bidirectional and the state's first entry."""
+    from gatedrnn.toolkit.model import SequenceModel
+
+    model = SequenceModel(cls(3, 4, batch_first=True, bidirectional=True), output_size=2)
+    out = model(torch.randn(5, 7, 3))
+    assert out.shape == (5, 2)
+    out.sum().backward()
+    assert model.rnn.weight_ih_l0.grad is not None

@@ -39,6 +39,7 @@ class NewRNNBase(nn.Module):
 
     kind = ""
     gates = 0
+    proj_size = 0  # torch.nn.RNNBase's attribute, read by code written for it (no projections here)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
