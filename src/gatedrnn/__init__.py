@@ -7,6 +7,8 @@ hand-derived backward pass, the variants people ask for, and a toolkit. The equa
 
 from .cell_modules import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, from_config
+from .newcells import SLSTM, MinGRU, MinLSTM
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config", "__version__"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config",
+           "MinGRU", "MinLSTM", "SLSTM", "__version__"]

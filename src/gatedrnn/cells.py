@@ -217,3 +217,128 @@ def rnn_cell(
 
 
 STEPS = {"lstm": lstm_cell, "gru": gru_cell, "rnn_tanh": rnn_cell, "rnn_relu": rnn_cell}
+
+
+# --- the cells that came after (issue 10) ---------------------------------------------------------
+# Their weights carry only what they have: minGRU and minLSTM have no recurrent weight (their gates
+# see x_t alone, which is what lets training run as a scan); sLSTM's recurrent weight may be split
+# into heads. Rows of w_ih are stacked per gate in the orders of NEW_GATE_ORDER.
+
+NEW_GATE_ORDER = {"mingru": ("z", "h"), "minlstm": ("f", "i", "h"), "slstm": ("i", "f", "z", "o")}
+NEW_GATE_NAMES = {
+    "mingru": ("update", "candidate"),
+    "minlstm": ("forget", "input", "candidate"),
+    "slstm": ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer"),
+}
+
+
+def positive(v: Tensor) -> Tensor:
+    """g(v) = v + 0.5 for v ≥ 0 and σ(v) otherwise: Feng et al.'s positive, continuous activation
+    for the candidate state (it keeps h > 0, which their log-space scan needs)."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def mingru_cell(x: Tensor, state: tuple[Tensor], w: Weights) -> tuple[tuple[Tensor], dict[str, Tensor]]:
+    """One minGRU step (Feng et al. 2024, "Were RNNs All We Needed?")::
+
+        [a_z | a_h] = W_ih x + b_ih               (B, 2H)
+        z  = σ(a_z)                               update gate
+        h̃ = g(a_h)                               candidate (``positive``)
+        h' = (1 − z) ⊙ h + z ⊙ h̃
+
+    Shapes: x (B, I), h (B, H), w_ih (2H, I), b_ih (2H,) or None; returns ((h',), gates).
+    """
+    (h,) = state
+    gates = mingru_gates(_add(x @ w["w_ih"].T, w.get("b_ih")))
+    update_gate, candidate = gates["update"], gates["candidate"]
+    h_new = (1 - update_gate) * h + update_gate * candidate
+    return (h_new,), gates
+
+
+def mingru_gates(a: Tensor) -> dict[str, Tensor]:
+    """minGRU's gates from its projection a = W_ih x + b_ih (…, 2H): z = σ(a_z), h̃ = g(a_h).
+    (The gates depend on x alone, so the engines compute them for all steps at once.)"""
+    a_z, a_h = a.chunk(2, dim=-1)  # each (…, H)
+    return {"update": torch.sigmoid(a_z), "candidate": positive(a_h)}
+
+
+def minlstm_cell(x: Tensor, state: tuple[Tensor], w: Weights) -> tuple[tuple[Tensor], dict[str, Tensor]]:
+    """One minLSTM step (Feng et al. 2024), with the normalised gates that make it
+    time-independent in scale::
+
+        [a_f | a_i | a_h] = W_ih x + b_ih         (B, 3H)
+        f = σ(a_f),  i = σ(a_i),  h̃ = g(a_h)     (g: ``positive``)
+        f' = f / (f + i),  i' = i / (f + i)
+        h' = f' ⊙ h + i' ⊙ h̃
+
+    Shapes: x (B, I), h (B, H), w_ih (3H, I), b_ih (3H,) or None; returns ((h',), gates) with the
+    normalised f', i' recorded as "forget" and "input".
+    """
+    (h,) = state
+    gates = minlstm_gates(_add(x @ w["w_ih"].T, w.get("b_ih")))
+    h_new = gates["forget"] * h + gates["input"] * gates["candidate"]
+    return (h_new,), gates
+
+
+def minlstm_gates(a: Tensor) -> dict[str, Tensor]:
+    """minLSTM's gates from its projection a = W_ih x + b_ih (…, 3H): the normalised f', i' and
+    h̃ = g(a_h)."""
+    a_f, a_i, a_h = a.chunk(3, dim=-1)  # each (…, H)
+    forget_gate, input_gate = torch.sigmoid(a_f), torch.sigmoid(a_i)
+    total = forget_gate + input_gate
+    return {"forget": forget_gate / total, "input": input_gate / total, "candidate": positive(a_h)}
+
+
+def headwise_product(h: Tensor, w_hh: Tensor) -> Tensor:
+    """The recurrent product R h for dense or head-wise (block-diagonal) recurrence.
+
+    w_hh (G·H, H) is torch.nn's dense layout. w_hh (num_heads, G·d, d), d = H / num_heads, is the
+    head-wise one: head j maps h[:, j·d:(j+1)·d] to the gates of units j·d … (j+1)·d − 1, its rows
+    stacked per gate. Either way the result is (B, G·H) in the dense gate-major layout
+    [gate 0 (H) | gate 1 (H) | …], so everything after the product is the same.
+    """
+    if w_hh.dim() == 2:
+        return h @ w_hh.T  # (B, G·H)
+    nh, Gd, d = w_hh.shape
+    B = h.shape[0]
+    per_head = torch.einsum("bnd,ned->bne", h.reshape(B, nh, d), w_hh)  # (B, nh, G·d)
+    return per_head.reshape(B, nh, Gd // d, d).transpose(1, 2).reshape(B, nh * Gd)  # (B, G·H)
+
+
+def slstm_cell(
+    x: Tensor, state: tuple[Tensor, Tensor, Tensor, Tensor], w: Weights
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+    """One sLSTM step (Beck et al. 2024, xLSTM): exponential input gate, stabiliser m, normaliser n::
+
+        [ĩ | f̃ | z̃ | õ] = W_ih x + b_ih + R h + b_hh   (B, 4H); R h by ``headwise_product``
+        m' = max(log σ(f̃) + m, ĩ)                       stabiliser
+        i  = exp(ĩ − m')                                 input gate (stabilised)
+        f  = exp(log σ(f̃) + m − m')                     forget gate (stabilised)
+        c' = f ⊙ c + i ⊙ tanh(z̃)                        cell
+        n' = f ⊙ n + i                                   normaliser
+        h' = σ(õ) ⊙ c' / n'
+
+    The state is (h, c, n, m), zeros by default. m cancels from h' (c' and n' share the factor
+    exp(−m')), so it only keeps exp from overflowing. Shapes: x (B, I), each state (B, H),
+    w_ih (4H, I), w_hh (4H, H) or (num_heads, 4d, d), biases (4H,) or None.
+    """
+    h, c, n, m = state
+    a = _add(_add(x @ w["w_ih"].T + headwise_product(h, w["w_hh"]), w.get("b_ih")), w.get("b_hh"))
+    a_i, a_f, a_z, a_o = a.chunk(4, dim=-1)  # each (B, H)
+    log_f = F.logsigmoid(a_f) + m
+    stabilizer = torch.maximum(log_f, a_i)
+    input_gate = torch.exp(a_i - stabilizer)
+    forget_gate = torch.exp(log_f - stabilizer)
+    candidate = torch.tanh(a_z)
+    cell = forget_gate * c + input_gate * candidate
+    normalizer = forget_gate * n + input_gate
+    output_gate = torch.sigmoid(a_o)
+    h_new = output_gate * cell / normalizer
+    gates = {"input": input_gate, "forget": forget_gate, "candidate": candidate,
+             "output": output_gate, "cell": cell, "normalizer": normalizer,
+             "stabilizer": stabilizer}
+    return (h_new, cell, normalizer, stabilizer), gates
+
+
+NEW_STEPS = {"mingru": mingru_cell, "minlstm": minlstm_cell, "slstm": slstm_cell}
+MIN_GATES = {"mingru": mingru_gates, "minlstm": minlstm_gates}
