@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 MAX_INT = 2**63 - 1  # torch's sizes and seeds are int64
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm", "slstm")
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,7 +106,9 @@ def folder(text: str) -> str:
 
 
 def cell_list(text: str) -> tuple[str, ...]:
-    """An argparse type: a comma-separated, non-empty list of distinct cells."""
+    """An argparse type: a comma-separated, non-empty list of distinct cells, or ``all``."""
+    if text.strip() == "all":
+        return CELLS
     cells = tuple(c.strip() for c in text.split(","))
     if not text.strip() or not all(c in CELLS for c in cells) or len(set(cells)) != len(cells):
         raise argparse.ArgumentTypeError(f"expected distinct cells from {','.join(CELLS)} separated "
@@ -193,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="tanh RNN vs LSTM vs GRU on one task (default: adding, T=100)")
     _add_common(cmp)
     cmp.add_argument("--cells", type=cell_list, default=("rnn", "lstm", "gru"),
-                     help="comma-separated (default rnn,lstm,gru)")
+                     help="comma-separated, or all (default rnn,lstm,gru)")
     cmp.add_argument("--lstm-init", choices=["chrono", "torch"], default="chrono",
                      help="LSTM init on adding/copy (default chrono; torch = torch.nn's)")
     cmp.add_argument("--out", type=folder, default="runs/compare",

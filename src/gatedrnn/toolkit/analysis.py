@@ -29,7 +29,9 @@ from torch import Tensor
 from .model import SequenceModel
 from .tasks import Batch, Task
 
-SHOWN_GATES = {"LSTM": ("forget", "input", "output"), "GRU": ("reset", "update"), "RNN": ()}
+SHOWN_GATES = {"LSTM": ("forget", "input", "output"), "GRU": ("reset", "update"), "RNN": (),
+               "MinGRU": ("update",), "MinLSTM": ("forget", "input"),
+               "SLSTM": ("forget", "input", "output")}
 
 
 def hidden_gradient_norms(model: SequenceModel, task: Task, batch: Batch) -> Tensor:
@@ -62,7 +64,9 @@ def hidden_gradient_norms(model: SequenceModel, task: Task, batch: Batch) -> Ten
 @torch.no_grad()
 def inside(model: SequenceModel, x: Tensor) -> dict[str, Tensor]:
     """The shown gates and the hidden state of the top layer for one sequence ``x`` (1, T, ...):
-    name -> (T, H). LSTM: forget, input, output; GRU: reset, update; every cell: hidden."""
+    name -> (T, H). LSTM: forget, input, output; GRU: reset, update; minGRU: update; minLSTM:
+    forget, input (before their normalisation); sLSTM: forget, input (exponential, stabilised),
+    output; every cell: hidden."""
     was_training = model.training
     model.eval()
     output, _, gates = model.rnn(model.features(x), return_gates=True)

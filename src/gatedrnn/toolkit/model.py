@@ -24,7 +24,8 @@ import gatedrnn
 
 from ..interop.io import CheckpointError, check_config
 
-CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "mingru": "MinGRU", "minlstm": "MinLSTM",
+         "slstm": "SLSTM"}
 
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
