@@ -38,6 +38,7 @@ class RNNCellBase:
     nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.RNNBase``."""
 
     _TORCH: type[nn.RNNCellBase]
+    _GATES: int  # gate blocks stacked in weight_ih
     _ACCEPTS: tuple[str, ...] = _CELL_OPTIONS
     # (recurrent dropout and weight drop draw a mask per sequence or pass: defaults, never set)
 
@@ -45,7 +46,7 @@ class RNNCellBase:
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRUCell)
         super().__init__(*args, **kwargs)
         kw = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
-        G, H = self.weight_ih.shape[0] // self.hidden_size, self.hidden_size
+        G, H = self._GATES, self.hidden_size
         # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
         if self.layer_norm:
             for which, size in (("x", G * H), ("h", G * H), ("c", H)):
@@ -73,6 +74,9 @@ class RNNCellBase:
     def _variants(self) -> bool:
         return self.layer_norm or self.peephole or self.zoneout > 0 or self.zoneout_cell > 0
 
+    def _torch_op(self) -> bool:
+        return self.reset_after and not self._variants
+
     def reset_parameters(self) -> None:
         """torch.nn's default U(−1/√H, 1/√H), then the variants' and ``init``/``forget_bias``."""
         if not self.__dict__.get("_gated_ready"):
@@ -93,7 +97,7 @@ class RNNCellBase:
             return "reference"
         if self.engine != "auto":
             return explicit_engine(self.engine, input)
-        torch_op = self.reset_after and not self._variants
+        torch_op = self._torch_op()
         training = torch.is_grad_enabled() and (self.weight_ih.requires_grad or input.requires_grad)
         engine = dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
                                  torch_op=torch_op, simple=True, training=training,
@@ -140,6 +144,12 @@ class RNNCellBase:
         lstm = self._TORCH is nn.LSTMCell
         x, parts, unbatched = checks.cell_args(self, input, hx, lstm, self._TORCH.__name__)
         self.cell_mode  # noqa: B018 - torch.nn checks the nonlinearity here
+        if lstm and parts[1].dtype != x.dtype:  # torch promotes; its op computes what it means
+            if not self._torch_op():
+                raise RuntimeError(f"c dtype ({parts[1].dtype}) does not match input dtype "
+                                   f"({x.dtype})")
+            record_engine(self, "native")
+            return self._TORCH.forward(self, input, hx)
         dtype = x.dtype
         if engine == "fused-float32":
             x, parts = x.float(), [p.float() for p in parts]
@@ -176,7 +186,7 @@ class LSTMCell(RNNCellBase, nn.LSTMCell):
     sequence or forward pass, which a single step cannot know: use ``gatedrnn.LSTM`` for them.
     """
 
-    _TORCH = nn.LSTMCell
+    _TORCH, _GATES = nn.LSTMCell, 4
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k != "reset_after")
 
 
@@ -187,7 +197,7 @@ class GRUCell(RNNCellBase, nn.GRUCell):
     (layer_norm needs reset_after=True).
     """
 
-    _TORCH = nn.GRUCell
+    _TORCH, _GATES = nn.GRUCell, 3
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k not in ("peephole", "zoneout_cell"))
 
 
@@ -195,5 +205,5 @@ class RNNCell(RNNCellBase, nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell`` (tanh or relu; a subclass of it): no variants, only
     ``engine``."""
 
-    _TORCH = nn.RNNCell
+    _TORCH, _GATES = nn.RNNCell, 1
     _ACCEPTS = ("engine",)

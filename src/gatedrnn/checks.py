@@ -169,9 +169,12 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
         zeros = torch.zeros(x.size(0), cell.hidden_size, dtype=x.dtype, device=x.device)
         return x, [zeros, zeros] if lstm else [zeros], unbatched
     if lstm:
-        if not isinstance(hx, (tuple, list)):
+        if unbatched:
+            state = [hx[0].unsqueeze(0), hx[1].unsqueeze(0)]
+        elif not isinstance(hx, (tuple, list)):
             raise TypeError(f"lstm_cell(): argument 'hx' must be tuple of Tensors, not {type(hx).__name__}")
-        state = [hx[0].unsqueeze(0), hx[1].unsqueeze(0)] if unbatched else list(hx)
+        else:
+            state = list(hx)
         if len(state) != 2:
             raise RuntimeError(f"lstm_cell expects two hidden states, got {len(state)}")
     else:
@@ -190,5 +193,7 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
                                f"{cell.hidden_size}")
     if h.dim() > 2:
         raise RuntimeError(f"{tag}: expected hidden state of 2 dimensions, got {h.dim()}")
-    _check_op(x.unsqueeze(0), [s.unsqueeze(0) for s in state], cell.weight_ih)
+    # torch's lstm_cell promotes a c of another dtype (c' = f ⊙ c + i ⊙ g): the caller hands such a
+    # call to torch's op; h must match.
+    _check_op(x.unsqueeze(0), [state[0].unsqueeze(0)], cell.weight_ih)
     return x, state, unbatched
