@@ -97,11 +97,7 @@ def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
         data, batch_sizes, sorted_idx, unsorted = input
         hx = _zeros(m, data, int(batch_sizes[0])) if hx is None else m.permute_hidden(hx, sorted_idx)
         if lstm:
-            # torch.nn.LSTM leaves a packed call's checks to its op, which raises RuntimeError.
-            try:
-                m.check_forward_args(data, hx, batch_sizes)
-            except ValueError as e:
-                raise RuntimeError(str(e)) from None
+            packed_lstm_state(m, data, batch_sizes, hx)
         else:
             m.check_forward_args(data, hx, batch_sizes)
         x, lengths = torch.nn.utils.rnn.pad_packed_sequence(PackedSequence(data, batch_sizes))
@@ -133,6 +129,18 @@ def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
         raise RuntimeError(f"lstm expects two hidden states, got {len(state)}")
     _check_op(x, state, m.weight_ih_l0)
     return ModuleArgs(x, state, batch_sizes, lengths, unsorted, unbatched)
+
+
+def packed_lstm_state(m: Any, data: Tensor, batch_sizes: Tensor, hx: Any) -> None:
+    """The checks torch.nn.LSTM skips for a packed input (raising RuntimeError, as its op does
+    for most of them). Without them torch's op reads past a c_0 with too few layers and the
+    process dies (torch 2.13: a segmentation fault), so the native engine runs them too."""
+    try:
+        m.check_forward_args(data, hx, batch_sizes)
+    except ValueError as e:
+        raise RuntimeError(str(e)) from None
+    if len(hx) != 2:
+        raise RuntimeError(f"lstm expects two hidden states, got {len(hx)}")
 
 
 def _check_op(x: Tensor, state: list[Tensor], weight: Tensor) -> None:

@@ -235,6 +235,8 @@ class RNNBase:
             return export_path.export_forward(self, input, hx)
         engine = record_engine(self, self._engine(input, return_gates))
         if engine == "native":
+            if self.mode == "LSTM" and hx is not None and isinstance(input, PackedSequence):
+                checks.packed_lstm_state(self, input.data, input.batch_sizes, hx)
             return self._TORCH.forward(self, input, hx)
         a = checks.module_args(self, input, hx)
         x, state = a.x, a.state
