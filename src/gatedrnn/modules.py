@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import torch
@@ -112,6 +113,20 @@ def explicit_engine(engine: str, x: Tensor) -> str:
     if not functional.fused_available():
         raise RuntimeError("engine='fused' needs numba, which does not import here")
     return "fused-float32" if dispatch.dtype_key(x.dtype) == "half" else "fused"
+
+
+_EAGER: Any = None
+
+
+def _eager_forward() -> Any:
+    """``RNNBase._forward`` out of Dynamo's sight. Dynamo refuses to trace a torch.nn.RNNBase
+    ("Dynamo does not support RNN, GRU, or LSTM"), so under torch.compile the module runs eagerly,
+    as torch.nn.LSTM does; without this, Dynamo would still trace the functions it calls one by
+    one. Made on first use, since torch.compiler.disable imports Dynamo (seconds)."""
+    global _EAGER
+    if _EAGER is None:
+        _EAGER = torch.compiler.disable(RNNBase._forward)
+    return _EAGER
 
 
 class RNNBase:
@@ -213,10 +228,6 @@ class RNNBase:
             engine = "native" if torch_op else "reference"
         return engine
 
-    # Dynamo refuses to trace a torch.nn.RNNBase ("Dynamo does not support RNN, GRU, or LSTM")
-    # and would fall back to eager in pieces, resuming mid-forward on non-leaf tensors; whole, as it
-    # runs torch.nn.LSTM. The exporters do not go through Dynamo's frame hooks, so export works.
-    @torch.compiler.disable
     def forward(self, input: Tensor | PackedSequence, hx: Any = None, return_gates: bool = False):
         """Run the network; returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), and the
         recorded gates as a third element when ``return_gates`` (see ``gatedrnn.cells``).
@@ -229,6 +240,12 @@ class RNNBase:
             if result is not None:
                 record_engine(self, "fused")
                 return result
+        if "torch._dynamo" in sys.modules:  # (not imported: nobody is compiling)
+            return _eager_forward()(self, input, hx, return_gates)
+        return self._forward(input, hx, return_gates)
+
+    def _forward(self, input: Any, hx: Any, return_gates: bool) -> Any:
+        """forward past the streaming step."""
         if _exporting():
             from . import export_path  # the exporters need traceable torch ops, not numba
 
