@@ -273,3 +273,19 @@ def test_half_precision_through_float32_is_float32_rounded_once(kind) -> None:
     for a, b in zip(g, g32):
         assert a.dtype == torch.bfloat16
         assert torch.all((a.float() - b).abs() <= 2 ** -8 * b.abs() + 1e-4)
+
+
+@pytest.mark.parametrize("cls", [gatedrnn.LSTMCell, gatedrnn.GRUCell, gatedrnn.RNNCell])
+@pytest.mark.parametrize("grad", [False, True])
+def test_half_precision_cells_compute_in_float32(cls, grad) -> None:
+    torch.manual_seed(0)
+    cell = cls(6, 8, engine="fused").to(torch.bfloat16)
+    f32 = getattr(torch.nn, cls.__name__)(6, 8)
+    f32.load_state_dict({k: v.float() for k, v in cell.state_dict().items()})
+    x = torch.randn(3, 6).to(torch.bfloat16)
+    with torch.set_grad_enabled(grad):
+        got = cell(x)
+    want = f32(x.float())
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert a.dtype == torch.bfloat16
+        assert torch.all((a.float() - b).abs() <= 2 ** -8 * b.abs() + 1e-5)

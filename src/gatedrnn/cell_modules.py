@@ -159,8 +159,8 @@ class RNNCellBase:
             if new is not None:
                 new = new if lstm else (new,)
         if new is None:  # autograd, a variant, or memory the kernel cannot read by address
-            engine = "reference"  # (for half precision: the step in float32)
-            new = self._reference_step(x, parts, torch.float32 if engine == "fused-float32" else None)
+            cast = torch.float32 if engine == "fused-float32" else None
+            new, engine = self._reference_step(x, parts, cast), "reference"
         record_engine(self, engine)
         new = tuple(s.to(dtype) for s in new)
         if unbatched:

@@ -105,9 +105,9 @@ def refuse_native(obj: Any, return_gates: bool = False) -> None:
 def explicit_engine(engine: str, x: Tensor) -> str:
     """engine='fused' on a device/dtype it cannot run: a clear error; half precision runs in
     float32 through it."""
-    if engine != "fused":
-        return engine
-    if x.device.type != "cpu" or dispatch.dtype_key(x.dtype) == "other":
+    if engine != "fused" or dispatch.dtype_key(x.dtype) == "other":
+        return "reference" if engine == "fused" else engine  # (torch.nn's dtype error follows)
+    if x.device.type != "cpu":
         raise RuntimeError(f"engine='fused' runs on CPU floating tensors only, got {x.dtype} on "
                            f"{x.device}; use engine='auto', 'native' or 'reference'")
     if not functional.fused_available():
