@@ -143,3 +143,37 @@ def test_options_are_keyword_only_extras_and_checked() -> None:
         gatedrnn.LSTM(3, 4, forget_bias=True)
     with pytest.raises(ValueError, match="engine"):
         gatedrnn.LSTMCell(3, 4, engine="gpu")
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused", "native"])
+def test_pruning_by_isinstance_reaches_every_engine(engine) -> None:
+    """torch.nn.utils.prune swaps weight_hh_l0 for a plain attribute computed from weight_hh_l0_orig
+    and a mask; every engine must read the pruned weight, as torch.nn.LSTM does."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    ours, ref = gatedrnn.LSTM(3, 5, engine=engine), nn.LSTM(3, 5)
+    ref.load_state_dict(ours.state_dict())
+    for m in (ours, ref):
+        for mod in [m]:
+            if isinstance(mod, nn.LSTM):
+                prune.l1_unstructured(mod, "weight_hh_l0", amount=0.5)
+    x = torch.randn(4, 2, 3)
+    assert torch.allclose(ours(x)[0], ref(x)[0], atol=1e-6)
+
+
+def test_pruned_modules_and_cells_stream_through_the_general_path() -> None:
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    for ours, ref, x, hx in (
+            (gatedrnn.GRU(3, 5), nn.GRU(3, 5), torch.randn(1, 2, 3), torch.zeros(1, 2, 5)),
+            (gatedrnn.GRUCell(3, 5), nn.GRUCell(3, 5), torch.randn(2, 3), torch.zeros(2, 5))):
+        ref.load_state_dict(ours.state_dict())
+        name = "weight_hh_l0" if isinstance(ours, nn.GRU) else "weight_hh"
+        for m in (ours, ref):
+            prune.l1_unstructured(m, name, amount=0.5)
+        with torch.no_grad():
+            for a, b in zip(torch.utils._pytree.tree_leaves(ours(x, hx)),
+                            torch.utils._pytree.tree_leaves(ref(x, hx))):
+                assert torch.allclose(a, b, atol=1e-6)

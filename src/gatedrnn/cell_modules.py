@@ -109,13 +109,14 @@ class RNNCellBase:
     def _reference_step(self, x: Tensor, parts: list[Tensor], dtype: torch.dtype | None = None
                         ) -> tuple[Tensor, ...]:
         """The step of ``gatedrnn.cells`` under autograd (in ``dtype`` when given)."""
-        ps = self._parameters
-        w = {"w_ih": ps["weight_ih"], "w_hh": ps["weight_hh"], "b_ih": ps["bias_ih"],
-             "b_hh": ps["bias_hh"], "peephole": ps.get("weight_peephole")}
+        # getattr: pruning and parametrizations turn a parameter into a plain attribute.
+        get = lambda n: getattr(self, n, None)  # noqa: E731 - a local shorthand
+        w = {"w_ih": get("weight_ih"), "w_hh": get("weight_hh"), "b_ih": get("bias_ih"),
+             "b_hh": get("bias_hh"), "peephole": get("weight_peephole")}
         if self.layer_norm:
             for which in ("x", "h", "c"):
-                w[f"ln_{which}_w"] = ps.get(f"layer_norm_{which}_weight")
-                w[f"ln_{which}_b"] = ps.get(f"layer_norm_{which}_bias")
+                w[f"ln_{which}_w"] = get(f"layer_norm_{which}_weight")
+                w[f"ln_{which}_b"] = get(f"layer_norm_{which}_bias")
         if dtype is not None:
             w = {k: None if v is None else v.to(dtype) for k, v in w.items()}
         # Zoneout (Krueger et al. 2016): a fresh keep-mask every call in training, p in eval.

@@ -181,8 +181,9 @@ class RNNBase:
     def _weights(self, k: int) -> dict[str, Tensor | None]:
         """The parameter dict of layer·D + direction k, in the engines' names."""
         sfx = self._all_weights[k][0][len("weight_ih"):]
-        ps = self._parameters
-        get = lambda n: ps.get(n + sfx)  # noqa: E731 - a local shorthand
+        # getattr, not self._parameters: pruning and parametrizations replace a parameter by a
+        # plain attribute or a property of the same name.
+        get = lambda n: getattr(self, n + sfx, None)  # noqa: E731 - a local shorthand
         w = {"w_ih": get("weight_ih"), "w_hh": get("weight_hh"), "b_ih": get("bias_ih"),
              "b_hh": get("bias_hh"), "w_hr": get("weight_hr"), "peephole": get("weight_peephole")}
         if self.weight_drop > 0 and self.training:

@@ -82,7 +82,10 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
         return None
     h, c, dt = state
     ps = cell._parameters  # not nn.Module.__getattr__: ~0.3 µs a name
-    params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+    try:
+        params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+    except KeyError:  # pruned or parametrized: the weight is an attribute, computed per access
+        return None
     if (torch.is_grad_enabled() and _needs_grad((input, h, c, *params))) or input.dim() != 2:
         return None
     mode = cell.cell_mode
@@ -144,7 +147,11 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     D = 2 if m.bidirectional else 1
     L, H, I = m.num_layers, m.hidden_size, m.input_size
     ps = m._parameters
-    groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None)) for names in m._all_weights]
+    try:
+        groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None))
+                  for names in m._all_weights]
+    except KeyError:  # pruned or parametrized (see cell_call)
+        return None
     if T != 1 or B == 0:
         return None
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
