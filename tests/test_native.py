@@ -134,3 +134,21 @@ def test_native_survives_deepcopy_and_pickle() -> None:
     want = m(x)[0]
     for again in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         assert torch.equal(again(x)[0], want)
+
+
+def test_native_double_backward_is_torchs() -> None:
+    """A gradient penalty (create_graph=True, then backward) through the native engine gives
+    torch.nn's gradients: the graph is torch's own."""
+    torch.manual_seed(0)
+    ours, ref = gatedrnn.LSTM(3, 4, engine="native"), torch.nn.LSTM(3, 4)
+    ref.load_state_dict(ours.state_dict())
+    lin = torch.nn.Linear(3, 3)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    grads = []
+    for m in (ours, ref):
+        y = m(lin(x))[0]
+        (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        penalty = gx.square().sum()
+        grads.append(torch.autograd.grad(penalty, [m.weight_hh_l0, lin.weight]))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
