@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn import functional, reference
+from gatedrnn import dispatch, functional, reference
 from parity import Case, assert_parity
 
 KINDS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -161,3 +161,131 @@ def test_nan_input_propagates_like_torch(kind: str, kw: dict, dtype) -> None:
         h = cell(3, 4, dtype=dtype, engine="fused", **ckw)(x[1])
     h = h[0] if isinstance(h, tuple) else h
     assert h[0].isnan().all() and not h[1].isnan().any()
+
+
+# --- engine="auto": the dispatch table and what it chose -----------------------------------------
+
+
+def _choose(device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True, training=False,
+            batch=32):
+    return dispatch.choose(device, kind, dtype, torch_op=torch_op, simple=simple,
+                           training=training, batch=batch)
+
+
+def test_rule_off_the_cpu_is_native_where_torch_computes_it() -> None:
+    for kind in ("LSTM", "GRU", "RNN", "cell"):
+        for dtype in ("float32", "float64", "half"):
+            for training in (False, True):
+                assert _choose("cuda", kind, dtype, training=training) == "native"
+                assert _choose("cuda", kind, dtype, torch_op=False, training=training) == "reference"
+                assert _choose("mps", kind, dtype, simple=False, batch=1) == "native"
+
+
+def test_rule_on_the_cpu() -> None:
+    assert _choose(batch=64) == "native"  # oneDNN's LSTM
+    assert _choose(batch=1) == "fused"
+    assert _choose(simple=False, batch=64) == "fused"  # packed or proj_size: torch leaves oneDNN
+    assert _choose(torch_op=False, batch=64) == "fused"  # a variant
+    assert _choose(dtype="float64", training=False) == "native"
+    assert _choose(dtype="float64", training=True) == "fused"
+    assert _choose(dtype="half") == "native"  # oneDNN's bfloat16 LSTM
+    for kind in ("GRU", "RNN"):
+        assert _choose(kind=kind, batch=64, training=True) == "fused"
+        assert _choose(kind=kind, dtype="half") == "fused-float32"
+    assert _choose(kind="cell", training=True) == "native"
+    assert _choose(kind="cell", training=False) == "fused"
+    assert _choose(kind="cell", torch_op=False) == "reference"
+    assert _choose(dtype="other") == "native"
+
+
+def test_rule_never_picks_the_reference_loop_where_another_engine_computes_it() -> None:
+    for row in dispatch.TABLE:
+        if row.engine == "reference":
+            assert row.torch_op is False or row.device == "other" or row.dtype == "other"
+
+
+AUTO_CASES = [
+    # (module, input shape, grad, the engine auto must pick)
+    (lambda: gatedrnn.LSTM(4, 8), (5, 32, 4), False, "native"),
+    (lambda: gatedrnn.LSTM(4, 8), (5, 1, 4), True, "fused"),
+    (lambda: gatedrnn.LSTM(4, 8, proj_size=3), (5, 32, 4), False, "fused"),
+    (lambda: gatedrnn.GRU(4, 8, num_layers=2), (5, 32, 4), True, "fused"),
+    (lambda: gatedrnn.LSTM(4, 8, dtype=torch.float64), (5, 32, 4), False, "native"),
+    (lambda: gatedrnn.LSTM(4, 8, dtype=torch.float64), (5, 32, 4), True, "fused"),
+    (lambda: gatedrnn.GRU(4, 8, dtype=torch.bfloat16), (5, 3, 4), True, "fused-float32"),
+    (lambda: gatedrnn.LSTM(4, 8, dtype=torch.bfloat16), (5, 3, 4), False, "native"),
+]
+
+
+@pytest.mark.parametrize("make,shape,grad,want", AUTO_CASES)
+def test_auto_reports_its_choice_and_matches_torch(make, shape, grad, want) -> None:
+    torch.manual_seed(0)
+    ours = make()
+    ref = getattr(torch.nn, type(ours).__name__)(4, 8, num_layers=ours.num_layers,
+                                                 proj_size=ours.proj_size, dtype=torch.float64) \
+        if isinstance(ours, torch.nn.LSTM) else torch.nn.GRU(4, 8, num_layers=ours.num_layers,
+                                                             dtype=torch.float64)
+    ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
+    dtype = ours.weight_ih_l0.dtype
+    x = torch.randn(shape, dtype=dtype)
+    with torch.set_grad_enabled(grad):
+        out = ours(x)[0]
+    assert ours.last_engine == want
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2}[dtype]
+    assert torch.allclose(out.double(), ref(x.double())[0], atol=tol)
+
+
+def test_last_engine_is_logged_when_it_changes(caplog) -> None:
+    m = gatedrnn.LSTM(4, 8)
+    with caplog.at_level("DEBUG", logger="gatedrnn"):
+        with torch.no_grad():
+            m(torch.randn(3, 1, 4))
+            m(torch.randn(3, 1, 4))
+            m(torch.randn(3, 32, 4))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["LSTM: engine fused (was None)", "LSTM: engine native (was fused)"]
+
+
+def test_engine_choices_are_checked() -> None:
+    with pytest.raises(ValueError, match="'native'"):
+        gatedrnn.GRU(3, 4, engine="cuda")
+    with pytest.raises(RuntimeError, match="fused"):
+        gatedrnn.GRU(3, 4, engine="fused").to("meta")(torch.randn(2, 1, 3, device="meta"))
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM", "RNN"])
+def test_half_precision_through_float32_is_float32_rounded_once(kind) -> None:
+    """bfloat16 storage, float32 arithmetic: the output is the float32 result rounded to bfloat16
+    once (relative error <= 2^-8, bfloat16's unit roundoff; measured 4.9e-4..1.9e-3 absolute at
+    (50, 4, 16, 32), where torch's own bfloat16 GRU/LSTM/RNN err 2.0e-3..5.4e-3). Gradients
+    likewise: float32 sums, one rounding."""
+    torch.manual_seed(0)
+    ours = getattr(gatedrnn, kind)(6, 8, num_layers=2, engine="fused").to(torch.bfloat16)
+    f32 = getattr(torch.nn, kind)(6, 8, num_layers=2)
+    f32.load_state_dict({k: v.float() for k, v in ours.state_dict().items()})
+    x = torch.randn(20, 3, 6).to(torch.bfloat16)
+    y = ours(x)[0]
+    assert ours.last_engine == "fused-float32" and y.dtype == torch.bfloat16
+    y32 = f32(x.float())[0]
+    assert torch.all((y.float() - y32).abs() <= 2 ** -8 * y32.abs() + 1e-5)
+    g = torch.autograd.grad(y.float().sum(), list(ours.parameters()))
+    g32 = torch.autograd.grad(y32.sum(), list(f32.parameters()))
+    for a, b in zip(g, g32):
+        assert a.dtype == torch.bfloat16
+        assert torch.all((a.float() - b).abs() <= 2 ** -8 * b.abs() + 1e-4)
+
+
+@pytest.mark.parametrize("cls", [gatedrnn.LSTMCell, gatedrnn.GRUCell, gatedrnn.RNNCell])
+@pytest.mark.parametrize("grad", [False, True])
+def test_half_precision_cells_compute_in_float32(cls, grad) -> None:
+    torch.manual_seed(0)
+    cell = cls(6, 8, engine="fused").to(torch.bfloat16)
+    f32 = getattr(torch.nn, cls.__name__)(6, 8)
+    f32.load_state_dict({k: v.float() for k, v in cell.state_dict().items()})
+    x = torch.randn(3, 6).to(torch.bfloat16)
+    with torch.set_grad_enabled(grad):
+        got = cell(x)
+    want = f32(x.float())
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        assert a.dtype == torch.bfloat16
+        assert torch.all((a.float() - b).abs() <= 2 ** -8 * b.abs() + 1e-5)

@@ -136,3 +136,13 @@ def test_one_step_inference_takes_the_step_kernels_and_matches_torch(
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
         assert a.shape == b.shape and torch.allclose(a, b, atol=tol)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from gatedrnn import cell_modules, dispatch, init, modules
+
+    for module in (modules, cell_modules, dispatch, init):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -1,7 +1,7 @@
 """What a gatedrnn module runs while ``torch.onnx.export`` or ``torch.export.export`` traces it.
 
 The eager engines loop in Python or in numba, which no exporter can trace into a graph that works
-for other sequence lengths. So while exporting, ``RNNBase.forward`` hands over to
+for other sequence lengths. So while exporting, ``modules.RNNBase.forward`` hands over to
 ``export_forward``, which builds the same network from ops the exporters understand:
 
 - ONNX export, either exporter: ONNX's own LSTM / GRU / RNN operators, one per layer (both
@@ -54,7 +54,7 @@ _RANDOM_OPTIONS = ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "w
 def export_forward(module: Any, input: Any, hx: Any = None) -> tuple[Tensor, Any]:
     """``module(input, hx)`` built from exportable ops; returns what ``forward`` returns.
 
-    Called by ``RNNBase.forward`` while ``torch.onnx.is_in_onnx_export()`` or
+    Called by ``modules.RNNBase.forward`` while ``torch.onnx.is_in_onnx_export()`` or
     ``torch.compiler.is_exporting()`` is true; not meant to be called directly.
 
     Example:
@@ -69,15 +69,16 @@ def export_forward(module: Any, input: Any, hx: Any = None) -> tuple[Tensor, Any
     _refuse_unexportable(module, input)
     # The TorchScript tracer records sizes as tensors, so a Python comparison of them would warn
     # (TracerWarning) and bake the traced size in; it validates nothing the ONNX model keeps.
-    validate = not torch.jit.is_tracing()
-    if validate:
-        checks.check_input(name, input, module.input_size, module.weight_ih_l0.dtype, packed=False)
-    unbatched = input.dim() == 2
-    if unbatched:
-        x = input.unsqueeze(1)
+    if not torch.jit.is_tracing():
+        args = checks.module_args(module, input, hx)  # torch.nn's checks and exceptions
+        x, states, unbatched = args.x, args.state, args.unbatched  # (T, B, I), each (L·D, B, ·)
     else:
-        x = input.transpose(0, 1) if module.batch_first else input  # (T, B, I)
-    states = _initial_states(module, hx, x, unbatched, validate)  # each (L·D, B, ·)
+        unbatched = input.dim() == 2
+        if unbatched:
+            x = input.unsqueeze(1)
+        else:
+            x = input.transpose(0, 1) if module.batch_first else input  # (T, B, I)
+        states = _initial_states(module, hx, x, unbatched)
     onnx = torch.onnx.is_in_onnx_export()
     loop_only = _loop_only_options(module)
     if onnx and not loop_only:
@@ -129,19 +130,14 @@ def _loop_only_options(module: Any) -> list[str]:
     return on
 
 
-def _initial_states(module: Any, hx: Any, x: Tensor, unbatched: bool, validate: bool) -> list[Tensor]:
-    """[h0] or [h0, c0], each (L·D, B, ·): hx checked as eager forward checks it, or zeros."""
-    name, lstm = type(module).__name__, module.mode == "LSTM"
+def _initial_states(module: Any, hx: Any, x: Tensor, unbatched: bool) -> list[Tensor]:
+    """[h0] or [h0, c0], each (L·D, B, ·): hx as given (a trace checks nothing), or zeros."""
+    lstm = module.mode == "LSTM"
     LD = module.num_layers * (2 if module.bidirectional else 1)
     sizes = [module.proj_size or module.hidden_size] + ([module.hidden_size] if lstm else [])
     if hx is None:
         return [x.new_zeros(LD, x.shape[1], s) for s in sizes]
-    checks.check_state_arity(name, hx, lstm)
     parts = list(hx) if lstm else [hx]
-    if validate:
-        for label, p, s in zip(("h_0", "c_0"), parts, sizes):
-            want = (LD, s) if unbatched else (LD, x.shape[1], s)
-            checks.check_hidden(name, label, p, want, x.dtype, x.device)
     return [p.unsqueeze(1) for p in parts] if unbatched else parts
 
 

@@ -21,8 +21,6 @@ from torch import Tensor
 from . import reference
 from .cells import CellOptions, Weights
 
-ENGINES = ("auto", "reference", "fused")
-
 
 @dataclass(frozen=True)
 class StackSpec:

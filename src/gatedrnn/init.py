@@ -56,7 +56,7 @@ def chrono_bias(hidden: int, max_len: int, like: Tensor) -> Tensor:
 
 def default_uniform_(params: list[Tensor], hidden: int) -> None:
     """torch.nn's default: every parameter U(−1/√H, 1/√H), in registration order."""
-    stdv = 1.0 / math.sqrt(hidden)
+    stdv = 1.0 / math.sqrt(hidden) if hidden > 0 else 0.0  # torch.nn's cells accept H = 0
     with torch.no_grad():
         for p in params:
             p.uniform_(-stdv, stdv)
@@ -78,6 +78,8 @@ def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: list[Tensor], h
 
     ``biases`` is [b_ih, b_hh] or empty (bias=False: only the weights change).
     """
+    if hidden <= 0:
+        return  # (torch.nn's cells accept hidden_size 0: nothing to initialise)
     gates = w_hh.shape[0] // hidden
     if scheme == "orthogonal":
         orthogonal_(w_ih, w_hh, gates, biases)

@@ -1,4 +1,9 @@
-"""Drop-in ``LSTM``, ``GRU`` and ``RNN``: torch.nn's contract, gatedrnn's engines and variants.
+"""Drop-in ``LSTM``, ``GRU`` and ``RNN``: torch.nn's classes, gatedrnn's engines and variants.
+
+``gatedrnn.LSTM`` is a ``torch.nn.LSTM`` (GRU and RNN likewise): torch's constructor validates
+and registers torch's parameters, and torch's machinery (``_flat_weights``, ``flatten_parameters``,
+``_apply``, pickling, ``all_weights``) is torch's own. gatedrnn adds keyword-only options (engine,
+the variants, init) and the engines that run them.
 
 Shape legend (as torch.nn): N batch, L sequence length, D = 2 if bidirectional else 1, H_in input
 size, H_cell hidden size, H_out = proj_size or hidden_size.
@@ -8,136 +13,162 @@ size, H_cell hidden size, H_out = proj_size or hidden_size.
 Parameter names, shapes, gate order and default initialisation are torch.nn's, so ``state_dict``s
 load both ways. The equations are in ``gatedrnn.cells``.
 
+Engines (``engine=``): "native" is torch.nn's own forward (its ``_VF`` ops: cuDNN, oneDNN), bit for
+bit torch.nn; "fused" the numba CPU kernels (bfloat16/float16 computed in float32); "reference" the
+eager loop over ``gatedrnn.cells``; "auto" (default) picks per call from the measured table in
+``gatedrnn.dispatch``. After every call ``module.last_engine`` names the engine that ran ("native",
+"fused", "fused-float32" or "reference"), and the logger ``"gatedrnn"`` writes a DEBUG line when
+that choice changes.
+
 Example:
     >>> import torch, gatedrnn
     >>> lstm = gatedrnn.LSTM(10, 20, num_layers=2)
+    >>> isinstance(lstm, torch.nn.LSTM)
+    True
     >>> ref = torch.nn.LSTM(10, 20, num_layers=2)
     >>> _ = ref.load_state_dict(lstm.state_dict())
     >>> x = torch.randn(5, 3, 10)
     >>> torch.allclose(lstm(x)[0], ref(x)[0], atol=1e-5)
     True
+    >>> lstm.last_engine in ("native", "fused")
+    True
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from . import checks, functional, init, one_step
+from . import checks, dispatch, functional, init, one_step
 from .cells import GATES, CellOptions
 
 _MODE = one_step.MODE
+_LOG = logging.getLogger("gatedrnn")
+
+# gatedrnn's keyword-only options and their defaults; each class accepts the ones it computes.
+OPTIONS: dict[str, Any] = {
+    "engine": "auto", "reset_after": True, "layer_norm": False, "peephole": False,
+    "recurrent_dropout": 0.0, "zoneout": 0.0, "zoneout_cell": 0.0, "weight_drop": 0.0,
+    "forget_bias": None, "init": "torch", "chrono_max_len": None,
+}
+_OWNER = {"reset_after": "GRU", "peephole": "LSTM", "zoneout_cell": "LSTM"}
+# The options torch has no op for; forget_bias and init only change initial values.
+VARIANTS = ("layer_norm", "peephole", "recurrent_dropout", "zoneout", "zoneout_cell",
+            "weight_drop")
 
 
 def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
-class RNNBase(nn.Module):
-    """The shared machinery of LSTM, GRU and RNN; use those classes, not this one."""
+def take_options(obj: Any, kwargs: dict[str, Any], accepted: tuple[str, ...], gru: bool) -> None:
+    """Pop gatedrnn's options out of ``kwargs`` (the rest is torch's), check them and store them
+    on ``obj`` (every option, defaults for the ones this class does not take)."""
+    name = type(obj).__name__
+    for key in OPTIONS:
+        if key in kwargs and key not in accepted:
+            owner = _OWNER.get(key, "LSTM and GRU")
+            raise TypeError(f"{name} got an unexpected keyword argument '{key}' ({owner} only)")
+    given = {k: kwargs.pop(k, v) for k, v in OPTIONS.items()}
+    obj.__dict__.update(checks.check_options(given, dispatch.ENGINES, gru))
+    obj.__dict__["last_engine"] = None
+    obj.__dict__["_gated_ready"] = False  # torch's constructor calls reset_parameters: skip that
 
-    def __init__(
-        self,
-        mode: str,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        device: Any = None,
-        dtype: torch.dtype | None = None,
-        *,
-        engine: str = "auto",
-        reset_after: bool = True,
-        layer_norm: bool = False,
-        peephole: bool = False,
-        recurrent_dropout: float = 0.0,
-        zoneout: float = 0.0,
-        zoneout_cell: float = 0.0,
-        weight_drop: float = 0.0,
-        forget_bias: float | None = None,
-        init: str = "torch",
-        chrono_max_len: int | None = None,
-    ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        checks.check_constructor(name, input_size, hidden_size, num_layers, bias, batch_first,
-                                 dropout, proj_size)
-        if engine not in functional.ENGINES:
-            raise ValueError(f"engine must be one of {functional.ENGINES}, got {engine!r}")
-        checks.check_variants(mode == "GRU", init, chrono_max_len, layer_norm, reset_after)
-        self.mode = mode
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional, self.proj_size = bidirectional, proj_size
-        self.engine, self.reset_after = engine, bool(reset_after)
-        self.layer_norm, self.peephole = bool(layer_norm), bool(peephole)
-        self.recurrent_dropout = checks.check_probability("recurrent_dropout", recurrent_dropout)
-        self.zoneout = checks.check_probability("zoneout", zoneout)
-        self.zoneout_cell = checks.check_probability("zoneout_cell", zoneout_cell)
-        self.weight_drop = checks.check_probability("weight_drop", weight_drop)
-        self.forget_bias, self.init, self.chrono_max_len = forget_bias, init, chrono_max_len
-        self._register(device, dtype)
+
+def record_engine(obj: Any, engine: str) -> str:
+    """Set ``last_engine``; log when the choice changes."""
+    if obj.__dict__.get("last_engine") != engine:
+        _LOG.debug("%s: engine %s (was %s)", type(obj).__name__, engine,
+                   obj.__dict__.get("last_engine"))
+        obj.__dict__["last_engine"] = engine
+    return engine
+
+
+def refuse_native(obj: Any, return_gates: bool = False) -> None:
+    """engine='native' with an option torch's ops cannot compute: say which, and who can."""
+    on = [f"{k}={getattr(obj, k)!r}" for k in VARIANTS if getattr(obj, k)]
+    if not obj.reset_after:
+        on.append("reset_after=False")
+    if return_gates:
+        on.append("return_gates=True")
+    if on:
+        raise ValueError(f"{type(obj).__name__}: engine='native' runs torch's own ops, which have "
+                         f"nothing for {', '.join(on)}; use engine='auto', 'fused' or 'reference'")
+
+
+def explicit_engine(engine: str, x: Tensor) -> str:
+    """engine='fused' on a device/dtype it cannot run: a clear error; half precision runs in
+    float32 through it."""
+    if engine != "fused" or dispatch.dtype_key(x.dtype) == "other":
+        return "reference" if engine == "fused" else engine  # (torch.nn's dtype error follows)
+    if x.device.type != "cpu":
+        raise RuntimeError(f"engine='fused' runs on CPU floating tensors only, got {x.dtype} on "
+                           f"{x.device}; use engine='auto', 'native' or 'reference'")
+    if not functional.fused_available():
+        raise RuntimeError("engine='fused' needs numba, which does not import here")
+    return "fused-float32" if dispatch.dtype_key(x.dtype) == "half" else "fused"
+
+
+_EAGER: Any = None
+
+
+def _eager_forward() -> Any:
+    """``RNNBase._forward`` out of Dynamo's sight. Dynamo refuses to trace a torch.nn.RNNBase
+    ("Dynamo does not support RNN, GRU, or LSTM"), so under torch.compile the module runs eagerly,
+    as torch.nn.LSTM does; without this, Dynamo would still trace the functions it calls one by
+    one. Made on first use, since torch.compiler.disable imports Dynamo (seconds)."""
+    global _EAGER
+    if _EAGER is None:
+        _EAGER = torch.compiler.disable(RNNBase._forward)
+    return _EAGER
+
+
+class RNNBase:
+    """gatedrnn's behaviour, mixed into torch.nn.LSTM / GRU / RNN (``class LSTM(RNNBase, nn.LSTM)``).
+
+    It derives from nothing, so a third-party mixin that derives from ``torch.nn.RNNBase`` can sit
+    in front of it (``class X(Mixin, gatedrnn.LSTM)``) and the cooperative ``__init__`` chain still
+    runs through torch's constructor.
+    """
+
+    _TORCH: type[nn.RNNBase]  # the torch.nn class: its forward is the native engine
+    _ACCEPTS: tuple[str, ...] = tuple(OPTIONS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRU)
+        super().__init__(*args, **kwargs)  # torch's checks, parameters, flat weights
+        self._register_variants()
+        self.__dict__["_gated_ready"] = True
         self.reset_parameters()
 
     # --- parameters -------------------------------------------------------------------------
 
-    def _register(self, device: Any, dtype: torch.dtype | None) -> None:
-        kw = {"device": device, "dtype": dtype}
+    def _register_variants(self) -> None:
+        """Variant parameters, after torch.nn's so that the default init draws torch's numbers."""
+        kw = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
         G, H = GATES[_MODE[self.mode]], self.hidden_size
-        H_out = self.proj_size or H
-        D = 2 if self.bidirectional else 1
-        self._flat_weights_names: list[str] = []
-        self._all_weights: list[list[str]] = []
-        extras = []
-        for layer in range(self.num_layers):
-            for d in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                in_size = self.input_size if layer == 0 else H_out * D
-                shapes = {"weight_ih": (G * H, in_size), "weight_hh": (G * H, H_out)}
-                if self.bias:
-                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-                if self.proj_size:
-                    shapes["weight_hr"] = (self.proj_size, H)
-                names = [k + sfx for k in shapes]
-                for full, shape in zip(names, shapes.values()):
-                    self.register_parameter(full, nn.Parameter(torch.empty(shape, **kw)))
-                self._flat_weights_names.extend(names)
-                self._all_weights.append(names)
-                if self.layer_norm:
-                    for which, size in (("x", G * H), ("h", G * H), ("c", H)):
-                        if which == "c" and self.mode != "LSTM":
-                            continue
-                        extras.append((f"layer_norm_{which}_weight{sfx}", (size,)))
-                        extras.append((f"layer_norm_{which}_bias{sfx}", (size,)))
-                if self.peephole:
-                    extras.append((f"weight_peephole{sfx}", (3, H)))
-        # Variant parameters come after torch.nn's, so that the default initialisation draws the
-        # same numbers as torch.nn for the same seed.
-        for full, shape in extras:
-            self.register_parameter(full, nn.Parameter(torch.empty(shape, **kw)))
-
-    @property
-    def _flat_weights(self) -> list[Tensor]:
-        return [getattr(self, n) for n in self._flat_weights_names]
-
-    @property
-    def all_weights(self) -> list[list[nn.Parameter]]:
-        """Parameters per layer and direction, as torch.nn's ``all_weights``."""
-        return [[getattr(self, n) for n in names] for names in self._all_weights]
-
-    def flatten_parameters(self) -> None:
-        """A no-op kept for torch.nn compatibility: our engines need no flat weight buffer."""
+        for names in self._all_weights:
+            sfx = names[0][len("weight_ih"):]
+            if self.layer_norm:
+                for which, size in (("x", G * H), ("h", G * H), ("c", H)):
+                    if which == "c" and self.mode != "LSTM":
+                        continue
+                    for part in ("weight", "bias"):
+                        self.register_parameter(f"layer_norm_{which}_{part}{sfx}",
+                                                nn.Parameter(torch.empty(size, **kw)))
+            if self.peephole:
+                self.register_parameter(f"weight_peephole{sfx}", nn.Parameter(torch.empty(3, H, **kw)))
 
     def reset_parameters(self) -> None:
         """torch.nn's default init, then the variant parameters, then ``init``/``forget_bias``."""
+        if not self.__dict__.get("_gated_ready"):
+            return  # called from torch's constructor, before the variants exist: draw once, later
         H = self.hidden_size
         init.default_uniform_(self._flat_weights, H)
         init.variant_defaults_(list(self.named_parameters()), H)
@@ -149,8 +180,9 @@ class RNNBase(nn.Module):
 
     def _weights(self, k: int) -> dict[str, Tensor | None]:
         """The parameter dict of layer·D + direction k, in the engines' names."""
-        names = self._all_weights[k]
-        sfx = names[0][len("weight_ih"):]
+        sfx = self._all_weights[k][0][len("weight_ih"):]
+        # getattr, not self._parameters: pruning and parametrizations replace a parameter by a
+        # plain attribute or a property of the same name.
         get = lambda n: getattr(self, n + sfx, None)  # noqa: E731 - a local shorthand
         w = {"w_ih": get("weight_ih"), "w_hh": get("weight_hh"), "b_ih": get("bias_ih"),
              "b_hh": get("bias_hh"), "w_hr": get("weight_hr"), "peephole": get("weight_peephole")}
@@ -169,25 +201,33 @@ class RNNBase(nn.Module):
         return CellOptions(_MODE[self.mode], self.reset_after, self.layer_norm, 1e-5,
                            self.zoneout, self.zoneout_cell, self.training)
 
-    def _initial_states(self, hx: Any, x: Tensor, B: int, unbatched: bool,
-                        order: Tensor | None) -> list[tuple[Tensor, ...]]:
-        name, lstm = type(self).__name__, self.mode == "LSTM"
-        LD = self.num_layers * (2 if self.bidirectional else 1)
-        sizes = [self.proj_size or self.hidden_size] + ([self.hidden_size] if lstm else [])
-        if hx is None:
-            parts = [x.new_zeros(LD, B, s) for s in sizes]
-        else:
-            checks.check_state_arity(name, hx, lstm)
-            parts = list(hx) if lstm else [hx]
-            labels = ["h_0", "c_0"]
-            for i, (p, s) in enumerate(zip(parts, sizes)):
-                want = (LD, s) if unbatched else (LD, B, s)
-                checks.check_hidden(name, labels[i], p, want, x.dtype, x.device)
-            if unbatched:
-                parts = [p.unsqueeze(1) for p in parts]
-            if order is not None:
-                parts = [p.index_select(1, order) for p in parts]
-        return [tuple(p[k] for p in parts) for k in range(LD)]
+    def _torch_op(self) -> bool:
+        return self.reset_after and not any(getattr(self, k) for k in VARIANTS)
+
+    def _engine(self, input: Any, return_gates: bool) -> str:
+        """The engine for this call (see ``gatedrnn.dispatch``)."""
+        if self.engine == "native":
+            refuse_native(self, return_gates)
+            return "native"
+        data = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(data, Tensor) or self.engine == "reference":
+            return "reference"  # (a non-tensor: the reference path raises torch.nn's error)
+        if torch._C._get_tracing_state() is not None:
+            return "reference"  # a TorchScript trace records torch ops; numba's are opaque to it
+        if self.engine != "auto":
+            return explicit_engine(self.engine, data)
+        torch_op = self._torch_op() and not return_gates
+        packed = isinstance(input, PackedSequence)
+        B = (int(input.batch_sizes[0]) if packed else data.shape[0 if self.batch_first else 1]
+             if data.dim() == 3 else 1)
+        training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
+        kind = "RNN" if self.mode.startswith("RNN") else self.mode
+        engine = dispatch.choose(data.device.type, kind, dispatch.dtype_key(data.dtype),
+                                 torch_op=torch_op, simple=not (packed or self.proj_size),
+                                 training=training, batch=B)
+        if engine.startswith("fused") and (B == 0 or not functional.fused_available()):
+            engine = "native" if torch_op else "reference"
+        return engine
 
     def forward(self, input: Tensor | PackedSequence, hx: Any = None, return_gates: bool = False):
         """Run the network; returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), and the
@@ -195,66 +235,69 @@ class RNNBase(nn.Module):
 
         ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
         exporter passes every defaulted parameter of ``forward`` positionally."""
-        # One inference step with the state carried (see one_step.py); None when exporting.
-        result = one_step.module_call(self, input, hx, return_gates)
-        if result is not None:
-            return result
+        if self.engine == "auto" or self.engine == "fused":
+            # One inference step with the state carried (see one_step.py); None otherwise.
+            result = one_step.module_call(self, input, hx, return_gates)
+            if result is not None:
+                record_engine(self, "fused")
+                return result
+        if "torch._dynamo" in sys.modules:  # (not imported: nobody is compiling)
+            return _eager_forward()(self, input, hx, return_gates)
+        return self._forward(input, hx, return_gates)
+
+    def _forward(self, input: Any, hx: Any, return_gates: bool) -> Any:
+        """forward past the streaming step."""
         if _exporting():
             from . import export_path  # the exporters need traceable torch ops, not numba
 
             return export_path.export_forward(self, input, hx)
-        name = type(self).__name__
-        dtype = self.weight_ih_l0.dtype
-        packed = isinstance(input, PackedSequence)
-        sorted_idx = unsorted_idx = None
-        if packed:
-            data, batch_sizes, sorted_idx, unsorted_idx = input
-            checks.check_input(name, data, self.input_size, dtype, packed=True)
-            x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # (T, B, I) sorted
-            unbatched = False
-        else:
-            checks.check_input(name, input, self.input_size, dtype, packed=False)
-            unbatched = input.dim() == 2
-            if unbatched:
-                x = input.unsqueeze(1)
-            else:
-                x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
-            batch_sizes = lengths = None
-        checks.check_length(name, x.shape[0])
-        B = x.shape[1]
-        states = self._initial_states(hx, x, B, unbatched, sorted_idx)
+        engine = record_engine(self, self._engine(input, return_gates))
+        if engine == "native":
+            if self.mode == "LSTM" and hx is not None and isinstance(input, PackedSequence):
+                checks.packed_lstm_state(self, input.data, input.batch_sizes, hx)
+            return self._TORCH.forward(self, input, hx)
+        a = checks.module_args(self, input, hx)
+        x, state = a.x, a.state
+        half = engine == "fused-float32"
+        if half:  # bfloat16/float16 storage, float32 arithmetic; the casts are in the graph
+            x, state = x.float(), [s.float() for s in state]
         D = 2 if self.bidirectional else 1
+        LD = self.num_layers * D
         spec = functional.StackSpec(self.num_layers, D, self.dropout, self.recurrent_dropout,
                                     self.training)
-        # A TorchScript trace records torch ops, and numba's are opaque to it: the reference engine.
-        tracing = torch._C._get_tracing_state() is not None
-        engine = "reference" if B == 0 or tracing else self.engine
-        weights = [self._weights(k) for k in range(self.num_layers * D)]
-        y, finals, gates = functional.stacked(x, states, weights, batch_sizes, self._options(),
-                                              spec, engine, return_gates)
-        state = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
-        if unsorted_idx is not None:
-            state = [s.index_select(1, unsorted_idx) for s in state]
+        weights = [self._weights(k) for k in range(LD)]
+        if half:
+            weights = [{n: None if t is None else t.float() for n, t in w.items()} for w in weights]
+        states = [tuple(s[k] for s in state) for k in range(LD)]
+        y, finals, gates = functional.stacked(x, states, weights, a.batch_sizes, self._options(),
+                                              spec, "reference" if engine == "reference" else "fused",
+                                              return_gates)
+        out_state = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
+        if half:
+            y, out_state = y.to(a.x.dtype), [s.to(a.x.dtype) for s in out_state]
+            gates = None if gates is None else {k: g.to(a.x.dtype) for k, g in gates.items()}
+        if a.unsorted is not None:
+            out_state = [s.index_select(1, a.unsorted) for s in out_state]
             if gates is not None:
-                gates = {k: g.index_select(2, unsorted_idx) for k, g in gates.items()}
-        if packed:
-            out: Any = PackedSequence(pack_padded_sequence(y, lengths).data, batch_sizes,
-                                      sorted_idx, unsorted_idx)
-        elif unbatched:
+                gates = {k: g.index_select(2, a.unsorted) for k, g in gates.items()}
+        if a.lengths is not None:
+            out: Any = PackedSequence(pack_padded_sequence(y, a.lengths).data, input.batch_sizes,
+                                      input.sorted_indices, input.unsorted_indices)
+        elif a.unbatched:
             out = y.squeeze(1)
-            state = [s.squeeze(1) for s in state]
+            out_state = [s.squeeze(1) for s in out_state]
             if gates is not None:
                 gates = {k: g.squeeze(2) for k, g in gates.items()}
         else:
             out = y.transpose(0, 1) if self.batch_first else y
-        result = (out, tuple(state) if self.mode == "LSTM" else state[0])
+        result = (out, tuple(out_state) if self.mode == "LSTM" else out_state[0])
         return result + (gates,) if return_gates else result
 
     # --- description ------------------------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments as JSON-serialisable values (see ``gatedrnn.from_config``)."""
-        cfg: dict[str, Any] = {"type": type(self).__name__}
+        cfg: dict[str, Any] = {"type": self._TORCH.__name__}
         for key in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                     "bidirectional", "engine", "layer_norm", "recurrent_dropout", "zoneout",
                     "weight_drop", "forget_bias", "init", "chrono_max_len"):
@@ -273,69 +316,46 @@ class RNNBase(nn.Module):
         return cfg
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        defaults = {"proj_size": 0, "num_layers": 1, "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False}
-        for key, default in defaults.items():
-            if getattr(self, key) != default:
-                s += f", {key}={getattr(self, key)}"
-        variants = {"engine": "auto", "reset_after": True, "layer_norm": False, "peephole": False,
-                    "recurrent_dropout": 0.0, "zoneout": 0.0, "zoneout_cell": 0.0,
-                    "weight_drop": 0.0, "forget_bias": None, "init": "torch",
-                    "chrono_max_len": None, "nonlinearity": "tanh"}
+        """torch.nn's description, then gatedrnn's options that are not at their defaults."""
+        s = super().extra_repr()
         cfg = self.get_config()
-        for key, default in variants.items():
+        if cfg.get("nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={cfg['nonlinearity']!r}"
+        for key, default in OPTIONS.items():
             if key in cfg and cfg[key] != default:
                 s += f", {key}={cfg[key]!r}"
         return s
 
 
-class LSTM(RNNBase):
-    """Drop-in ``torch.nn.LSTM``; equations in ``gatedrnn.cells.lstm_cell``.
+class LSTM(RNNBase, nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (a subclass of it); equations in ``gatedrnn.cells.lstm_cell``.
 
     Extra keyword-only options: engine, layer_norm, peephole, recurrent_dropout, zoneout,
     zoneout_cell, weight_drop, forget_bias, init, chrono_max_len (see the README).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__("LSTM", *args, **kwargs)
+    _TORCH = nn.LSTM
+    _ACCEPTS = tuple(k for k in OPTIONS if k != "reset_after")
 
 
-class GRU(RNNBase):
-    """Drop-in ``torch.nn.GRU``; equations in ``gatedrnn.cells.gru_cell``.
+class GRU(RNNBase, nn.GRU):
+    """Drop-in ``torch.nn.GRU`` (a subclass of it); equations in ``gatedrnn.cells.gru_cell``.
 
-    ``reset_after=False`` gives Cho et al.'s original GRU (Keras' reset_after=False).
+    ``reset_after=False`` gives Cho et al.'s original GRU (Keras' reset_after=False). Extra options
+    as ``LSTM`` less peephole and zoneout_cell.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "proj_size" in kwargs or len(args) > 7:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        for key in ("peephole", "zoneout_cell"):
-            if key in kwargs:
-                raise TypeError(f"GRU got an unexpected keyword argument '{key}' (LSTM only)")
-        super().__init__("GRU", *args, **kwargs)
+    _TORCH = nn.GRU
+    _ACCEPTS = tuple(k for k in OPTIONS if k not in ("peephole", "zoneout_cell"))
 
 
-class RNN(RNNBase):
-    """Drop-in ``torch.nn.RNN`` (Elman, tanh or relu), the ungated baseline."""
+class RNN(RNNBase, nn.RNN):
+    """Drop-in ``torch.nn.RNN`` (Elman, tanh or relu; a subclass of it), the ungated baseline.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        args = list(args)
-        nonlinearity = args.pop(3) if len(args) > 3 else kwargs.pop("nonlinearity", "tanh")
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        if len(args) > 7:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        allowed = {"engine"}
-        for key in kwargs:
-            if key not in allowed and key not in ("num_layers", "bias", "batch_first", "dropout",
-                                                   "bidirectional", "device", "dtype",
-                                                   "input_size", "hidden_size"):
-                raise TypeError(f"RNN got an unexpected keyword argument '{key}'")
-        self.nonlinearity = nonlinearity
-        super().__init__("RNN_" + nonlinearity.upper(), *args, **kwargs)
+    The one extra option is ``engine``."""
+
+    _TORCH = nn.RNN
+    _ACCEPTS = ("engine",)
 
 
 def from_config(config: dict[str, Any]) -> RNNBase:

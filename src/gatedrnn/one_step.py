@@ -74,25 +74,29 @@ def _state(input: Any, hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None, torc
 
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
-    if hx is None or cell.engine == "reference" or _traced() or cell._variants:
+    if hx is None or _traced() or cell._variants:
         return None
-    lstm = cell.mode == "lstm"
+    lstm = cell._TORCH is torch.nn.LSTMCell
     state = _state(input, hx, lstm)
     if state is None:
         return None
     h, c, dt = state
     ps = cell._parameters  # not nn.Module.__getattr__: ~0.3 µs a name
-    params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+    try:
+        params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+    except KeyError:  # pruned or parametrized: the weight is an attribute, computed per access
+        return None
     if (torch.is_grad_enabled() and _needs_grad((input, h, c, *params))) or input.dim() != 2:
         return None
+    mode = cell.cell_mode
     B, I, H = input.shape[0], cell.input_size, cell.hidden_size
     step = _STEP or kernels()
-    if not (_plain_params(step, params, GATES[cell.mode] * H, I, H, dt) and step.plain(input, (B, I), dt)
+    if not (_plain_params(step, params, GATES[mode] * H, I, H, dt) and step.plain(input, (B, I), dt)
             and step.plain(h, (B, H), dt) and step.plain(c, (B, H), dt)):
         return None
     h2 = _fresh((B, H), dt)
     c2 = _fresh((B, H), dt) if lstm else None
-    run, flag = step.kernel(cell.mode, cell.reset_after)
+    run, flag = step.kernel(mode, cell.reset_after)
     run(step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr() if lstm else 0,
         *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr() if lstm else 0, flag)
     return (h2, c2) if lstm else h2
@@ -122,7 +126,7 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     h_n (and c_n) (L·D, B, H), as torch.nn.
     """
     m = module
-    if hx is None or return_gates is not False or _traced() or m.engine == "reference":
+    if hx is None or return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
         return None
@@ -143,7 +147,11 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     D = 2 if m.bidirectional else 1
     L, H, I = m.num_layers, m.hidden_size, m.input_size
     ps = m._parameters
-    groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None)) for names in m._all_weights]
+    try:
+        groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None))
+                  for names in m._all_weights]
+    except KeyError:  # pruned or parametrized (see cell_call)
+        return None
     if T != 1 or B == 0:
         return None
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):

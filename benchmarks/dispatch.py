@@ -1,0 +1,135 @@
+"""Measure every engine against torch.nn and check the rule of ``engine="auto"`` (gatedrnn.dispatch).
+
+For each configuration (cell, shape T,B,I,H, dtype, inference or training, packed or not, proj_size)
+the engines reference, fused and native run interleaved in one process with torch.nn as the peer;
+the fastest of ``--repeats`` calls counts. The markdown table gives the milliseconds, the fastest
+gatedrnn engine, the engine ``auto`` picked for that call (``module.last_engine``), and "<<" where
+the two disagree by more than ``--slack`` (the pick slower than the fastest by that fraction).
+Move the rows of ``gatedrnn.dispatch.TABLE`` where the flags say so, on a quiet machine.
+
+Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
+                                     [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import gatedrnn
+
+SHAPES = [(200, 1, 64, 128), (100, 16, 128, 128), (100, 32, 128, 128), (100, 64, 256, 256),
+          (50, 256, 128, 256)]
+QUICK_SHAPES = [(20, 1, 16, 32), (20, 32, 32, 32)]
+ENGINES = ("reference", "fused", "native")
+
+
+def _modules(cell: str, I: int, H: int, dtype: torch.dtype, proj: int) -> dict:  # noqa: E741
+    """One module per engine plus torch.nn's, all with the same weights."""
+    cls = {"lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU, "rnn": gatedrnn.RNN}[cell]
+    kw = {"proj_size": proj} if proj else {}
+    torch.manual_seed(0)
+    auto = cls(I, H, dtype=dtype, **kw)
+    out = {"auto": auto}
+    for engine in ENGINES:
+        out[engine] = cls(I, H, dtype=dtype, engine=engine, **kw)
+        out[engine].load_state_dict(auto.state_dict())
+    out["torch.nn"] = getattr(torch.nn, cell.upper())(I, H, dtype=dtype, **kw)
+    out["torch.nn"].load_state_dict(auto.state_dict())
+    return out
+
+
+def _call(module: torch.nn.Module, x, training: bool) -> Callable[[], None]:
+    def run() -> None:
+        if training:
+            out = module(x)[0]
+            (out.data if hasattr(out, "batch_sizes") else out).float().sum().backward()
+        else:
+            with torch.no_grad():
+                module(x)
+    return run
+
+
+def _time(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure(cell: str, shape: tuple[int, int, int, int], dtype: torch.dtype, training: bool,
+            packed: bool, proj: int, repeats: int) -> dict:
+    T, B, I, H = shape  # noqa: E741
+    mods = _modules(cell, I, H, dtype, proj)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, I, generator=g).to(dtype)
+    if packed:
+        lengths = torch.randint(max(1, T // 2), T + 1, (B,), generator=g)
+        lengths[0] = T
+        x = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    calls = {name: _call(m, x, training) for name, m in mods.items()}
+    best = {name: float("inf") for name in calls}
+    failed = set()
+    for _ in range(repeats + 1):  # the first round warms up (numba compiles, oneDNN primitives)
+        for name, fn in calls.items():
+            if name in failed:
+                continue
+            try:
+                best[name] = min(best[name], _time(fn))
+            except (RuntimeError, ValueError):
+                failed.add(name)
+    return {"best": best, "failed": failed, "picked": mods["auto"].last_engine}
+
+
+def rows(cells: list[str], shapes: list, dtypes: list[torch.dtype], repeats: int):
+    for cell, shape, dtype, training, packed, proj in itertools.product(
+            cells, shapes, dtypes, (False, True), (False, True), (False, True)):
+        if proj and cell != "lstm":
+            continue
+        yield (cell, shape, dtype, training, packed, shape[3] // 2 if proj else 0), repeats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="two small shapes, float32, two repeats")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--slack", type=float, default=0.1)
+    ap.add_argument("--cells", default="lstm,gru,rnn")
+    ap.add_argument("--dtypes", default="float32,float64,bfloat16")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (SHAPES, args.repeats)
+    dtypes = [getattr(torch, d) for d in ("float32",) if args.quick] or \
+        [getattr(torch, d) for d in args.dtypes.split(",")]
+    print("| cell | T, B, I, H | dtype | mode | packed | proj | torch.nn ms | reference ms | "
+          "fused ms | native ms | fastest | auto picked | |")
+    print("|---|---|---|---|---|---|---:|---:|---:|---:|---|---|---|")
+    disagreements = 0
+    for (cell, shape, dtype, training, packed, proj), reps in rows(
+            args.cells.split(","), shapes, dtypes, repeats):
+        r = measure(cell, shape, dtype, training, packed, proj, reps)
+        best = r["best"]
+        ours = {e: best[e] for e in ENGINES if e not in r["failed"]}
+        fastest = min(ours, key=ours.get)
+        picked = r["picked"] or "?"
+        engine_of_pick = "fused" if picked.startswith("fused") else picked
+        flag = ""
+        if ours.get(engine_of_pick, float("inf")) > (1 + args.slack) * ours[fastest]:
+            flag, disagreements = "<<", disagreements + 1
+        ms = " | ".join("n/a" if e in r["failed"] else f"{best[e]:.2f}"
+                        for e in ("torch.nn",) + ENGINES)
+        print(f"| {cell} | {', '.join(map(str, shape))} | {str(dtype)[6:]} | "
+              f"{'training' if training else 'inference'} | {packed} | {proj} | {ms} | {fastest} | "
+              f"{picked} | {flag} |", flush=True)
+    print(f"\n{disagreements} row(s) where auto's pick is more than {args.slack:.0%} slower than "
+          "the fastest engine")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
