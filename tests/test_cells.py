@@ -222,7 +222,7 @@ def test_cell_initialisation_options() -> None:
 
 
 def _torch_twin(cell: torch.nn.Module) -> torch.nn.Module:
-    kind = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn_tanh": torch.nn.RNNCell}[cell.mode]
+    kind = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn_tanh": torch.nn.RNNCell}[cell.cell_mode]
     ref = kind(cell.input_size, cell.hidden_size, dtype=cell.weight_ih.dtype)
     ref.load_state_dict(cell.state_dict())
     return ref

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,3 +206,101 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
     # call to torch's op; h must match.
     _check_op(x.unsqueeze(0), [state[0].unsqueeze(0)], cell.weight_ih)
     return x, state, unbatched
+
+# --- For the modules with no torch.nn twin (gatedrnn.newcells) -------------------------------
+# torch.nn's classes validate through torch.nn itself (module_args, cell_args above). MinGRU,
+# MinLSTM and SLSTM have no torch.nn constructor or forward to defer to, so these checks follow
+# torch.nn.RNNBase's order and exception classes.
+
+
+def check_constructor(
+    name: str,
+    input_size: object,
+    hidden_size: object,
+    num_layers: object,
+    bias: object,
+    batch_first: object,
+    dropout: object,
+    proj_size: object,
+) -> None:
+    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed, got {dropout!r}"
+        )
+    for arg, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{arg} should be of type bool, got: {type(value).__name__}")
+    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                       ("num_layers", num_layers), ("proj_size", proj_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{arg} should be of type int, got: {type(value).__name__}")
+    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                       ("num_layers", num_layers)):
+        if value <= 0:
+            raise ValueError(f"{arg} must be greater than zero, got {value}")
+    if proj_size < 0:
+        raise ValueError(
+            f"proj_size should be a positive integer or zero to disable projections, got {proj_size}"
+        )
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+            f"hidden_size={hidden_size}"
+        )
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
+            stacklevel=4,
+        )
+
+
+def check_input(name: str, x: Tensor, input_size: int, dtype: torch.dtype, packed: bool) -> None:
+    """Rank, feature size, dtype and sequence length of the input."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(x).__name__}")
+    if not packed and x.dim() not in (2, 3):
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.dim()}D instead")
+    if x.dtype != dtype and not torch.is_autocast_enabled():
+        raise ValueError(
+            f"{name}: input dtype ({x.dtype}) does not match weight dtype ({dtype}). "
+            f"Convert input: input.to({dtype}), or convert model: model.to({x.dtype})"
+        )
+    if x.shape[-1] != input_size:
+        raise RuntimeError(
+            f"{name}: input.size(-1) must be equal to input_size. Expected {input_size}, "
+            f"got {x.shape[-1]}"
+        )
+
+
+def check_length(name: str, T: int) -> None:
+    if T == 0:
+        raise RuntimeError(f"{name}: Expected sequence length to be larger than 0 in RNN")
+
+
+def check_hidden(
+    name: str, which: str, hx: object, expected: tuple[int, ...], dtype: torch.dtype, device
+) -> None:
+    """One state tensor: a Tensor of exactly the expected shape, dtype and device."""
+    if not isinstance(hx, Tensor):
+        raise TypeError(f"{name}: {which} must be a Tensor, got {type(hx).__name__}")
+    if tuple(hx.shape) != tuple(expected):
+        raise RuntimeError(
+            f"{name}: Expected {which} size {tuple(expected)}, got {list(hx.shape)} "
+            "(num_layers * num_directions, batch, hidden)"
+        )
+    if hx.dtype != dtype:
+        raise RuntimeError(f"{name}: {which} dtype ({hx.dtype}) does not match input dtype ({dtype})")
+    if hx.device != device:
+        raise RuntimeError(f"{name}: {which} is on {hx.device} but input is on {device}")
+
+
+class StateTypeError(TypeError, AttributeError, IndexError, RuntimeError):
+    """hx of the wrong type: an LSTM given a tensor, or a GRU/RNN given a tuple.
+
+    torch.nn raises IndexError, RuntimeError or AttributeError for these, depending on the shape it
+    trips over first. This class is all of them and a TypeError, so every ``except`` written for
+    torch.nn still catches it, and the message says what was expected.
+    """
