@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .fused import Call, apply, needs_autograd
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -64,18 +65,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np
     return z.detach().expand(shape).contiguous().numpy(), off(nd, 1)
 
 
-class _Call:
-    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
-
-    __slots__ = ("sizes", "packed", "reverse", "reset_after", "eps", "record", "m", "zh", "sink")
-
-    def __init__(self, sizes, packed, reverse, reset_after, eps, record, m, zh):
-        self.sizes, self.packed, self.reverse, self.reset_after = sizes, packed, reverse, reset_after
-        self.eps, self.record, self.m, self.zh = eps, record, m, zh
-        self.sink: dict[str, Tensor] | None = None
-
-
-def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
+def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n and the buffers
     (G, VN, Q, XH, RS) that the backward pass needs (None where not kept)."""
     T, B = xin.shape[0], xin.shape[1]
@@ -155,7 +145,7 @@ def _new(shape: tuple[int, ...], nd: np.dtype, zeros: bool, like: np.ndarray | N
     return t
 
 
-def _gates(G: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+def _gates(G: Tensor, call: Call, H: int) -> dict[str, Tensor]:
     """Recorded gates, each (T, B, H), zero on inactive rows (G holds u or nothing there)."""
     gates = {name: G[..., k * H:(k + 1) * H].clone() for k, name in enumerate(GATE_NAMES)}
     if call.packed:
@@ -165,7 +155,7 @@ def _gates(G: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
     return gates
 
 
-def _backward(call: _Call, saved, dy, dhn, needs):
+def _backward(call: Call, saved, dy, dhn, needs):
     """Gradients (x, w_ih, b_ih, b_hh, h0, w_hh, lnh) of ``_forward``'s inputs from dL/dy, dL/dh_n;
     ``needs`` says which are wanted (the others come back None where that saves work).
 
@@ -237,20 +227,15 @@ def _backward(call: _Call, saved, dy, dhn, needs):
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
 
 
-class _GRUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh):
-        y, hn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, True)
-        ctx.call = call
-        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, w_hh, lnh, y, *bufs)
-        return y, hn
+def _kernel_forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh):
+    """``fused.apply``'s forward: (y, h_n) and what ``_kernel_backward`` reads."""
+    y, hn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, True)
+    return (y, hn), (xin if w_ih is not None else None, w_ih, h0, w_hh, lnh, y, *bufs)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dhn):
-        needs = ctx.needs_input_grad[1:]
-        grads = _backward(ctx.call, ctx.saved_tensors, dy, dhn, needs)
-        return (None, *(g if need else None for g, need in zip(grads, needs)))
+
+def _kernel_backward(call: Call, saved, grads, needs):
+    """``fused.apply``'s backward: a gradient per input of ``_kernel_forward``."""
+    return _backward(call, saved, *grads, needs)
 
 
 def run(
@@ -275,12 +260,10 @@ def run(
     if torch.compiler.is_compiling():
         return _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh,
                        record)
-    sizes, packed = step_sizes(batch_sizes, x.shape[0], x.shape[1])
-    call = _Call(sizes, packed, bool(reverse), bool(opts.reset_after), float(opts.ln_eps), record,
-                 m, zh)
+    call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks, record)
     full = (xin, w_ih, b_ih, b_hh, h0, w_hh, lnh)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
-        y, hn = _GRUFunction.apply(call, *full)
+    if needs_autograd(full):
+        y, hn = apply(_kernel_forward, _kernel_backward, call, full, x, state, w)
     else:
         y, hn, _ = _forward(call, *full, False)
     return y, (hn,), call.sink

@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cells import CellOptions
 from . import gru
-from .common import step_sizes
+from .fused import Call
 
 
 def _none(t: Tensor | None, like: Tensor) -> Tensor:
@@ -26,9 +27,9 @@ def _some(t: Tensor) -> Tensor | None:
 
 
 def _call(sizes: Tensor | None, B: int, T: int, reverse: bool, reset_after: bool, eps: float, m,
-          zh) -> gru._Call:
-    s, packed = step_sizes(sizes, T, B)
-    return gru._Call(s, packed, reverse, reset_after, eps, False, m, zh)
+          zh) -> Call:
+    opts = CellOptions("gru", reset_after=reset_after, ln_eps=eps)
+    return Call(sizes, T, B, reverse, opts, {"recurrent": m, "zoneout_h": zh})
 
 
 @torch.library.custom_op("gatedrnn::gru_forward", mutates_args=())

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import lstm_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .fused import Call, apply, needs_autograd
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -55,18 +56,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     return z.detach().expand(shape).contiguous().numpy()
 
 
-class _Call:
-    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
-
-    __slots__ = ("sizes", "packed", "reverse", "eps", "record", "zh", "zc", "m", "sink")
-
-    def __init__(self, sizes, packed, reverse, eps, record, m, zh, zc):
-        self.sizes, self.packed, self.reverse, self.eps = sizes, packed, reverse, eps
-        self.record, self.m, self.zh, self.zc = record, m, zh, zc
-        self.sink: dict[str, Tensor] | None = None
-
-
-def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
+def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n, c_n and, when ``keep``,
     the buffers the backward pass needs."""
     T, B = xin.shape[0], xin.shape[1]
@@ -129,7 +119,7 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
     return Y, hw, cw, (G, C, CH, XH, XC, RS)
 
 
-def _gates(G: Tensor, C: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+def _gates(G: Tensor, C: Tensor, call: Call, H: int) -> dict[str, Tensor]:
     """Recorded gates, each (T, B, H), zero on inactive rows (G holds x W_ih^T there)."""
     gates = {name: G[..., k * H:(k + 1) * H].clone()
              for k, name in enumerate(("input", "forget", "candidate", "output"))}
@@ -141,7 +131,7 @@ def _gates(G: Tensor, C: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
     return gates
 
 
-def _backward(call: _Call, saved, dy, dhn, dcn, needs):
+def _backward(call: Call, saved, dy, dhn, dcn, needs):
     """Gradients of every input of ``_forward`` from dL/dy, dL/dh_n, dL/dc_n."""
     xin, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, Y, G, C, CH, XH, XC, RS = saved
     T, B = G.shape[0], G.shape[1]
@@ -190,28 +180,24 @@ def _backward(call: _Call, saved, dy, dhn, dcn, needs):
     return dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc
 
 
-class _LSTMFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b):
-        lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
-        lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
-        y, hn, cn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, True)
-        ctx.call = call
-        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, c0, w_hh, w_hr, P, lnh,
-                              lnc, y, *bufs)
-        return y, hn, cn
+def _kernel_forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w,
+                    lnc_b):
+    """``fused.apply``'s forward: (y, h_n, c_n) and what ``_kernel_backward`` reads."""
+    lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
+    lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
+    y, hn, cn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, True)
+    saved = (xin if w_ih is not None else None, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, y, *bufs)
+    return (y, hn, cn), saved
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dhn, dcn):
-        needs = ctx.needs_input_grad[1:]
-        dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(
-            ctx.call, ctx.saved_tensors, dy, dhn, dcn, needs)
-        db_ih = db if needs[2] else None
-        db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
-        return (None, dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
-                *((None, None) if dlnh is None else dlnh.unbind(0)),
-                *((None, None) if dlnc is None else dlnc.unbind(0)))
+
+def _kernel_backward(call: Call, saved, grads, needs):
+    """``fused.apply``'s backward: a gradient per input of ``_kernel_forward``."""
+    dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(call, saved, *grads, needs)
+    db_ih = db if needs[2] else None
+    db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+    return (dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
+            *((None, None) if dlnh is None else dlnh.unbind(0)),
+            *((None, None) if dlnc is None else dlnc.unbind(0)))
 
 
 def run(
@@ -235,13 +221,11 @@ def run(
     m, zh, zc = masks.get("recurrent"), masks.get("zoneout_h"), masks.get("zoneout_c")
     if torch.compiler.is_compiling():
         return _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record)
-    T, B = x.shape[0], x.shape[1]
-    sizes, packed = step_sizes(batch_sizes, T, B)
-    call = _Call(sizes, packed, bool(reverse), float(opts.ln_eps), record, m, zh, zc)
+    call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks, record)
     xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
     full = (xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
-        y, hn, cn = _LSTMFunction.apply(call, *full)
+    if needs_autograd(full):
+        y, hn, cn = apply(_kernel_forward, _kernel_backward, call, full, x, state, w)
     else:
         lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
         lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])

@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cells import CellOptions
 from . import lstm
-from .common import step_sizes
+from .fused import Call
 
 
 def _none(t: Tensor | None, like: Tensor) -> Tensor:
@@ -25,9 +26,9 @@ def _some(t: Tensor) -> Tensor | None:
     return None if t.numel() == 0 and t.dim() == 1 else t
 
 
-def _call(sizes: Tensor | None, B: int, T: int, reverse: bool, eps: float, m, zh, zc) -> lstm._Call:
-    s, packed = step_sizes(sizes, T, B)
-    return lstm._Call(s, packed, reverse, eps, False, m, zh, zc)
+def _call(sizes: Tensor | None, B: int, T: int, reverse: bool, eps: float, m, zh, zc) -> Call:
+    masks = {"recurrent": m, "zoneout_h": zh, "zoneout_c": zc}
+    return Call(sizes, T, B, reverse, CellOptions("lstm", ln_eps=eps), masks)
 
 
 @torch.library.custom_op("gatedrnn::lstm_forward", mutates_args=())

@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cells import CellOptions
 from . import rnn
+from .fused import Call
 
 
 def _none(t: Tensor | None, like: Tensor) -> Tensor:
@@ -24,12 +26,17 @@ def _some(t: Tensor) -> Tensor | None:
     return None if t.numel() == 0 and t.dim() == 1 else t
 
 
+def _call(sizes: Tensor | None, T: int, B: int, reverse: bool, relu: bool, m, zh) -> Call:
+    opts = CellOptions("rnn_relu" if relu else "rnn_tanh")
+    return Call(sizes, T, B, reverse, opts, {"recurrent": m, "zoneout_h": zh})
+
+
 @torch.library.custom_op("gatedrnn::rnn_forward", mutates_args=())
 def rnn_forward(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, h0: Tensor,
                 w_hh: Tensor, sizes: Tensor | None, m: Tensor | None, zh: Tensor | None,
                 reverse: bool, relu: bool, keep: bool) -> tuple[Tensor, Tensor, Tensor]:
     """y, h_n and φ(a) (0-element unless ``keep`` with zoneout; see ``rnn._forward``)."""
-    call = rnn._Call.make(sizes, x.shape[0], x.shape[1], reverse, relu, m, zh)
+    call = _call(sizes, x.shape[0], x.shape[1], reverse, relu, m, zh)
     y, hn, act = rnn._forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, keep)
     return y, hn, _none(act, y)
 
@@ -47,7 +54,7 @@ def rnn_backward(dy: Tensor, dhn: Tensor, x: Tensor, w_ih: Tensor, h0: Tensor, w
                  y: Tensor, act: Tensor, sizes: Tensor | None, m: Tensor | None,
                  zh: Tensor | None, reverse: bool, relu: bool) -> list[Tensor]:
     """dx, dW_ih, db, dh0, dW_hh."""
-    call = rnn._Call.make(sizes, y.shape[0], y.shape[1], reverse, relu, m, zh)
+    call = _call(sizes, y.shape[0], y.shape[1], reverse, relu, m, zh)
     out = rnn._backward(call, (x, w_ih, h0, w_hh, y, _some(act)), dy, dhn, (True,) * 6)
     return list(out)
 
