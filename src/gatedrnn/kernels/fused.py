@@ -1,13 +1,17 @@
 """The plumbing every fused cell plugs into: per-call settings and the autograd Function.
 
 A fused cell is three things: the equations (``gatedrnn.cells``), a time-loop file of numba kernels
-(``<cell>_steps.py``), and a file (``<cell>.py``) with two plain functions on tensors,
+(``<cell>_steps.py``), and a file (``<cell>.py``) that registers a ``Kernel`` of three plain
+functions on tensors, for its modes (``register``):
 
-    forward(call, *inputs)               -> (outputs, saved)   outputs = (y, h_n[, c_n])
-    backward(call, saved, grads, needs)  -> one gradient (or None) per input
+    forward(call, *inputs, keep)                     -> (outs, bufs)
+    backward(call, inputs, outs, bufs, grads, needs) -> one gradient (or None) per input
+    fake(inputs, opts, masks)                        -> the shapes of outs and bufs (keep=True)
 
-and a ``run`` (the engine interface of ``gatedrnn.reference.run``) that builds a ``Call`` and hands
-both functions to ``apply``. Everything else lives here, written once:
+outs = (y, h_n[, c_n]); bufs are the fresh tensors (or None) that backward reads besides the
+inputs and outs, kept only when ``keep``. Its ``run`` (the engine interface of
+``gatedrnn.reference.run``) builds a ``Call`` and calls ``apply``, or, under torch.compile,
+``kernels.compiled.run`` (the same kernel as custom ops). Everything else lives here, once:
 
 - ``Call``: the settings of one ``run`` that are not tensors to differentiate (lengths, direction,
   masks, options), also what the reference engine needs to recompute the call;
@@ -27,6 +31,7 @@ derived inputs, so each original gets the whole gradient exactly once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,43 +67,69 @@ class Call:
         self.batch_sizes, self.opts, self.masks = batch_sizes, opts, masks
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """A fused cell's plug-in (module docstring): forward, backward, fake, n_out = len(outs), and
+    optionally ``unread(inputs)``, the input positions backward never reads (not kept alive)."""
+
+    forward: Callable
+    backward: Callable
+    fake: Callable
+    n_out: int
+    unread: Callable[[tuple], tuple[int, ...]] | None = None
+
+
+KERNELS: dict[str, Kernel] = {}
+
+
+def register(modes: tuple[str, ...], kernel: Kernel) -> Kernel:
+    """Make ``kernel`` the fused kernel of these cell modes (``CellOptions.mode``)."""
+    for mode in modes:
+        KERNELS[mode] = kernel
+    return kernel
+
+
 def needs_autograd(tensors: tuple) -> bool:
     """Whether autograd must see a call on these tensors."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def apply(forward: Callable, backward: Callable, call: Call, inputs: tuple,
-          x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None]) -> tuple:
-    """The outputs (y, h_n[, c_n]) of ``forward(call, *inputs)`` under autograd; ``x``, ``state``
+def apply(kernel: Kernel, call: Call, inputs: tuple, x: Tensor, state: tuple[Tensor, ...],
+          w: Mapping[str, Tensor | None]) -> tuple:
+    """The outputs (y, h_n[, c_n]) of ``kernel`` on ``inputs`` under autograd; ``x``, ``state``
     and ``w`` are ``run``'s originals (see the module docstring)."""
     keys = tuple(k for k, v in w.items() if v is not None)
     originals = (x, *state, *(w[k] for k in keys))
-    return FusedFunction.apply((forward, backward, call, keys, len(state), len(inputs)), *inputs,
-                               *originals)
+    return FusedFunction.apply((kernel, call, keys, len(state), len(inputs)), *inputs, *originals)
 
 
 class FusedFunction(torch.autograd.Function):
-    """apply(spec, *inputs, *originals), spec = (forward, backward, call, w keys, state arity,
-    len(inputs)); returns forward's outputs."""
+    """apply(spec, *inputs, *originals), spec = (kernel, call, w keys, state arity, len(inputs));
+    returns the kernel's outs."""
 
     @staticmethod
     def forward(ctx, spec, *tensors):
-        forward, _, call, _, _, n = spec
-        outs, saved = forward(call, *tensors[:n])
-        ctx.spec, ctx.n_saved = spec, len(saved)
-        ctx.save_for_backward(*saved, *tensors[n:])
+        kernel, call, _, _, n = spec
+        outs, bufs = kernel.forward(call, *tensors[:n], keep=True)
+        ctx.spec, ctx.sizes = spec, (len(outs), len(bufs))
+        ins = list(tensors[:n])
+        for i in kernel.unread(ins) if kernel.unread else ():
+            ins[i] = None
+        ctx.save_for_backward(*ins, *outs, *bufs, *tensors[n:])
         return outs
 
     @staticmethod
     def backward(ctx, *grads):
-        _, backward, call, keys, n_state, n = ctx.spec
+        kernel, call, keys, n_state, n = ctx.spec
+        n_out, n_buf = ctx.sizes
         saved = ctx.saved_tensors
-        originals = saved[ctx.n_saved:]
+        inputs, outs = saved[:n], saved[n:n + n_out]
+        bufs, originals = saved[n + n_out:n + n_out + n_buf], saved[n + n_out + n_buf:]
         needs = ctx.needs_input_grad[1:]
         if torch.is_grad_enabled():  # create_graph=True: differentiable, through the reference
             return (None, *((None,) * n), *_reference_grads(call, keys, n_state, originals, grads,
                                                              needs[n:]))
-        g = backward(call, saved[:ctx.n_saved], grads, needs[:n])
+        g = kernel.backward(call, inputs, outs, bufs, grads, needs[:n])
         return (None, *(gi if need else None for gi, need in zip(g, needs)),
                 *((None,) * len(originals)))
 

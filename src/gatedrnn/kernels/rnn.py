@@ -22,7 +22,7 @@ Backward needs only y (and φ(a) with zoneout), so training stores nothing beyon
 inference stores nothing per step. From B = 4 rows the loops run the rows in two halves on the two
 threads of torch's own OpenMP team (``threads.split_rows``; the per-step product of an Elman RNN is too
 small for a two-thread GEMM to pay, see the measurements there). Eager calls use an
-autograd.Function; under torch.compile the same code runs as custom ops (``rnn_op``). ``record``
+``fused.FusedFunction``; under torch.compile the same code runs as custom ops (``compiled``). ``record``
 returns ``{}``: the Elman RNN has no gates.
 
 Example:
@@ -46,9 +46,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import compiled
 from . import rnn_steps as steps
 from .common import gemm_scratch, off, recurrent_weight_grad
-from .fused import Call, apply, needs_autograd, numpy_dtype
+from .fused import Call, Kernel, apply, needs_autograd, numpy_dtype, register
 from .linear import linear, matmul
 from .threads import split_rows
 
@@ -128,18 +129,29 @@ def _backward(call: Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     return dx, dw_ih, db, dh, dw_hh
 
 
-def _kernel_forward(call: Call, x, w_ih, b_ih, b_hh, h0, w_hh):
-    """``fused.apply``'s forward: (y, h_n) and what ``_kernel_backward`` reads."""
-    y, hn, act = _forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, True)
-    return (y, hn), (x, w_ih, h0, w_hh, y, act)
+def _kernel_forward(call: Call, x, w_ih, b_ih, b_hh, h0, w_hh, keep: bool):
+    """``fused.Kernel.forward``: outs (y, h_n), bufs (φ(a) when kept apart from y, else None)."""
+    y, hn, act = _forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, keep)
+    return (y, hn), (act,)
 
 
-def _kernel_backward(call: Call, saved, grads, needs):
-    """``fused.apply``'s backward: a gradient per input (x, w_ih, b_ih, b_hh, h0, w_hh)."""
-    dx, dw_ih, db, dh, dw_hh = _backward(call, saved, *grads, needs)
+def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
+    """``fused.Kernel.backward``: a gradient per input (x, w_ih, b_ih, b_hh, h0, w_hh)."""
+    x, w_ih, b_ih, b_hh, h0, w_hh = inputs
+    dx, dw_ih, db, dh, dw_hh = _backward(call, (x, w_ih, h0, w_hh, outs[0], bufs[0]), *grads, needs)
     db_ih = db if needs[2] else None
     db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh
+
+
+def _kernel_fake(inputs, opts, masks) -> list:
+    """``fused.Kernel.fake``: the shapes of outs and bufs (keep=True), None where absent."""
+    x, h0 = inputs[0], inputs[4]
+    T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
+    return [(T, B, H), (B, H), (T, B, H) if masks.get("zoneout_h") is not None else None]
+
+
+KERNEL = register(MODES, Kernel(_kernel_forward, _kernel_backward, _kernel_fake, 2))
 
 
 def run(
@@ -156,25 +168,19 @@ def run(
 
     Shapes: x (T, B, I); state (h0 (B, H),); returns y (T, B, H), (h_n,), and ``{}`` when
     ``record`` (no gates), else None. Masks: "recurrent" (B, H), "zoneout_h" (T, B, H) or 0-dim.
-    Under torch.compile the loop runs as custom ops (``rnn_op``), without a graph break.
+    Under torch.compile the loop runs as custom ops (``kernels.compiled``), without a graph break.
     """
     if opts.mode not in MODES:
         raise ValueError(f"kernels.rnn runs modes {MODES}, got {opts.mode!r}")
     (h0,) = state
-    relu = opts.mode == "rnn_relu"
-    m, zh = masks.get("recurrent"), masks.get("zoneout_h")
-    w_ih, w_hh, b_ih, b_hh = w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh")
+    full = (x, w["w_ih"], w.get("b_ih"), w.get("b_hh"), h0, w["w_hh"])
     gates = {} if record else None
     if torch.compiler.is_compiling():
-        from . import rnn_op
-
-        y, hn, _ = rnn_op.rnn_forward(x, w_ih, b_ih, b_hh, h0, w_hh, batch_sizes, m, zh,
-                                      bool(reverse), relu, torch.is_grad_enabled())
+        (y, hn), _ = compiled.run(full, opts, batch_sizes, reverse, masks, torch.is_grad_enabled())
         return y, (hn,), gates
     call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks)
-    full = (x, w_ih, b_ih, b_hh, h0, w_hh)
     if needs_autograd(full):
-        y, hn = apply(_kernel_forward, _kernel_backward, call, full, x, state, w)
+        y, hn = apply(KERNEL, call, full, x, state, w)
     else:
-        y, hn, _ = _forward(call, *full, False)
+        (y, hn), _ = _kernel_forward(call, *full, keep=False)
     return y, (hn,), gates
