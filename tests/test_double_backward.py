@@ -181,3 +181,26 @@ def test_hessian_vector_product_matches_torch_nn() -> None:
     _, want = torch.autograd.functional.hvp(loss_of(ref), ref.weight_hh_l0.detach(), v)
     _, got = torch.autograd.functional.hvp(loss_of(ours), ours.weight_hh_l0.detach(), v)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("LSTM", {"layer_norm": True, "peephole": True, "proj_size": 2, "recurrent_dropout": 0.3}),
+    ("GRU", {"layer_norm": True, "zoneout": 0.2}),
+    ("GRU", {"reset_after": False, "bidirectional": True}),
+])
+def test_gradient_penalty_of_variants_matches_the_reference_engine(name: str, kw: dict) -> None:
+    """Variants torch.nn lacks: the fused engine against the reference engine, same masks
+    (same seed), in training mode."""
+    results = []
+    for engine in ("reference", "fused"):
+        torch.manual_seed(0)
+        m = getattr(gatedrnn, name)(3, 4, engine=engine, dtype=F64, **kw).train()
+        x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+        torch.manual_seed(1)
+        y = m(x)[0]
+        (g,) = torch.autograd.grad((y ** 2).sum(), x, create_graph=True)
+        g.norm().backward()
+        results.append([p.grad for p in m.parameters()] + [x.grad])
+    for a, b in zip(*results):
+        assert a is not None and b is not None
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

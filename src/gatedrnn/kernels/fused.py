@@ -53,7 +53,7 @@ class Call:
     """
 
     __slots__ = ("sizes", "packed", "reverse", "eps", "reset_after", "relu", "record", "m", "zh",
-                 "zc", "sink", "batch_sizes", "opts", "masks")
+                 "zc", "sink", "batch_sizes", "opts", "masks", "absent")
 
     def __init__(self, batch_sizes: Tensor | None, T: int, B: int, reverse: bool, opts: Any,
                  masks: Mapping[str, Tensor | None], record: bool = False) -> None:
@@ -65,6 +65,7 @@ class Call:
         self.m, self.zh, self.zc = masks.get("recurrent"), masks.get("zoneout_h"), masks.get("zoneout_c")
         self.sink: dict[str, Tensor] | None = None
         self.batch_sizes, self.opts, self.masks = batch_sizes, opts, masks
+        self.absent: tuple[str, ...] = ()  # weight keys given as None (``apply``)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ def apply(kernel: Kernel, call: Call, inputs: tuple, x: Tensor, state: tuple[Ten
     """The outputs (y, h_n[, c_n]) of ``kernel`` on ``inputs`` under autograd; ``x``, ``state``
     and ``w`` are ``run``'s originals (see the module docstring)."""
     keys = tuple(k for k, v in w.items() if v is not None)
+    call.absent = tuple(k for k, v in w.items() if v is None)  # the reference reads some as None
     originals = (x, *state, *(w[k] for k in keys))
     return FusedFunction.apply((kernel, call, keys, len(state), len(inputs)), *inputs, *originals)
 
@@ -138,8 +140,9 @@ def _reference_grads(call: Call, keys: tuple[str, ...], n_state: int, originals:
                      grads: tuple, needs: tuple[bool, ...]) -> list[Tensor | None]:
     """Gradients of the originals, with a graph: the call recomputed by ``reference.run``."""
     x, state, ws = originals[0], originals[1:1 + n_state], originals[1 + n_state:]
-    y, final, _ = reference.run(x, tuple(state), dict(zip(keys, ws)), call.batch_sizes,
-                                call.reverse, call.opts, call.masks, False)
+    w = {**dict.fromkeys(call.absent), **dict(zip(keys, ws))}
+    y, final, _ = reference.run(x, tuple(state), w, call.batch_sizes, call.reverse, call.opts,
+                                call.masks, False)
     outs, gouts = [], []
     for o, g in zip((y, *final), grads):
         if g is not None and o.requires_grad:
