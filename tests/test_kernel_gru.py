@@ -275,7 +275,7 @@ def test_outputs_are_ordinary_tensors() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "everything", "cho_everything"])
 def test_torch_compile_full_graph_equals_eager(name) -> None:
-    """Under torch.compile the kernel runs as custom ops (kernels/gru_op.py): no graph break."""
+    """Under torch.compile the kernel runs as custom ops (kernels/compiled.py): no graph break."""
     leaves, call = _setup(VARIANTS[name], T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
 
     def f(*tensors):

@@ -234,7 +234,7 @@ def test_two_thread_row_split_equals_reference(reverse, monkeypatch) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "everything"])
 def test_torch_compile_full_graph_equals_eager(name) -> None:
-    """Under torch.compile the kernel runs as custom ops (kernels/lstm_op.py): no graph break."""
+    """Under torch.compile the kernel runs as custom ops (kernels/compiled.py): no graph break."""
     leaves, call = _setup(VARIANTS[name], T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
 
     def f(*tensors):

@@ -312,23 +312,26 @@ def test_inference_path_equals_training_path(mode, name) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_custom_ops_pass_opcheck(mode) -> None:
-    """The torch.compile path's ops (kernels/rnn_op.py): schema, fake shapes and autograd."""
-    from gatedrnn.kernels import rnn_op
+    """The torch.compile path's ops (kernels/compiled.py): schema, fake shapes and autograd."""
+    from gatedrnn.kernels import compiled
 
     leaves, _ = _setup(VARIANTS["plain"], mode, T=4, B=3, I=2, H=3, lengths=None)
     x, h0, w_ih, w_hh, b_ih, b_hh = (leaves[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))
     sizes = torch.tensor([3, 2, 2, 1])
     zh = torch.bernoulli(torch.full((4, 3, 3), 0.3, dtype=torch.float64))
     m = torch.full((3, 3), 1 / 0.7, dtype=torch.float64)
-    for args in ((x, w_ih, b_ih, b_hh, h0, w_hh, None, None, None, False, mode == "rnn_relu", True),
-                 (x, w_ih, None, b_hh, h0, w_hh, sizes, m, zh, True, mode == "rnn_relu", True)):
-        torch.library.opcheck(rnn_op.rnn_forward, args)
+    none = x.new_empty(0)
+    for args in ((mode, True, 1e-5, False, True, [x, w_ih, b_ih, b_hh, h0, w_hh], None, None,
+                  None, None),
+                 (mode, True, 1e-5, True, True, [x, w_ih, none, b_hh, h0, w_hh], sizes, m, zh,
+                  None)):
+        torch.library.opcheck(compiled.fused_forward, args)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["plain", "everything"])
 def test_torch_compile_full_graph_equals_eager(name) -> None:
-    """Under torch.compile the kernel runs as custom ops (kernels/rnn_op.py): no graph break."""
+    """Under torch.compile the kernel runs as custom ops (kernels/compiled.py): no graph break."""
     leaves, call = _setup(VARIANTS[name], "rnn_tanh", T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
 
     def f(*tensors):

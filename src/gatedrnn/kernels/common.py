@@ -49,9 +49,18 @@ _F32 = np.float32
 _CLAMP = _F32(7.90531110763549805)
 
 
+# Where torch's own float32 activations are exactly ±1 or 0 (measured by bisection over float32
+# values, torch 2.x CPU). The kernels saturate at the same points, so that 0 ⊙ inf gives NaN (and
+# 1 − 1 = 0 gives 0 ⊙ inf) exactly where torch.nn's does: the plain rational function stops at
+# 1 − 2.4e-7, which turned torch's NaN into inf (issue 11, item 4). Finite values move < 1.2e-7.
+_TANH_ONE = _F32(9.01084041595459)  # |tanh(x)| == 1 from here
+_SIGMOID_ONE = _F32(16.635532)  # sigmoid(x) == 1 from here
+_SIGMOID_ZERO = _F32(-88.72284)  # sigmoid(x) == 0 up to here (exp(-x) overflows)
+
+
 @numba.njit(inline="always", **JIT)
-def tanh32(x):
-    """float32 tanh as a rational function; vectorises; max abs error 3e-7 (module docstring)."""
+def _tanh32_rational(x):
+    """float32 tanh as a rational function on [-7.905, 7.905], clamped outside; vectorises."""
     # x first: numba's min/max keep their first argument unless a later one compares smaller
     # (larger), which a NaN never does, so a NaN passes through as torch's tanh passes it.
     # (max(-C, min(C, x)) returned ±C for NaN; conditional reassignments trip numba's SSA check.)
@@ -72,8 +81,22 @@ def tanh32(x):
 
 
 @numba.njit(inline="always", **JIT)
+def tanh32(x):
+    """float32 tanh; vectorises; max abs error 3e-7 (module docstring), exactly ±1 where torch's
+    is. The comparisons are 0 or 1 as floats (a ternary here trips numba's SSA check when
+    inlined); a NaN compares false and the rational's NaN passes min/max as their first argument."""
+    r = _tanh32_rational(x)
+    s = min(r + _F32(x >= _TANH_ONE), _F32(1.0))
+    return max(s - _F32(x <= -_TANH_ONE), _F32(-1.0))
+
+
+@numba.njit(inline="always", **JIT)
 def sigmoid32(x):
-    return _F32(0.5) * tanh32(_F32(0.5) * x) + _F32(0.5)
+    """float32 sigmoid = 0.5 tanh(x/2) + 0.5, exactly 1 and 0 where torch's is (and positive,
+    1.2e-7, in between, where torch's is tiny but not 0); NaN passes as in ``tanh32``."""
+    r = _F32(0.5) * _tanh32_rational(_F32(0.5) * x) + _F32(0.5)
+    s = min(r + _F32(x >= _SIGMOID_ONE), _F32(1.0))
+    return max(s - _F32(x <= _SIGMOID_ZERO), _F32(0.0))
 
 
 @numba.njit(inline="always", **JIT)
@@ -83,8 +106,9 @@ def tanh64(x):
 
 @numba.njit(inline="always", **JIT)
 def sigmoid64(x):
-    # 0.5 tanh(x/2) + 0.5 is sigmoid without overflow in exp for large |x|.
-    return 0.5 * math.tanh(0.5 * x) + 0.5
+    # torch's own formula: 1 / (1 + exp(−x)) is 0 only where exp overflows (x < −709.78) and 1
+    # from x = 36.74, as torch's is; 0.5 tanh(x/2) + 0.5 was already 0 from x = −38.
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def tanh(x):

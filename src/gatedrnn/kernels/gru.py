@@ -19,8 +19,8 @@ With layer norm, LN_x(W_ih x) + b_ih is not recurrent, so it runs as torch ops u
 before the loop, and LN_h's shift absorbs b_hh (``torch.stack([gain, shift + b_hh])``, also under
 autograd), so the kernel sees one (2, 3H) parameter. Without gradients (inference) nothing per
 step is stored. Large batches run their rows in two halves on two threads (``threads.split_rows``).
-Eager calls use an autograd.Function; under torch.compile the same code runs as custom ops
-(``gru_op``).
+Eager calls use ``fused.FusedFunction``; under torch.compile the same code runs as custom ops
+(``kernels.compiled``).
 
 Example:
     >>> import torch
@@ -44,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import compiled
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .fused import Call, Kernel, apply, needs_autograd, register
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -64,18 +66,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np
     return z.detach().expand(shape).contiguous().numpy(), off(nd, 1)
 
 
-class _Call:
-    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
-
-    __slots__ = ("sizes", "packed", "reverse", "reset_after", "eps", "record", "m", "zh", "sink")
-
-    def __init__(self, sizes, packed, reverse, reset_after, eps, record, m, zh):
-        self.sizes, self.packed, self.reverse, self.reset_after = sizes, packed, reverse, reset_after
-        self.eps, self.record, self.m, self.zh = eps, record, m, zh
-        self.sink: dict[str, Tensor] | None = None
-
-
-def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
+def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n and the buffers
     (G, VN, Q, XH, RS) that the backward pass needs (None where not kept)."""
     T, B = xin.shape[0], xin.shape[1]
@@ -155,7 +146,7 @@ def _new(shape: tuple[int, ...], nd: np.dtype, zeros: bool, like: np.ndarray | N
     return t
 
 
-def _gates(G: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+def _gates(G: Tensor, call: Call, H: int) -> dict[str, Tensor]:
     """Recorded gates, each (T, B, H), zero on inactive rows (G holds u or nothing there)."""
     gates = {name: G[..., k * H:(k + 1) * H].clone() for k, name in enumerate(GATE_NAMES)}
     if call.packed:
@@ -165,7 +156,7 @@ def _gates(G: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
     return gates
 
 
-def _backward(call: _Call, saved, dy, dhn, needs):
+def _backward(call: Call, saved, dy, dhn, needs):
     """Gradients (x, w_ih, b_ih, b_hh, h0, w_hh, lnh) of ``_forward``'s inputs from dL/dy, dL/dh_n;
     ``needs`` says which are wanted (the others come back None where that saves work).
 
@@ -237,20 +228,38 @@ def _backward(call: _Call, saved, dy, dhn, needs):
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
 
 
-class _GRUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh):
-        y, hn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, True)
-        ctx.call = call
-        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, w_hh, lnh, y, *bufs)
-        return y, hn
+def _kernel_forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
+    """``fused.Kernel.forward``: outs (y, h_n), bufs (G, VN, Q, XH, RS)."""
+    y, hn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep)
+    return (y, hn), bufs
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dhn):
-        needs = ctx.needs_input_grad[1:]
-        grads = _backward(ctx.call, ctx.saved_tensors, dy, dhn, needs)
-        return (None, *(g if need else None for g, need in zip(grads, needs)))
+
+def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
+    """``fused.Kernel.backward``: a gradient per input of ``_kernel_forward``."""
+    xin, w_ih, b_ih, b_hh, h0, w_hh, lnh = inputs
+    dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh = _backward(
+        call, (xin, w_ih, h0, w_hh, lnh, outs[0], *bufs), *grads, needs)
+    if w_ih is None:  # layer norm: the biases live in the precomputed input and in lnh
+        db_ih = db_hh = None
+    return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
+
+
+def _kernel_fake(inputs, opts, masks) -> list:
+    """``fused.Kernel.fake``: the shapes of outs and bufs (keep=True), None where absent."""
+    xin, h0, lnh = inputs[0], inputs[4], inputs[6]
+    T, B, H = xin.shape[0], xin.shape[1], h0.shape[-1]
+    ra = bool(opts.reset_after)
+    ln = ra and lnh is not None
+    return [(T, B, H), (B, H), (T, B, 3 * H), (T, B, H) if ra else None,
+            (T, B, H) if not ra else None, (T, B, 3 * H) if ln else None, (T, B) if ln else None]
+
+
+def _unread(inputs) -> tuple[int, ...]:
+    """With layer norm (no w_ih) backward never reads the precomputed input: G holds a copy."""
+    return (0,) if inputs[1] is None else ()
+
+
+KERNEL = register(("gru",), Kernel(_kernel_forward, _kernel_backward, _kernel_fake, 2, _unread))
 
 
 def run(
@@ -267,22 +276,18 @@ def run(
 
     Shapes: x (T, B, I); state (h0 (B, H),); returns y (T, B, H), (h_n,), and the gates
     reset/update/candidate each (T, B, H) when ``record``.
-    Under torch.compile the loop runs as custom ops (``gru_op``), without a graph break.
+    Under torch.compile the loop runs as custom ops (``kernels.compiled``), without a graph break.
     """
     (h0,) = state
     xin, w_ih, b_ih, b_hh, w_hh, lnh = _inputs(x, w, opts)
-    m, zh = masks.get("recurrent"), masks.get("zoneout_h")
-    if torch.compiler.is_compiling():
-        return _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh,
-                       record)
-    sizes, packed = step_sizes(batch_sizes, x.shape[0], x.shape[1])
-    call = _Call(sizes, packed, bool(reverse), bool(opts.reset_after), float(opts.ln_eps), record,
-                 m, zh)
     full = (xin, w_ih, b_ih, b_hh, h0, w_hh, lnh)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
-        y, hn = _GRUFunction.apply(call, *full)
+    if torch.compiler.is_compiling():
+        return _compiled(full, batch_sizes, reverse, opts, masks, record)
+    call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks, record)
+    if needs_autograd(full):
+        y, hn = apply(KERNEL, call, full, x, state, w)
     else:
-        y, hn, _ = _forward(call, *full, False)
+        (y, hn), _ = _kernel_forward(call, *full, keep=False)
     return y, (hn,), call.sink
 
 
@@ -310,17 +315,13 @@ def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
     return u, None, None, None, w["w_hh"], lnh
 
 
-def _run_op(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, reverse, opts, m, zh, record):
-    """``run`` under torch.compile: the same computation as two custom ops (see gru_op)."""
-    from . import gru_op
-
-    keep = torch.is_grad_enabled()
-    y, hn, G, *_ = gru_op.gru_forward(xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, batch_sizes, m, zh,
-                                      bool(reverse), bool(opts.reset_after), float(opts.ln_eps),
-                                      keep)
+def _compiled(full, batch_sizes, reverse, opts, masks, record):
+    """``run`` under torch.compile: the same kernel as custom ops (``kernels.compiled``)."""
+    (y, hn), bufs = compiled.run(full, opts, batch_sizes, reverse, masks,
+                                 record or torch.is_grad_enabled())
     if not record:
         return y, (hn,), None
-    H = h0.shape[-1]
+    G, H = bufs[0], hn.shape[-1]
     gates = {name: G[..., k * H:(k + 1) * H].detach() for k, name in enumerate(GATE_NAMES)}
     if batch_sizes is not None:
         rows = (torch.arange(G.shape[1])[None, :] < batch_sizes[:, None]).to(G.dtype)[..., None]

@@ -13,7 +13,7 @@ is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there
 With layer norm, LN_x(W_ih x) is not recurrent, so it runs as torch ops under autograd before the
 loop and the kernel receives G directly. Without gradients (inference) nothing per step is stored.
 Large batches run their rows in two halves on two threads (``threads.split_rows``). Eager calls use
-an autograd.Function; under torch.compile the same code runs as custom ops (``lstm_op``).
+``fused.FusedFunction``; under torch.compile the same code runs as custom ops (``compiled``).
 
 Example:
     >>> import torch
@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import compiled
 from . import lstm_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .fused import Call, Kernel, apply, needs_autograd, register
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -55,18 +57,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     return z.detach().expand(shape).contiguous().numpy()
 
 
-class _Call:
-    """Per-call settings that are not tensors (one object per ``run``, never shared)."""
-
-    __slots__ = ("sizes", "packed", "reverse", "eps", "record", "zh", "zc", "m", "sink")
-
-    def __init__(self, sizes, packed, reverse, eps, record, m, zh, zc):
-        self.sizes, self.packed, self.reverse, self.eps = sizes, packed, reverse, eps
-        self.record, self.m, self.zh, self.zc = record, m, zh, zc
-        self.sink: dict[str, Tensor] | None = None
-
-
-def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
+def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n, c_n and, when ``keep``,
     the buffers the backward pass needs."""
     T, B = xin.shape[0], xin.shape[1]
@@ -129,7 +120,7 @@ def _forward(call: _Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc
     return Y, hw, cw, (G, C, CH, XH, XC, RS)
 
 
-def _gates(G: Tensor, C: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
+def _gates(G: Tensor, C: Tensor, call: Call, H: int) -> dict[str, Tensor]:
     """Recorded gates, each (T, B, H), zero on inactive rows (G holds x W_ih^T there)."""
     gates = {name: G[..., k * H:(k + 1) * H].clone()
              for k, name in enumerate(("input", "forget", "candidate", "output"))}
@@ -141,7 +132,7 @@ def _gates(G: Tensor, C: Tensor, call: _Call, H: int) -> dict[str, Tensor]:
     return gates
 
 
-def _backward(call: _Call, saved, dy, dhn, dcn, needs):
+def _backward(call: Call, saved, dy, dhn, dcn, needs):
     """Gradients of every input of ``_forward`` from dL/dy, dL/dh_n, dL/dc_n."""
     xin, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, Y, G, C, CH, XH, XC, RS = saved
     T, B = G.shape[0], G.shape[1]
@@ -190,28 +181,50 @@ def _backward(call: _Call, saved, dy, dhn, dcn, needs):
     return dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc
 
 
-class _LSTMFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b):
-        lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
-        lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
-        y, hn, cn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, True)
-        ctx.call = call
-        ctx.save_for_backward(xin if w_ih is not None else None, w_ih, h0, c0, w_hh, w_hr, P, lnh,
-                              lnc, y, *bufs)
-        return y, hn, cn
+def _stack(lnh_w, lnh_b, lnc_w, lnc_b):
+    """Layer norm's (gain, shift) pairs as the kernel reads them: (2, 4H) and (2, H), or None."""
+    return (None if lnh_w is None else torch.stack([lnh_w, lnh_b]),
+            None if lnc_w is None else torch.stack([lnc_w, lnc_b]))
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dhn, dcn):
-        needs = ctx.needs_input_grad[1:]
-        dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(
-            ctx.call, ctx.saved_tensors, dy, dhn, dcn, needs)
-        db_ih = db if needs[2] else None
-        db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
-        return (None, dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
-                *((None, None) if dlnh is None else dlnh.unbind(0)),
-                *((None, None) if dlnc is None else dlnc.unbind(0)))
+
+def _kernel_forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w,
+                    lnc_b, keep: bool):
+    """``fused.Kernel.forward``: outs (y, h_n, c_n), bufs (G, C, CH, XH, XC, RS)."""
+    lnh, lnc = _stack(lnh_w, lnh_b, lnc_w, lnc_b)
+    y, hn, cn, bufs = _forward(call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep)
+    return (y, hn, cn), bufs
+
+
+def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
+    """``fused.Kernel.backward``: a gradient per input of ``_kernel_forward``."""
+    xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = inputs
+    lnh, lnc = _stack(lnh_w, lnh_b, lnc_w, lnc_b)
+    saved = (xin, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, outs[0], *bufs)
+    dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(call, saved, *grads, needs)
+    db_ih = db if needs[2] else None
+    db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+    return (dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
+            *((None, None) if dlnh is None else dlnh.unbind(0)),
+            *((None, None) if dlnc is None else dlnc.unbind(0)))
+
+
+def _kernel_fake(inputs, opts, masks) -> list:
+    """``fused.Kernel.fake``: the shapes of outs and bufs (keep=True), None where absent."""
+    xin, h0, c0, lnh_w = inputs[0], inputs[4], inputs[5], inputs[9]
+    T, B = xin.shape[0], xin.shape[1]
+    H, Ho = c0.shape[-1], h0.shape[-1]
+    ln = lnh_w is not None
+    return [(T, B, Ho), (B, Ho), (B, H), (T, B, 4 * H), (T, B, H),
+            (T, B, H) if masks.get("zoneout_c") is not None else None,
+            (T, B, 4 * H) if ln else None, (T, B, H) if ln else None, (T, B, 2) if ln else None]
+
+
+def _unread(inputs) -> tuple[int, ...]:
+    """With layer norm (no w_ih) backward never reads the precomputed input: G holds a copy."""
+    return (0,) if inputs[1] is None else ()
+
+
+KERNEL = register(("lstm",), Kernel(_kernel_forward, _kernel_backward, _kernel_fake, 3, _unread))
 
 
 def run(
@@ -228,24 +241,18 @@ def run(
 
     Shapes: x (T, B, I); state (h0 (B, H_out), c0 (B, H)); returns y (T, B, H_out), (h_n, c_n),
     and the gates input/forget/candidate/output/cell each (T, B, H) when ``record``.
-    Under torch.compile the loop runs as custom ops (``lstm_op``), without a graph break.
+    Under torch.compile the loop runs as custom ops (``kernels.compiled``), without a graph break.
     """
     h0, c0 = state
-    args = _inputs(x, w, opts)
-    m, zh, zc = masks.get("recurrent"), masks.get("zoneout_h"), masks.get("zoneout_c")
-    if torch.compiler.is_compiling():
-        return _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record)
-    T, B = x.shape[0], x.shape[1]
-    sizes, packed = step_sizes(batch_sizes, T, B)
-    call = _Call(sizes, packed, bool(reverse), float(opts.ln_eps), record, m, zh, zc)
-    xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
+    xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = _inputs(x, w, opts)
     full = (xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
-        y, hn, cn = _LSTMFunction.apply(call, *full)
+    if torch.compiler.is_compiling():
+        return _compiled(full, h0, batch_sizes, reverse, opts, masks, record)
+    call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks, record)
+    if needs_autograd(full):
+        y, hn, cn = apply(KERNEL, call, full, x, state, w)
     else:
-        lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
-        lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
-        y, hn, cn, _ = _forward(call, *full[:9], lnh, lnc, record)
+        (y, hn, cn), _ = _kernel_forward(call, *full, keep=record)
     return y, (hn, cn), call.sink
 
 
@@ -267,20 +274,14 @@ def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
             w.get("ln_c_w") if ln else None, w.get("ln_c_b") if ln else None)
 
 
-def _run_op(args, h0, c0, batch_sizes, reverse, opts, m, zh, zc, record):
-    """``run`` under torch.compile: the same computation as two custom ops (see lstm_op)."""
-    from . import lstm_op
-
-    xin, w_ih, b_ih, b_hh, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = args
-    lnh = None if lnh_w is None else torch.stack([lnh_w, lnh_b])
-    lnc = None if lnc_w is None else torch.stack([lnc_w, lnc_b])
-    keep = bool(record) or torch.is_grad_enabled()
-    y, hn, cn, G, C, *_ = lstm_op.lstm_forward(xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh,
-                                               lnc, batch_sizes, m, zh, zc, bool(reverse),
-                                               float(opts.ln_eps), keep)
+def _compiled(full, h0, batch_sizes, reverse, opts, masks, record):
+    """``run`` under torch.compile: the same kernel as custom ops (``kernels.compiled``)."""
+    (y, hn, cn), bufs = compiled.run(full, opts, batch_sizes, reverse, masks,
+                                     record or torch.is_grad_enabled())
     if not record:
         return y, (hn, cn), None
-    H = c0.shape[-1]
+    G, C = bufs[0], bufs[1]
+    H = cn.shape[-1]
     gates = {name: G[..., k * H:(k + 1) * H].detach()
              for k, name in enumerate(("input", "forget", "candidate", "output"))}
     gates["cell"] = C.detach()

@@ -22,7 +22,7 @@ Backward needs only y (and φ(a) with zoneout), so training stores nothing beyon
 inference stores nothing per step. From B = 4 rows the loops run the rows in two halves on the two
 threads of torch's own OpenMP team (``threads.split_rows``; the per-step product of an Elman RNN is too
 small for a two-thread GEMM to pay, see the measurements there). Eager calls use an
-autograd.Function; under torch.compile the same code runs as custom ops (``rnn_op``). ``record``
+``fused.FusedFunction``; under torch.compile the same code runs as custom ops (``compiled``). ``record``
 returns ``{}``: the Elman RNN has no gates.
 
 Example:
@@ -46,8 +46,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import compiled
 from . import rnn_steps as steps
-from .common import gemm_scratch, off, recurrent_weight_grad, step_sizes
+from .common import gemm_scratch, off, recurrent_weight_grad
+from .fused import Call, Kernel, apply, needs_autograd, numpy_dtype, register
 from .linear import linear, matmul
 from .threads import split_rows
 
@@ -56,50 +58,27 @@ POOL_MIN_ROWS = 64  # the same without torch's libgomp (threads.split_rows' meas
 MODES = ("rnn_tanh", "rnn_relu")
 
 
-def _ndtype(t: Tensor) -> np.dtype:
-    return np.dtype(np.float32 if t.dtype == torch.float32 else np.float64)
+def _masks_np(call: Call, B: int, H: int, nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(m (B, H), zh (T, B, H) or (1, 1, H)) as the kernels read them; size 0 when absent."""
+    td = torch.float32 if nd == np.float32 else torch.float64
+    m = off(nd, 2) if call.m is None else call.m.detach().to(td).expand(B, H).contiguous().numpy()
+    zh = call.zh
+    if zh is None:
+        z = off(nd, 3)
+    elif zh.dim() == 0:
+        z = np.full((1, 1, H), float(zh), nd)
+    else:
+        z = zh.detach().to(td).expand(len(call.sizes), B, H).contiguous().numpy()
+    return m, z
 
 
-class _Call:
-    """Per-call settings that are not parameters (one object per ``run``, never shared).
-
-    sizes: (T,) int64 active rows per step; m: recurrent mask (B, H) or None; zh: zoneout
-    keep-weights (T, B, H), a 0-dim p (evaluation) or None.
-    """
-
-    __slots__ = ("sizes", "reverse", "relu", "m", "zh")
-
-    def __init__(self, sizes: np.ndarray, reverse: bool, relu: bool, m: Tensor | None,
-                 zh: Tensor | None) -> None:
-        self.sizes, self.reverse, self.relu, self.m, self.zh = sizes, reverse, relu, m, zh
-
-    @staticmethod
-    def make(batch_sizes: Tensor | None, T: int, B: int, reverse: bool, relu: bool,
-             m: Tensor | None, zh: Tensor | None) -> _Call:
-        sizes, _ = step_sizes(batch_sizes, T, B)
-        return _Call(sizes, bool(reverse), bool(relu), m, zh)
-
-    def masks_np(self, B: int, H: int, nd: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(m (B, H), zh (T, B, H) or (1, 1, H)) as the kernels read them; size 0 when absent."""
-        td = torch.float32 if nd == np.float32 else torch.float64
-        m = off(nd, 2) if self.m is None else self.m.detach().to(td).expand(B, H).contiguous().numpy()
-        zh = self.zh
-        if zh is None:
-            z = off(nd, 3)
-        elif zh.dim() == 0:
-            z = np.full((1, 1, H), float(zh), nd)
-        else:
-            z = zh.detach().to(td).expand(len(self.sizes), B, H).contiguous().numpy()
-        return m, z
-
-
-def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+def _forward(call: Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
              h0: Tensor, w_hh: Tensor, keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """The forward pass on plain tensors (no autograd): y (T, B, H), h_n (B, H) and, when
     ``keep`` and zoneout is on, φ(a) (T, B, H) for the backward pass (else None: y is enough)."""
     T, B, I = x.shape
     H = h0.shape[-1]
-    nd = _ndtype(x)
+    nd = numpy_dtype(x)
     x, w_ih, h0, w_hh = x.detach(), w_ih.detach(), h0.detach(), w_hh.detach()
     bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
     x2 = x.reshape(T * B, I)
@@ -108,7 +87,7 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     sep = call.zh is not None  # zoneout: y = d h + (1 − d) φ(a) needs its own buffer
     Y = torch.empty((T, B, H), dtype=x.dtype) if sep else G
     hw = h0.contiguous().clone()  # becomes h_n
-    m, zh = call.masks_np(B, H, nd)
+    m, zh = _masks_np(call, B, H, nd)
     args = (G.numpy(), Y.numpy(), hw.numpy(), call.sizes, call.reverse, call.relu,
             w_hh.contiguous().numpy(), m, zh, np.empty((B, H), nd) if m.size else off(nd, 2))
 
@@ -119,18 +98,18 @@ def _forward(call: _Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Te
     return Y, hw, (G if sep and keep else None)
 
 
-def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
+def _backward(call: Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
               needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
     """Gradients (dx, dW_ih, db, dh0, dW_hh) from dL/dy and dL/dh_n; ``needs`` flags x, w_ih,
     the biases, h0, w_hh (None where not needed, except dh0, which the loop produces anyway)."""
     x, w_ih, h0, w_hh, y, act = saved
     T, B, H = y.shape
-    nd = _ndtype(y)
+    nd = numpy_dtype(y)
     A = y if act is None else act
     dY = torch.zeros_like(y) if dy is None else dy.contiguous()
     dh = torch.zeros_like(h0) if dhn is None else dhn.contiguous().clone()  # becomes dL/dh0
     dA = torch.empty_like(y)
-    m, zh = call.masks_np(B, H, nd)
+    m, zh = _masks_np(call, B, H, nd)
     tmp = np.empty((B, H), nd) if (m.size or zh.size) else off(nd, 2)
     kept = np.empty((B, H), nd) if zh.size else off(nd, 2)
     args = (A.numpy(), dY.numpy(), dh.numpy(), dA.numpy(), call.sizes, call.reverse, call.relu,
@@ -150,22 +129,29 @@ def _backward(call: _Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     return dx, dw_ih, db, dh, dw_hh
 
 
-class _RNNFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, call, x, w_ih, b_ih, b_hh, h0, w_hh):
-        y, hn, act = _forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, True)
-        ctx.call = call
-        ctx.save_for_backward(x, w_ih, h0, w_hh, y, act)
-        return y, hn
+def _kernel_forward(call: Call, x, w_ih, b_ih, b_hh, h0, w_hh, keep: bool):
+    """``fused.Kernel.forward``: outs (y, h_n), bufs (φ(a) when kept apart from y, else None)."""
+    y, hn, act = _forward(call, x, w_ih, b_ih, b_hh, h0, w_hh, keep)
+    return (y, hn), (act,)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dhn):
-        needs = ctx.needs_input_grad[1:]  # x, w_ih, b_ih, b_hh, h0, w_hh
-        dx, dw_ih, db, dh, dw_hh = _backward(ctx.call, ctx.saved_tensors, dy, dhn, needs)
-        db_ih = db if needs[2] else None
-        db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
-        return None, dx, dw_ih, db_ih, db_hh, dh if needs[4] else None, dw_hh
+
+def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
+    """``fused.Kernel.backward``: a gradient per input (x, w_ih, b_ih, b_hh, h0, w_hh)."""
+    x, w_ih, b_ih, b_hh, h0, w_hh = inputs
+    dx, dw_ih, db, dh, dw_hh = _backward(call, (x, w_ih, h0, w_hh, outs[0], bufs[0]), *grads, needs)
+    db_ih = db if needs[2] else None
+    db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+    return dx, dw_ih, db_ih, db_hh, dh, dw_hh
+
+
+def _kernel_fake(inputs, opts, masks) -> list:
+    """``fused.Kernel.fake``: the shapes of outs and bufs (keep=True), None where absent."""
+    x, h0 = inputs[0], inputs[4]
+    T, B, H = x.shape[0], x.shape[1], h0.shape[-1]
+    return [(T, B, H), (B, H), (T, B, H) if masks.get("zoneout_h") is not None else None]
+
+
+KERNEL = register(MODES, Kernel(_kernel_forward, _kernel_backward, _kernel_fake, 2))
 
 
 def run(
@@ -182,25 +168,19 @@ def run(
 
     Shapes: x (T, B, I); state (h0 (B, H),); returns y (T, B, H), (h_n,), and ``{}`` when
     ``record`` (no gates), else None. Masks: "recurrent" (B, H), "zoneout_h" (T, B, H) or 0-dim.
-    Under torch.compile the loop runs as custom ops (``rnn_op``), without a graph break.
+    Under torch.compile the loop runs as custom ops (``kernels.compiled``), without a graph break.
     """
     if opts.mode not in MODES:
         raise ValueError(f"kernels.rnn runs modes {MODES}, got {opts.mode!r}")
     (h0,) = state
-    relu = opts.mode == "rnn_relu"
-    m, zh = masks.get("recurrent"), masks.get("zoneout_h")
-    w_ih, w_hh, b_ih, b_hh = w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh")
+    full = (x, w["w_ih"], w.get("b_ih"), w.get("b_hh"), h0, w["w_hh"])
     gates = {} if record else None
     if torch.compiler.is_compiling():
-        from . import rnn_op
-
-        y, hn, _ = rnn_op.rnn_forward(x, w_ih, b_ih, b_hh, h0, w_hh, batch_sizes, m, zh,
-                                      bool(reverse), relu, torch.is_grad_enabled())
+        (y, hn), _ = compiled.run(full, opts, batch_sizes, reverse, masks, torch.is_grad_enabled())
         return y, (hn,), gates
-    call = _Call.make(batch_sizes, x.shape[0], x.shape[1], reverse, relu, m, zh)
-    full = (x, w_ih, b_ih, b_hh, h0, w_hh)
-    if torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in full):
-        y, hn = _RNNFunction.apply(call, *full)
+    call = Call(batch_sizes, x.shape[0], x.shape[1], reverse, opts, masks)
+    if needs_autograd(full):
+        y, hn = apply(KERNEL, call, full, x, state, w)
     else:
-        y, hn, _ = _forward(call, *full, False)
+        (y, hn), _ = _kernel_forward(call, *full, keep=False)
     return y, (hn,), gates

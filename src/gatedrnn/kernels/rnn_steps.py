@@ -108,7 +108,8 @@ def backward(A, dY, dh, dA, sizes, reverse, relu, w_hh, m, zh, tmp, kept, lo, hi
     Derivatives of one step (δx = dL/dx; d the zoneout keep-weights, m the recurrent mask):
         δh_t = dh + dY[t]                              (state carried in, plus this output)
         δv   = (1 − d) ⊙ δh_t                          (δh_t without zoneout)
-        δa   = δv ⊙ φ'(a):  tanh: 1 − v²;  relu: 1[a > 0] = 1[v > 0]
+        δa   = δv ⊙ φ'(a):  tanh: 1 − v²;  relu: 1[a > 0] = 1[v > 0], except that a NaN passes δv
+               (torch's threshold_backward zeroes where v <= 0, which a NaN never is)
         δh_{t−1} = (δa W_hh) ⊙ m + d ⊙ δh_t
     Rows not active at t keep dh unchanged (their state skipped the step).
     """
@@ -126,7 +127,7 @@ def backward(A, dY, dh, dA, sizes, reverse, relu, w_hh, m, zh, tmp, kept, lo, hi
                 if relu:
                     for j in range(H):
                         e = dhb[j] + dyb[j]
-                        dab[j] = e if ab[j] > zero else zero
+                        dab[j] = zero if ab[j] <= zero else e
                 else:
                     for j in range(H):
                         v = ab[j]
@@ -139,7 +140,7 @@ def backward(A, dY, dh, dA, sizes, reverse, relu, w_hh, m, zh, tmp, kept, lo, hi
                         e = dhb[j] + dyb[j]
                         kb[j] = d * e
                         e = (one - d) * e
-                        dab[j] = e if ab[j] > zero else zero
+                        dab[j] = zero if ab[j] <= zero else e
                 else:
                     for j in range(H):
                         d = zr[j]

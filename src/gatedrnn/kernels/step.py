@@ -26,6 +26,8 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
+# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11);
+# numba's cache is keyed on this file, so an edit to them must touch this file too.
 from .common import JIT, prod, sigmoid, tanh
 
 LIKE = {torch.float32: np.zeros(0, np.float32), torch.float64: np.zeros(0, np.float64)}
