@@ -118,12 +118,6 @@ def test_the_walk_sees_kernel_imports() -> None:
     assert "gatedrnn.kernels.lstm" in graph["gatedrnn.functional"]  # a lazy import counts
 
 
-# Still there on this branch; helper "toolkit" is making tasks and datasets depend one way (issue
-# 12 item 4). Delete this entry when that lands: the test then holds the whole of src to no cycle.
-KNOWN = [["gatedrnn.toolkit.datasets", "gatedrnn.toolkit.tasks"]]
-
-
 def test_no_import_cycles_in_src() -> None:
     found = cycles(import_graph())
-    assert not any(m.startswith("gatedrnn.kernels") for c in found for m in c), found
-    assert [c for c in found if c not in KNOWN] == [], f"import cycles: {found}"
+    assert found == [], f"import cycles: {found}"
