@@ -9,6 +9,7 @@ Move the rows of ``gatedrnn.dispatch.TABLE`` where the flags say so, on a quiet 
 
 Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
                                      [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]
+                                     [--shapes T,B,I,H;...]
 """
 
 from __future__ import annotations
@@ -101,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slack", type=float, default=0.1)
     ap.add_argument("--cells", default="lstm,gru,rnn")
     ap.add_argument("--dtypes", default="float32,float64,bfloat16")
+    ap.add_argument("--shapes", default=None, help="T,B,I,H;T,B,I,H;... (default: the grid above)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (SHAPES, args.repeats)
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
     dtypes = [getattr(torch, d) for d in ("float32",) if args.quick] or \
         [getattr(torch, d) for d in args.dtypes.split(",")]
     print("| cell | T, B, I, H | dtype | mode | packed | proj | torch.nn ms | reference ms | "

@@ -46,6 +46,7 @@ class Row:
     simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
     training: bool | None = None  # autograd records the call
     min_batch: int = 0
+    max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
 
 
 TABLE: tuple[Row, ...] = (
@@ -58,23 +59,32 @@ TABLE: tuple[Row, ...] = (
     Row("reference", device="other"),
     Row("native", dtype="other", torch_op=True),
     Row("reference", dtype="other"),
-    # CPU LSTM without packing or projection: torch runs oneDNN. Fused measured 0.71-0.89x in
-    # float32 inference and 0.80-1.02x in training at B >= 32, 0.98-0.99x at B = 1; in float64
-    # (generic path) fused was 0.70-0.73x in inference and 1.04-1.22x in training.
+    # CPU LSTM without packing or projection: torch runs oneDNN (float32) or its generic loop.
+    # Measured by benchmarks/dispatch.py (CPU, 2 threads, fastest of 3; README "Speed"):
+    # - float32 inference: native 1.2-1.3x faster than fused from B = 16 to 64 (7.3 vs 9.8 ms,
+    #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
+    # - float32 training: native at B = 16 (18.2 vs 20.6 ms), level at B = 32 (29.9 vs 28.5),
+    #   fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
+    # - float64 (no oneDNN): fused 2x at B = 1; native 1.05-1.5x in inference from B = 32;
+    #   fused 1.2-4x in training.
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        min_batch=16),
-    Row("native", device="cpu", kind="LSTM", dtype="half", torch_op=True, simple=True),
+        training=False, min_batch=16),
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, min_batch=16, max_batch=31),
     Row("native", device="cpu", kind="LSTM", dtype="float64", torch_op=True, simple=True,
-        training=False),
-    # Everything else on the CPU (GRU 1.1-8.9x, packed 1.2-1.9x, proj_size 1.8-2.1x, variants):
-    # fused; half precision through float32, since torch's GRU in bfloat16 is its generic loop.
+        training=False, min_batch=16),
+    # Everything else on the CPU (GRU 1.1-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
+    # Half precision through float32: torch.nn's bfloat16 LSTM and GRU measured 5-27x slower than
+    # fused-float32 on this CPU (e.g. LSTM (100, 64, 256, 256) inference 434 vs 61 ms).
     Row("fused-float32", dtype="half"),
     Row("fused"),
 )
 
 
 def _matches(row: Row, features: dict[str, object], batch: int) -> bool:
-    return batch >= row.min_batch and all(
+    if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
+        return False
+    return all(
         getattr(row, key) is None or getattr(row, key) == value for key, value in features.items())
 
 
