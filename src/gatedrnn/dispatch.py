@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +74,7 @@ TABLE: tuple[Row, ...] = (
 )
 
 
-def _matches(row: Row, features: dict[str, object], batch: int) -> bool:
+def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
     return batch >= row.min_batch and all(
         getattr(row, key) is None or getattr(row, key) == value for key, value in features.items())
 

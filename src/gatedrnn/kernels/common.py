@@ -42,7 +42,7 @@ from numba.extending import overload
 
 # fastmath without "nnan" and "ninf": those let LLVM assume no NaN or inf, which silently turned a
 # NaN input into finite outputs (torch.nn propagates it). The remaining flags keep vectorisation.
-JIT = dict(nogil=True, cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
+JIT: dict[str, Any] = dict(nogil=True, cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
            error_model="numpy")
 
 _F32 = np.float32
