@@ -70,8 +70,9 @@ Step = Callable[..., tuple[tuple[Tensor, ...], dict[str, Tensor]]]
 
 
 def required(w: Weights, name: str) -> Tensor:
-    """``w[name]`` for a weight every cell has (w_ih; w_hh but in minGRU and minLSTM). Weights
-    allows None for the optional entries (biases, projection, peepholes, layer norm), not these."""
+    """``w[name]`` for a weight the cell and its options imply (w_ih; w_hh but in minGRU and
+    minLSTM; the layer norm's with layer_norm). Weights allows None for the entries that may be
+    absent (biases, projection, peepholes), so this one is typed as present."""
     return cast(Tensor, w[name])
 
 
