@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -33,19 +33,39 @@ from .modules import OPTIONS, explicit_engine, record_engine, refuse_native, tak
 _CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop"))
 
 
-class RNNCellBase:
+# The type checker sees the mixin as the torch.nn.RNNCellBase it is mixed into; at run time it
+# derives from nothing (see RNNCellBase).
+if TYPE_CHECKING:
+    _TorchRNNCellBase = nn.RNNCellBase
+else:
+    _TorchRNNCellBase = object
+
+
+class RNNCellBase(_TorchRNNCellBase):
     """gatedrnn's behaviour, mixed into torch.nn's cells (``class LSTMCell(RNNCellBase,
     nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.RNNBase``."""
 
     _TORCH: type[nn.RNNCellBase]
     _GATES: int  # gate blocks stacked in weight_ih
     _ACCEPTS: tuple[str, ...] = _CELL_OPTIONS
+    if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
+        engine: str
+        reset_after: bool
+        layer_norm: bool
+        peephole: bool
+        zoneout: float
+        zoneout_cell: float
+        forget_bias: float | None
+        init: str
+        chrono_max_len: int | None
+        last_engine: str | None
+        nonlinearity: str  # torch.nn.RNNCell's
     # (recurrent dropout and weight drop draw a mask per sequence or pass: defaults, never set)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRUCell)
         super().__init__(*args, **kwargs)
-        kw = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
+        kw: dict[str, Any] = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
         G, H = self._GATES, self.hidden_size
         # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
         if self.layer_norm:
@@ -82,7 +102,7 @@ class RNNCellBase:
         if not self.__dict__.get("_gated_ready"):
             return  # torch's constructor: draw once, after the variant parameters exist
         H = self.hidden_size
-        biases = [self.bias_ih, self.bias_hh] if self.bias_ih is not None else []
+        biases: list[Tensor] = [self.bias_ih, self.bias_hh] if self.bias_ih is not None else []
         init.default_uniform_([self.weight_ih, self.weight_hh] + biases, H)
         init.variant_defaults_(list(self.named_parameters()), H)
         mode = "lstm" if self._TORCH is nn.LSTMCell else "gru" if self._TORCH is nn.GRUCell else "rnn"

@@ -25,8 +25,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,15 @@ class CellOptions:
 
 
 Weights = Mapping[str, Tensor | None]
+# A cell step: (x, state, w, ...) -> (new_state, gates).
+Step = Callable[..., tuple[tuple[Tensor, ...], dict[str, Tensor]]]
+
+
+def required(w: Weights, name: str) -> Tensor:
+    """``w[name]`` for a weight the cell and its options imply (w_ih; w_hh but in minGRU and
+    minLSTM; the layer norm's with layer_norm). Weights allows None for the entries that may be
+    absent (biases, projection, peepholes), so this one is typed as present."""
+    return cast(Tensor, w[name])
 
 
 def _ln(v: Tensor, w: Weights, which: str, eps: float) -> Tensor:
@@ -109,8 +119,8 @@ def lstm_cell(
     """
     h, c = state
     h_in = h if recurrent_mask is None else h * recurrent_mask
-    x_part = x @ w["w_ih"].T  # (B, 4H)
-    h_part = h_in @ w["w_hh"].T  # (B, 4H)
+    x_part = x @ required(w, "w_ih").T  # (B, 4H)
+    h_part = h_in @ required(w, "w_hh").T  # (B, 4H)
     if opts.layer_norm:
         x_part = _ln(x_part, w, "x", opts.ln_eps)
         h_part = _ln(h_part, w, "h", opts.ln_eps)
@@ -167,12 +177,12 @@ def gru_cell(
     """
     (h,) = state
     h_in = h if recurrent_mask is None else h * recurrent_mask
-    u = x @ w["w_ih"].T  # (B, 3H)
+    u = x @ required(w, "w_ih").T  # (B, 3H)
     if opts.layer_norm:
         u = _ln(u, w, "x", opts.ln_eps)
     u = _add(u, w.get("b_ih"))
     u_r, u_z, u_n = u.chunk(3, dim=-1)
-    w_hh, b_hh = w["w_hh"], w.get("b_hh")
+    w_hh, b_hh = required(w, "w_hh"), w.get("b_hh")
     if opts.reset_after:
         v = h_in @ w_hh.T  # (B, 3H)
         if opts.layer_norm:
@@ -211,12 +221,13 @@ def rnn_cell(
     """
     (h,) = state
     h_in = h if recurrent_mask is None else h * recurrent_mask
-    a = _add(_add(x @ w["w_ih"].T + h_in @ w["w_hh"].T, w.get("b_ih")), w.get("b_hh"))
+    a = _add(_add(x @ required(w, "w_ih").T + h_in @ required(w, "w_hh").T, w.get("b_ih")),
+             w.get("b_hh"))
     h_new = torch.tanh(a) if opts.mode == "rnn_tanh" else torch.relu(a)
     return (_zoneout(h, h_new, zoneout_h),), {}
 
 
-STEPS = {"lstm": lstm_cell, "gru": gru_cell, "rnn_tanh": rnn_cell, "rnn_relu": rnn_cell}
+STEPS: dict[str, Step] = {"lstm": lstm_cell, "gru": gru_cell, "rnn_tanh": rnn_cell, "rnn_relu": rnn_cell}
 
 
 # --- the cells that came after (issue 10) ---------------------------------------------------------
@@ -249,7 +260,7 @@ def mingru_cell(x: Tensor, state: tuple[Tensor], w: Weights) -> tuple[tuple[Tens
     Shapes: x (B, I), h (B, H), w_ih (2H, I), b_ih (2H,) or None; returns ((h',), gates).
     """
     (h,) = state
-    gates = mingru_gates(_add(x @ w["w_ih"].T, w.get("b_ih")))
+    gates = mingru_gates(_add(x @ required(w, "w_ih").T, w.get("b_ih")))
     update_gate, candidate = gates["update"], gates["candidate"]
     h_new = (1 - update_gate) * h + update_gate * candidate
     return (h_new,), gates
@@ -275,7 +286,7 @@ def minlstm_cell(x: Tensor, state: tuple[Tensor], w: Weights) -> tuple[tuple[Ten
     normalised f', i' recorded as "forget" and "input".
     """
     (h,) = state
-    gates = minlstm_gates(_add(x @ w["w_ih"].T, w.get("b_ih")))
+    gates = minlstm_gates(_add(x @ required(w, "w_ih").T, w.get("b_ih")))
     h_new = gates["forget"] * h + gates["input"] * gates["candidate"]
     return (h_new,), gates
 
@@ -323,7 +334,8 @@ def slstm_cell(
     w_ih (4H, I), w_hh (4H, H) or (num_heads, 4d, d), biases (4H,) or None.
     """
     h, c, n, m = state
-    a = _add(_add(x @ w["w_ih"].T + headwise_product(h, w["w_hh"]), w.get("b_ih")), w.get("b_hh"))
+    a = _add(_add(x @ required(w, "w_ih").T + headwise_product(h, required(w, "w_hh")),
+                  w.get("b_ih")), w.get("b_hh"))
     a_i, a_f, a_z, a_o = a.chunk(4, dim=-1)  # each (B, H)
     log_f = F.logsigmoid(a_f) + m
     stabilizer = torch.maximum(log_f, a_i)
@@ -340,5 +352,5 @@ def slstm_cell(
     return (h_new, cell, normalizer, stabilizer), gates
 
 
-NEW_STEPS = {"mingru": mingru_cell, "minlstm": minlstm_cell, "slstm": slstm_cell}
+NEW_STEPS: dict[str, Step] = {"mingru": mingru_cell, "minlstm": minlstm_cell, "slstm": slstm_cell}
 MIN_GATES = {"mingru": mingru_gates, "minlstm": minlstm_gates}

@@ -17,7 +17,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ FLAGS = ("reset_after", "layer_norm", "peephole")
 
 def check_probability(name: str, value: object) -> float:
     """A variant's probability: a real number in [0, 1), not a bool (1 would keep nothing)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= cast(float, value) < 1:
         raise ValueError(f"{name} should be a number in range [0, 1), got {value!r}")
     return float(value)
 
@@ -94,6 +94,8 @@ def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
     lstm = m.mode == "LSTM"
     tag = "RNN" if m.mode.startswith("RNN") else m.mode
     unbatched, unsorted = False, None
+    batch_sizes: Tensor | None
+    lengths: Tensor | None
     if isinstance(input, PackedSequence):
         data, batch_sizes, sorted_idx, unsorted = input
         hx = _zeros(m, data, int(batch_sizes[0])) if hx is None else m.permute_hidden(hx, sorted_idx)
@@ -215,16 +217,19 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
 
 def check_constructor(
     name: str,
-    input_size: object,
-    hidden_size: object,
-    num_layers: object,
-    bias: object,
-    batch_first: object,
-    dropout: object,
-    proj_size: object,
+    input_size: Any,
+    hidden_size: Any,
+    num_layers: Any,
+    bias: Any,
+    batch_first: Any,
+    dropout: Any,
+    proj_size: Any,
 ) -> None:
-    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes."""
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1:
+    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes.
+
+    The arguments are the caller's as given (hence Any): this is where they are checked."""
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or \
+            not 0 <= cast(float, dropout) <= 1:
         raise ValueError(
             "dropout should be a number in range [0, 1] representing the probability of an "
             f"element being zeroed, got {dropout!r}"
@@ -249,7 +254,7 @@ def check_constructor(
             f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
             f"hidden_size={hidden_size}"
         )
-    if dropout > 0 and num_layers == 1:
+    if cast(float, dropout) > 0 and num_layers == 1:
         warnings.warn(
             "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
             f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
@@ -257,7 +262,7 @@ def check_constructor(
         )
 
 
-def check_input(name: str, x: Tensor, input_size: int, dtype: torch.dtype, packed: bool) -> None:
+def check_input(name: str, x: object, input_size: int, dtype: torch.dtype, packed: bool) -> None:
     """Rank, feature size, dtype and sequence length of the input."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(x).__name__}")

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +82,7 @@ TABLE: tuple[Row, ...] = (
 )
 
 
-def _matches(row: Row, features: dict[str, object], batch: int) -> bool:
+def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
     if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
         return False
     return all(

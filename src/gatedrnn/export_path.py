@@ -148,7 +148,8 @@ def _scan_stack(module: Any, x: Tensor, states: list[Tensor]) -> tuple[Tensor, l
     """The layer stack as one ``scan`` per layer and direction; returns y (T, B, D·H_out), finals."""
     opts = module._options()
     D = 2 if module.bidirectional else 1
-    layer_in, finals = x, [[] for _ in states]
+    layer_in = x
+    finals: list[list[Tensor]] = [[] for _ in states]
     for layer in range(module.num_layers):
         outs = []
         for d in range(D):
@@ -212,7 +213,8 @@ def _native_stack(module: Any, x: Tensor, states: list[Tensor], dynamo: bool
         attrs["linear_before_reset"] = int(module.reset_after)
     elif mode != "LSTM":
         attrs["activations"] = ["Tanh" if mode == "RNN_TANH" else "Relu"] * D
-    layer_in, finals = x, [[] for _ in states]
+    layer_in = x
+    finals: list[list[Tensor]] = [[] for _ in states]
     for layer in range(module.num_layers):
         ws = [module._weights(layer * D + d) for d in range(D)]
         W = torch.stack([_onnx_blocks(w["w_ih"], mode) for w in ws])  # (D, G·H, I)
@@ -243,6 +245,7 @@ def _recurrent_op(op: str, inputs: list[Tensor | None], attrs: dict[str, Any], n
             raise RuntimeError("exporting gatedrnn with dynamo=True needs torch>=2.8 (torch.onnx.ops); "
                                "use torch.onnx.export(..., dynamo=False)")
         x, h0 = inputs[0], inputs[5]
+        assert x is not None and h0 is not None  # X and the initial state are always given
         T, (D, B, H) = x.shape[0], h0.shape
         shapes = [(T, D, B, H)] + [(D, B, H)] * (n_out - 1)
         return list(torch.onnx.ops.symbolic_multi_out(
@@ -265,6 +268,7 @@ class _TorchScriptOp(torch.autograd.Function):
     def forward(ctx: Any, op: str, direction: str, hidden: int, reset: int, activation: str,
                 *inputs: Tensor | None) -> tuple[Tensor, ...]:
         x, h0 = inputs[0], inputs[5]  # (T, B, I), (D, B, H)
+        assert x is not None and h0 is not None  # always given (see _native_stack)
         y = x.new_zeros(x.shape[0], *h0.shape)
         return (y,) + tuple(h0.new_zeros(h0.shape) for _ in range(2 if op == "LSTM" else 1))
 

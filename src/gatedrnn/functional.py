@@ -36,12 +36,16 @@ class StackSpec:
 def _fused_run(mode: str) -> Callable:
     # Imported lazily so that the reference engine works where numba is missing or broken.
     if mode == "lstm":
-        from .kernels import lstm as kernel
-    elif mode == "gru":
-        from .kernels import gru as kernel
-    else:
-        from .kernels import rnn as kernel
-    return kernel.run
+        from .kernels import lstm
+
+        return lstm.run
+    if mode == "gru":
+        from .kernels import gru
+
+        return gru.run
+    from .kernels import rnn
+
+    return rnn.run
 
 
 def fused_available() -> bool:

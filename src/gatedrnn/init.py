@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -36,7 +37,7 @@ def set_gate_bias(b_ih: Tensor, b_hh: Tensor, block: int, hidden: int, total: Te
 
 
 @torch.no_grad()
-def orthogonal_(w_ih: Tensor, w_hh: Tensor, gates: int, biases: list[Tensor]) -> None:
+def orthogonal_(w_ih: Tensor, w_hh: Tensor, gates: int, biases: Sequence[Tensor]) -> None:
     """Orthogonal recurrent blocks, Xavier-uniform input weights, zero biases."""
     hidden = w_hh.shape[0] // gates
     for g in range(gates):
@@ -72,7 +73,7 @@ def variant_defaults_(named: list[tuple[str, Tensor]], hidden: int) -> None:
                 default_uniform_([p], hidden)
 
 
-def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: list[Tensor], hidden: int,
+def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: Sequence[Tensor], hidden: int,
                   scheme: str, forget_bias: float | None, chrono_max_len: int | None) -> None:
     """``init`` and ``forget_bias`` of one layer and direction, on top of the default init.
 
@@ -85,10 +86,12 @@ def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: list[Tensor], h
         orthogonal_(w_ih, w_hh, gates, biases)
     if not biases or mode not in FORGET_BLOCK:
         return
+    b_ih, b_hh = biases
     if scheme == "chrono":
-        b_f = chrono_bias(hidden, chrono_max_len, biases[0])
-        set_gate_bias(*biases, FORGET_BLOCK[mode], hidden, b_f)
+        assert chrono_max_len is not None  # checks.check_options requires it with init="chrono"
+        b_f = chrono_bias(hidden, chrono_max_len, b_ih)
+        set_gate_bias(b_ih, b_hh, FORGET_BLOCK[mode], hidden, b_f)
         if mode in INPUT_BLOCK:
-            set_gate_bias(*biases, INPUT_BLOCK[mode], hidden, -b_f)
+            set_gate_bias(b_ih, b_hh, INPUT_BLOCK[mode], hidden, -b_f)
     elif forget_bias is not None:
-        set_gate_bias(*biases, FORGET_BLOCK[mode], hidden, torch.tensor(float(forget_bias)))
+        set_gate_bias(b_ih, b_hh, FORGET_BLOCK[mode], hidden, torch.tensor(float(forget_bias)))

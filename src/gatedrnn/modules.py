@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,15 @@ def _eager_forward() -> Any:
     return _EAGER
 
 
-class RNNBase:
+# The type checker sees the mixin as the torch.nn.RNNBase it is mixed into; at run time it derives
+# from nothing (see RNNBase).
+if TYPE_CHECKING:
+    _TorchRNNBase = nn.RNNBase
+else:
+    _TorchRNNBase = object
+
+
+class RNNBase(_TorchRNNBase):
     """gatedrnn's behaviour, mixed into torch.nn.LSTM / GRU / RNN (``class LSTM(RNNBase, nn.LSTM)``).
 
     It derives from nothing, so a third-party mixin that derives from ``torch.nn.RNNBase`` can sit
@@ -139,6 +147,21 @@ class RNNBase:
 
     _TORCH: type[nn.RNNBase]  # the torch.nn class: its forward is the native engine
     _ACCEPTS: tuple[str, ...] = tuple(OPTIONS)
+    if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
+        engine: str
+        reset_after: bool
+        layer_norm: bool
+        peephole: bool
+        recurrent_dropout: float
+        zoneout: float
+        zoneout_cell: float
+        weight_drop: float
+        forget_bias: float | None
+        init: str
+        chrono_max_len: int | None
+        last_engine: str | None
+        nonlinearity: str  # torch.nn.RNN's
+        weight_ih_l0: Tensor
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRU)
@@ -151,7 +174,7 @@ class RNNBase:
 
     def _register_variants(self) -> None:
         """Variant parameters, after torch.nn's so that the default init draws torch's numbers."""
-        kw = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
+        kw: dict[str, Any] = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
         G, H = GATES[_MODE[self.mode]], self.hidden_size
         for names in self._all_weights:
             sfx = names[0][len("weight_ih"):]
@@ -170,7 +193,7 @@ class RNNBase:
         if not self.__dict__.get("_gated_ready"):
             return  # called from torch's constructor, before the variants exist: draw once, later
         H = self.hidden_size
-        init.default_uniform_(self._flat_weights, H)
+        init.default_uniform_(cast("list[Tensor]", self._flat_weights), H)  # all set by now
         init.variant_defaults_(list(self.named_parameters()), H)
         for names in self._all_weights:
             p = {n.split("_l")[0]: getattr(self, n) for n in names}
@@ -188,7 +211,7 @@ class RNNBase:
              "b_hh": get("bias_hh"), "w_hr": get("weight_hr"), "peephole": get("weight_peephole")}
         if self.weight_drop > 0 and self.training:
             # DropConnect on W_hh (Merity et al. 2017): a fresh mask per forward pass.
-            w["w_hh"] = F.dropout(w["w_hh"], self.weight_drop, training=True)
+            w["w_hh"] = F.dropout(cast(Tensor, w["w_hh"]), self.weight_drop, training=True)
         if self.layer_norm:
             for which in ("x", "h", "c"):
                 w[f"ln_{which}_w"] = get(f"layer_norm_{which}_weight")

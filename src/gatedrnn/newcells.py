@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,8 @@ class NewRNNBase(nn.Module):
     kind = ""
     gates = 0
     proj_size = 0  # torch.nn.RNNBase's attribute, read by code written for it (no projections here)
+    if TYPE_CHECKING:
+        weight_ih_l0: Tensor  # registered by _register
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -71,7 +73,8 @@ class NewRNNBase(nn.Module):
         for layer in range(self.num_layers):
             for d in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                shapes = {"weight_ih": (G * H, self.input_size if layer == 0 else H * D)}
+                shapes: dict[str, tuple[int, ...]] = {
+                    "weight_ih": (G * H, self.input_size if layer == 0 else H * D)}
                 if self.kind == "slstm":
                     shapes["weight_hh"] = (G * H, H) if nh == 1 else (nh, G * H // nh, H // nh)
                 if self.bias:
@@ -143,9 +146,10 @@ class NewRNNBase(nn.Module):
         and the recorded gates (``cells.NEW_GATE_NAMES``, each (D·num_layers, L, N, H)) as a
         third element when ``return_gates``."""
         name, dtype = type(self).__name__, self.weight_ih_l0.dtype
-        packed = isinstance(input, PackedSequence)
         sorted_idx = unsorted_idx = None
-        if packed:
+        batch_sizes: Tensor | None
+        lengths: Tensor | None
+        if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_idx, unsorted_idx = input
             checks.check_input(name, data, self.input_size, dtype, packed=True)
             x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))  # (T, B, I) sorted
@@ -174,7 +178,7 @@ class NewRNNBase(nn.Module):
             state = [s.index_select(1, unsorted_idx) for s in state]
             if gates is not None:
                 gates = {k: g.index_select(2, unsorted_idx) for k, g in gates.items()}
-        if packed:
+        if lengths is not None:  # packed
             out: Any = PackedSequence(pack_padded_sequence(y, lengths).data, batch_sizes,
                                       sorted_idx, unsorted_idx)
         elif unbatched:
@@ -275,7 +279,7 @@ class SLSTM(NewRNNBase):
                          bidirectional, device, dtype, engine=engine, _num_heads=num_heads)
 
 
-CLASSES = {"MinGRU": MinGRU, "MinLSTM": MinLSTM, "SLSTM": SLSTM}
+CLASSES: dict[str, type[NewRNNBase]] = {"MinGRU": MinGRU, "MinLSTM": MinLSTM, "SLSTM": SLSTM}
 
 
 def from_config(config: dict[str, Any]) -> NewRNNBase:

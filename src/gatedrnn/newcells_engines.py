@@ -15,6 +15,7 @@ Every engine runs one direction of one layer with the contract of ``gatedrnn.ref
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ def reference_run(x: Tensor, state: tuple[Tensor, ...], w: Weights, batch_sizes:
         ys[t] = F.pad(new[0], (0, 0, 0, B - n))  # (B, H), zeros on inactive rows
         if record:
             recorded[t] = {k: F.pad(v, (0, 0, 0, B - n)) for k, v in gates.items()}
-    y = torch.stack(ys)  # (T, B, H)
+    y = torch.stack(cast("list[Tensor]", ys))  # (T, B, H); the loop has filled every step
     if not record:
         return y, state, None
     return y, state, {k: torch.stack([g[k] for g in recorded]) for k in NEW_GATE_NAMES[kind]}

@@ -97,8 +97,10 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     h2 = _fresh((B, H), dt)
     c2 = _fresh((B, H), dt) if lstm else None
     run, flag = step.kernel(mode, cell.reset_after)
-    run(step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr() if lstm else 0,
-        *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr() if lstm else 0, flag)
+    # (c and c2 are tensors exactly for the LSTM)
+    run(step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr() if c is not None else 0,
+        *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr() if c2 is not None else 0,
+        flag)
     return (h2, c2) if lstm else h2
 
 
@@ -157,24 +159,24 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()
-    state = (L * D, H) if len(shape) == 2 else (L * D, B, H)
-    if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, state, dt)
-            and step.plain(c, state, dt)):
+    hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
+    if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, hshape, dt)
+            and step.plain(c, hshape, dt)):
         return None
     GH = GATES[MODE[m.mode]] * H
     for k, params in enumerate(groups):
         if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
             return None
     npdt = _NP[dt]
-    hn = torch.from_numpy(np.empty(state, npdt))
-    cn = torch.from_numpy(np.empty(state, npdt)) if lstm else None
+    hn = torch.from_numpy(np.empty(hshape, npdt))
+    cn = torch.from_numpy(np.empty(hshape, npdt)) if lstm else None
     y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
     size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
     like = step.LIKE[dt]
     run, flag = step.kernel(MODE[m.mode], m.reset_after)
     x_at, width = input.data_ptr(), I
     h_at, hn_at = h.data_ptr(), hn.data_ptr()
-    c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if lstm else (0, 0)
+    c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if c is not None and cn is not None else (0, 0)
     outs = []  # every layer's (B, D·H) output stays alive until the layer above has read it
     for layer in range(L):
         outs.append(y if layer == L - 1 else _fresh((B, D * H), dt))

@@ -14,6 +14,7 @@ every row at its own last step because a row is active exactly at t < its length
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -70,10 +71,12 @@ def run(
         ys[t] = _pad_rows(new[0], B)
         if record:
             gate_steps[t] = {k: _pad_rows(v, B) for k, v in gates.items()}
-    y = torch.stack(ys)  # (T, B, H_out)
+    # (the loop has filled every step: no None is left in ys or gate_steps)
+    y = torch.stack(cast("list[Tensor]", ys))  # (T, B, H_out)
     if not record:
         return y, state, None
     names = GATE_NAMES[opts.mode]
     if not names:
         return y, state, {}
-    return y, state, {k: torch.stack([g[k] for g in gate_steps]) for k in names}
+    steps = cast("list[dict[str, Tensor]]", gate_steps)
+    return y, state, {k: torch.stack([g[k] for g in steps]) for k in names}

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cells import MIN_GATES
+from .cells import MIN_GATES, required
 
 
 def _log_positive(v: Tensor) -> Tensor:
@@ -74,9 +74,10 @@ def run(
     (h_n,), and the gates each (T, B, H) when ``record``."""
     (h0,) = state
     T, B = x.shape[0], x.shape[1]
-    a = x @ w["w_ih"].T  # (T, B, G·H)
-    if w.get("b_ih") is not None:
-        a = a + w["b_ih"]
+    a = x @ required(w, "w_ih").T  # (T, B, G·H)
+    b_ih = w.get("b_ih")
+    if b_ih is not None:
+        a = a + b_ih
     GH = a.shape[-1]
     lengths = torch.full((B,), T, dtype=torch.long)
     if batch_sizes is not None:

@@ -279,7 +279,7 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise CheckpointError(f"{where}: the model config is not a JSON object")
     kind = config.get("type")
-    cls = getattr(gatedrnn, kind, None) if isinstance(kind, str) and kind.isidentifier() else None
+    cls: Any = getattr(gatedrnn, kind, None) if isinstance(kind, str) and kind.isidentifier() else None
     if kind not in getattr(gatedrnn, "__all__", ()) or not hasattr(cls, "get_config"):
         raise CheckpointError(f"{where}: config 'type' {kind!r} is not a gatedrnn module")
     probe = cls(1, 2).get_config()  # the key set (and value types) of this gatedrnn's class
@@ -288,8 +288,10 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
         raise CheckpointError(f"{where}: the {kind} config is missing the keys {missing} and has "
                               f"unknown keys {unknown}")
     for key, value in ((k, v) for k, v in config.items() if k != "type"):
-        ok, wanted = CONFIG_CHECKS.get(key, (lambda v, p=probe[key]: type(v) is type(p),
-                                             f"of type {type(probe[key]).__name__}"))
+        # (Callable[..., bool]: the lambda has a second parameter, p, that binds probe[key] now)
+        same_type: tuple[Callable[..., bool], str] = (
+            lambda v, p=probe[key]: type(v) is type(p), f"of type {type(probe[key]).__name__}")
+        ok, wanted = CONFIG_CHECKS.get(key, same_type)
         if not ok(value):
             raise CheckpointError(f"{where}: config {key!r} must be {wanted}, got {value!r}")
     return config

@@ -42,8 +42,8 @@ from numba.extending import overload
 
 # fastmath without "nnan" and "ninf": those let LLVM assume no NaN or inf, which silently turned a
 # NaN input into finite outputs (torch.nn propagates it). The remaining flags keep vectorisation.
-JIT = dict(nogil=True, cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
-           error_model="numpy")
+JIT: dict[str, Any] = dict(nogil=True, cache=True, error_model="numpy",
+                           fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
 _F32 = np.float32
 _CLAMP = _F32(7.90531110763549805)

@@ -35,7 +35,7 @@ def _some(t: Tensor) -> Tensor | None:
     return None if t.numel() == 0 and t.dim() == 1 else t
 
 
-def _unaliased(result: list[Tensor], inputs: list[Tensor | None]) -> list[Tensor]:
+def _unaliased(result: list[Tensor], inputs: Sequence[Tensor | None]) -> list[Tensor]:
     """An op's outputs must not share memory with its inputs or with each other (e.g. the two
     halves of one layer-norm gradient): clone those that do."""
     seen = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
@@ -58,11 +58,11 @@ def fused_forward(mode: str, reset_after: bool, eps: float, reverse: bool, keep:
                   inputs: list[Tensor], sizes: Tensor | None, m: Tensor | None,
                   zh: Tensor | None, zc: Tensor | None) -> list[Tensor]:
     """The kernel's outs, then (when ``keep``) its bufs, 0-element where absent."""
-    inputs = [_some(t) for t in inputs]
+    ins = [_some(t) for t in inputs]  # None where absent; x = inputs[0] never is
     call = _call(mode, reset_after, eps, reverse, inputs[0], sizes, (m, zh, zc))
-    outs, bufs = KERNELS[mode].forward(call, *inputs, keep=keep)
+    outs, bufs = KERNELS[mode].forward(call, *ins, keep=keep)
     result = [*outs, *(_none(b, outs[0]) for b in bufs)] if keep else list(outs)
-    return _unaliased(result, inputs)
+    return _unaliased(result, ins)
 
 
 @fused_forward.register_fake
@@ -80,15 +80,15 @@ def fused_backward(mode: str, reset_after: bool, eps: float, reverse: bool, grad
                    inputs: list[Tensor], outputs: list[Tensor], sizes: Tensor | None,
                    m: Tensor | None, zh: Tensor | None, zc: Tensor | None) -> list[Tensor]:
     """One gradient per input, 0-element for an absent one."""
-    inputs = [_some(t) for t in inputs]
+    ins = [_some(t) for t in inputs]  # None where absent; x = inputs[0] never is
     kernel = KERNELS[mode]
     call = _call(mode, reset_after, eps, reverse, inputs[0], sizes, (m, zh, zc))
     outs, bufs = outputs[:kernel.n_out], [_some(b) for b in outputs[kernel.n_out:]]
-    needs = tuple(t is not None for t in inputs)
-    g = kernel.backward(call, tuple(inputs), tuple(outs), tuple(bufs), tuple(grads), needs)
+    needs = tuple(t is not None for t in ins)
+    g = kernel.backward(call, tuple(ins), tuple(outs), tuple(bufs), tuple(grads), needs)
     like = outputs[0]
     return _unaliased([like.new_empty(0) if t is None else (torch.zeros_like(t) if gi is None else gi)
-                       for t, gi in zip(inputs, g)], [*inputs, *outputs, *grads])
+                       for t, gi in zip(ins, g)], [*ins, *outputs, *grads])
 
 
 @fused_backward.register_fake

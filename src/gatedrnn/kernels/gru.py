@@ -37,13 +37,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cells import required
 from . import compiled
 from . import gru_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad
@@ -196,13 +197,14 @@ def _backward(call: Call, saved, dy, dhn, needs):
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     args.clear()
     del dY
-    dlnh = sums[0] + sums[1] if ln else None
+    dlnh = cast(Tensor, sums[0]) + cast(Tensor, sums[1]) if ln else None
     DU2 = DU.view(T * B, 3 * H)
     dx = dw_ih = db_ih = db_hh = dw_hh = None
     if needs[2] or (needs[3] and not ln):
         db_ih = DU2.sum(0)
     if ra and not ln:  # v = W_hh h̃ + b_hh: δv = [δu_r, δu_z, DZ]
         if needs[3]:
+            assert db_ih is not None and DZ is not None  # needs[3] without layer norm; reset_after
             db_hh = torch.cat([db_ih[:2 * H], DZ.view(T * B, H).sum(0)])
         if needs[5]:
             dw_hh = recurrent_weight_grad((DU[..., :2 * H], DZ), Y, h0, call.m, call.sizes, call.reverse)
@@ -211,6 +213,7 @@ def _backward(call: Call, saved, dy, dhn, needs):
             dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse)
     else:
         if needs[3]:
+            assert db_ih is not None  # needs[3], and layer norm needs reset_after
             db_hh = db_ih.clone()
         if needs[5]:
             dw_rz = recurrent_weight_grad((DU[..., :2 * H],), Y, h0, call.m, call.sizes, call.reverse)
@@ -237,8 +240,9 @@ def _kernel_forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool
 def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
     """``fused.Kernel.backward``: a gradient per input of ``_kernel_forward``."""
     xin, w_ih, b_ih, b_hh, h0, w_hh, lnh = inputs
+    dy, dhn = grads
     dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh = _backward(
-        call, (xin, w_ih, h0, w_hh, lnh, outs[0], *bufs), *grads, needs)
+        call, (xin, w_ih, h0, w_hh, lnh, outs[0], *bufs), dy, dhn, needs)
     if w_ih is None:  # layer norm: the biases live in the precomputed input and in lnh
         db_ih = db_hh = None
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh, dlnh
@@ -298,7 +302,7 @@ def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
     absorbs b_ih (and, for reset_after=False, where cells.gru_cell has no LN_h, also b_hh); for
     reset_after, LN_h's shift absorbs b_hh: one (2, 3H) parameter for the kernel.
     """
-    w_ih, b_ih, b_hh = w["w_ih"], w.get("b_ih"), w.get("b_hh")
+    w_ih, b_ih, b_hh = required(w, "w_ih"), w.get("b_ih"), w.get("b_hh")
     if not opts.layer_norm:
         return x, w_ih, b_ih, b_hh, w["w_hh"], None
     ra = bool(opts.reset_after)
@@ -308,7 +312,7 @@ def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
     u = F.layer_norm(torch.matmul(x, w_ih.t()), (w_ih.shape[0],), w["ln_x_w"], shift, opts.ln_eps)
     lnh = None
     if ra:
-        gain, hs = w["ln_h_w"], w["ln_h_b"]
+        gain, hs = required(w, "ln_h_w"), w["ln_h_b"]
         if b_hh is not None:
             hs = b_hh if hs is None else hs + b_hh
         lnh = torch.stack([gain, torch.zeros_like(gain) if hs is None else hs])

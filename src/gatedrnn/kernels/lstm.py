@@ -116,6 +116,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     else:
         steps_of(0, T, G.numpy())
     if call.record:
+        assert C is not None  # recording keeps the buffers
         call.sink = _gates(G, C, call, H)
     return Y, hw, cw, (G, C, CH, XH, XC, RS)
 
@@ -177,7 +178,9 @@ def _backward(call: Call, saved, dy, dhn, dcn, needs):
     else:
         dx = dA
     dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse) if needs[6] else None
-    dw_hr = torch.mm(E.view(T * B, Ho).t(), R.view(T * B, H)) if proj and needs[7] else None
+    # (E and R exist exactly with a projection)
+    dw_hr = torch.mm(E.view(T * B, Ho).t(), R.view(T * B, H)) \
+        if E is not None and R is not None and needs[7] else None
     return dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc
 
 
@@ -200,9 +203,10 @@ def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
     xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh_w, lnh_b, lnc_w, lnc_b = inputs
     lnh, lnc = _stack(lnh_w, lnh_b, lnc_w, lnc_b)
     saved = (xin, w_ih, h0, c0, w_hh, w_hr, P, lnh, lnc, outs[0], *bufs)
-    dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(call, saved, *grads, needs)
+    dy, dhn, dcn = grads
+    dx, dw_ih, db, dh, dc, dw_hh, dw_hr, dP, dlnh, dlnc = _backward(call, saved, dy, dhn, dcn, needs)
     db_ih = db if needs[2] else None
-    db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+    db_hh = (db_ih.clone() if db_ih is not None else db) if needs[3] else None  # never alias
     return (dx, dw_ih, db_ih, db_hh, dh, dc, dw_hh, dw_hr, dP,
             *((None, None) if dlnh is None else dlnh.unbind(0)),
             *((None, None) if dlnc is None else dlnc.unbind(0)))
@@ -261,6 +265,7 @@ def _inputs(x: Tensor, w: Mapping[str, Tensor | None], opts: Any) -> tuple:
     w_ih, b_ih, b_hh = w["w_ih"], w.get("b_ih"), w.get("b_hh")
     ln = bool(opts.layer_norm)
     if ln:
+        assert w_ih is not None  # every layer has W_ih
         # LN_x is not recurrent: torch ops under autograd, before the loop.
         # The biases join LN_x's own bias: one pass over (T, B, 4H) instead of three.
         shift = w["ln_x_b"]

@@ -138,9 +138,10 @@ def _kernel_forward(call: Call, x, w_ih, b_ih, b_hh, h0, w_hh, keep: bool):
 def _kernel_backward(call: Call, inputs, outs, bufs, grads, needs):
     """``fused.Kernel.backward``: a gradient per input (x, w_ih, b_ih, b_hh, h0, w_hh)."""
     x, w_ih, b_ih, b_hh, h0, w_hh = inputs
-    dx, dw_ih, db, dh, dw_hh = _backward(call, (x, w_ih, h0, w_hh, outs[0], bufs[0]), *grads, needs)
+    dy, dhn = grads
+    dx, dw_ih, db, dh, dw_hh = _backward(call, (x, w_ih, h0, w_hh, outs[0], bufs[0]), dy, dhn, needs)
     db_ih = db if needs[2] else None
-    db_hh = (db.clone() if db_ih is not None else db) if needs[3] else None  # never alias
+    db_hh = (db_ih.clone() if db_ih is not None else db) if needs[3] else None  # never alias
     return dx, dw_ih, db_ih, db_hh, dh, dw_hh
 
 
@@ -174,7 +175,7 @@ def run(
         raise ValueError(f"kernels.rnn runs modes {MODES}, got {opts.mode!r}")
     (h0,) = state
     full = (x, w["w_ih"], w.get("b_ih"), w.get("b_hh"), h0, w["w_hh"])
-    gates = {} if record else None
+    gates: dict[str, Tensor] | None = {} if record else None
     if torch.compiler.is_compiling():
         (y, hn), _ = compiled.run(full, opts, batch_sizes, reverse, masks, torch.is_grad_enabled())
         return y, (hn,), gates

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..cells import required
 from . import slstm_steps as steps
 from .common import gemm_scratch, recurrent_weight_grad, step_sizes
 from .heads import from_heads, head_major, to_heads
@@ -137,7 +138,7 @@ def run(
     Shapes: x (T, B, I); state (h0, c0, n0, m0) each (B, H); returns y (T, B, H), the final state
     in the same layout, and the gates (``GATE_NAMES``) each (T, B, H) when ``record``.
     """
-    w_ih, w_hh, b_ih, b_hh = w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh")
+    w_ih, w_hh, b_ih, b_hh = required(w, "w_ih"), required(w, "w_hh"), w.get("b_ih"), w.get("b_hh")
     b = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
     H = state[0].shape[-1]
     nh = w_hh.shape[0] if w_hh.dim() == 3 else 1

@@ -22,7 +22,7 @@ from .common import HAVE_TORCH_BLAS
 
 # MKL_Set_Num_Threads_Local takes its int by value; the lower-case export of this MKL build is
 # the Fortran one (by pointer) and crashes when called like C.
-_mkl_local = None
+_mkl_local: Any = None  # the ctypes function, when MKL has it
 if HAVE_TORCH_BLAS:
     try:
         _mkl_local = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib",
@@ -56,7 +56,7 @@ def _single_threaded_blas(fn: Callable[..., None], *args: object) -> None:
 _BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-def _load_gomp() -> Any:
+def _load_gomp() -> ctypes.CDLL | None:
     """torch's libgomp with GOMP_parallel typed, or None (another OpenMP, another backend)."""
     if os.environ.get("GATEDRNN_NO_GOMP") or "ATen parallel backend: OpenMP" not in \
             torch.__config__.parallel_info():
@@ -89,6 +89,7 @@ def _in_team(work: Callable[[int, int, int], None], parts: list[tuple[int, int, 
         except BaseException as e:  # noqa: BLE001 - a ctypes callback cannot raise; re-raised below
             errors.append(e)
 
+    assert _GOMP is not None  # split_rows forms a team only with it
     _GOMP.GOMP_parallel(_BODY(body), None, 2, 0)
     if errors:
         raise errors[0]
@@ -108,7 +109,7 @@ def split_rows(B: int, work: Callable[[int, int, int], None], min_rows: int = 64
     even, B = 32 loses 15%; hence min_rows = 64. For the team see the notes above.
     """
     team = _GOMP is not None and team_min_rows is not None
-    least = team_min_rows if team else min_rows
+    least = team_min_rows if team and team_min_rows is not None else min_rows
     if _mkl_local is None or torch.get_num_threads() < 2 or B < 2 * least:
         if _mkl_local is not None and B <= 4:
             # A few rows make the per-step product a GEMV, where MKL's threads cost more than

@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -58,7 +60,8 @@ def hidden_gradient_norms(model: SequenceModel, task: Task, batch: Batch) -> Ten
     loss.backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return torch.stack([h.grad[-1].norm(dim=-1).mean() for h in hs]).detach()  # (T,)
+    grads = [cast(Tensor, h.grad) for h in hs]  # (every h retained its gradient)
+    return torch.stack([g[-1].norm(dim=-1).mean() for g in grads]).detach()  # (T,)
 
 
 @torch.no_grad()

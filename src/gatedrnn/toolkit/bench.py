@@ -34,13 +34,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 SHAPES = [(200, 1, 64, 128), (100, 32, 128, 128), (100, 64, 256, 256), (100, 64, 512, 512),
           (50, 256, 128, 256)]
 GATES = {"lstm": 4, "gru": 3}
-VARIANTS = {
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lstm": {"peephole": {"peephole": True}, "layer_norm": {"layer_norm": True},
              "recurrent_dropout": {"recurrent_dropout": 0.25},
              "zoneout": {"zoneout": 0.1, "zoneout_cell": 0.1}, "weight_drop": {"weight_drop": 0.3}},
@@ -54,7 +55,8 @@ def _pair(peer: Callable[[], object], ours: Callable[[], object], repeats: int) 
     """Median seconds of each side over interleaved runs, after one warm-up of each."""
     peer()
     ours()
-    tp, to = [], []
+    tp: list[float] = []
+    to: list[float] = []
     for _ in range(repeats):
         for fn, acc in ((peer, tp), (ours, to)):
             t0 = time.perf_counter()
@@ -79,7 +81,7 @@ def _step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], ob
                 return model(x)
         return run
 
-    def train() -> object:
+    def train() -> None:
         x.grad = None
         model.zero_grad(set_to_none=True)
         model(x)[0].sum().backward()
@@ -179,7 +181,8 @@ def _shape_rows(cells, modes, shapes, repeats, memory) -> list[str]:
     return rows + ["", "| cell | mode | geomean ratio | worst ratio |", "|---|---|---:|---:|"] + summary
 
 
-def _stream(model: torch.nn.Module, xs: torch.Tensor, lstm: bool, module: bool) -> Callable[[], object]:
+def _stream(model: torch.nn.RNNBase | torch.nn.RNNCellBase, xs: torch.Tensor, lstm: bool,
+            module: bool) -> Callable[[], object]:
     """Feed xs (steps, 1, I) one step at a time, carrying the state: a cell call per step, or a
     module call on a (1, 1, I) slice with hx."""
     def run() -> object:

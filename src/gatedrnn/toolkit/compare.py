@@ -20,15 +20,15 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 
 from . import analysis, plots
-from .model import build_model
-from .tasks import Task, get_task
+from .model import SequenceModel, build_model
+from .tasks import AddingProblem, CopyMemory, Task, get_task
 from .train import TrainConfig, TrainResult, train
 
 CELLS = ("rnn", "lstm", "gru")
@@ -48,9 +48,9 @@ GENERIC_DEFAULTS: dict[str, Any] = {"hidden": 64, "batch": 32, "lr": 3e-3, "step
 def default_lstm_options(task: Task) -> dict[str, Any]:
     """Chrono init for the LSTM on tasks with a known lag (adding, copy); nothing elsewhere."""
     if task.name == "adding":
-        return {"init": "chrono", "chrono_max_len": task.length}
-    if task.name == "copy":
-        return {"init": "chrono", "chrono_max_len": task.length + 20}  # the whole sequence
+        return {"init": "chrono", "chrono_max_len": cast(AddingProblem, task).length}
+    if task.name == "copy":  # the whole sequence
+        return {"init": "chrono", "chrono_max_len": cast(CopyMemory, task).length + 20}
     return {}
 
 
@@ -76,7 +76,7 @@ def _row(cell: str, result: TrainResult, options: dict[str, Any]) -> Row:
                task.solved(result.final), solved_at, options)
 
 
-def _analyse(result: TrainResult, init_model: torch.nn.Module, out: Path) -> None:
+def _analyse(result: TrainResult, init_model: SequenceModel, out: Path) -> None:
     """Gradient norms (trained and at init) on up to 256 test sequences, and the insides of the
     first test sequence, saved as analysis.safetensors in the run folder."""
     task, model = result.task, result.model

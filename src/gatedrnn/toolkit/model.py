@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -23,13 +23,15 @@ from torch.nn.utils.rnn import PackedSequence
 import gatedrnn
 
 from ..interop.io import CheckpointError, check_config
+from ..modules import RNNBase
+from ..newcells import NewRNNBase
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "mingru": "MinGRU", "minlstm": "MinLSTM",
          "slstm": "SLSTM"}
 
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-             **options: Any) -> nn.Module:
+             **options: Any) -> RNNBase | NewRNNBase:
     """A batch-first ``gatedrnn`` network; ``options`` are its keyword arguments (variants,
     bidirectional, dropout, engine, ...). Options left as None are dropped, so callers can pass
     every command-line flag and only the ones given reach the module."""
@@ -50,7 +52,7 @@ class SequenceModel(nn.Module):
         per_step: return (B, T, output_size) instead of (B, output_size).
     """
 
-    def __init__(self, rnn: nn.Module, output_size: int, vocab_size: int | None = None,
+    def __init__(self, rnn: RNNBase | NewRNNBase, output_size: int, vocab_size: int | None = None,
                  per_step: bool = False) -> None:
         super().__init__()
         self.vocab_size, self.per_step = vocab_size, per_step
@@ -58,6 +60,11 @@ class SequenceModel(nn.Module):
         self.rnn = rnn
         directions = 2 if rnn.bidirectional else 1
         self.head = nn.Linear((rnn.proj_size or rnn.hidden_size) * directions, output_size)
+
+    @overload
+    def features(self, x: Tensor) -> Tensor: ...
+    @overload
+    def features(self, x: PackedSequence) -> PackedSequence: ...
 
     def features(self, x: Tensor | PackedSequence) -> Tensor | PackedSequence:
         """The network's input: embedded symbols, or ``x`` itself."""

@@ -99,7 +99,8 @@ def seed_for(*parts: int) -> int:
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
-    return Batch(batch.x.to(device), batch.y.to(device))
+    # torch's stubs give PackedSequence.to only the first overload of Tensor.to (dtype)
+    return Batch(batch.x.to(device), batch.y.to(device))  # type: ignore[arg-type]
 
 
 def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
@@ -196,6 +197,7 @@ def _stopped(step: int, what: str, out: Path | None, last_good: int | None) -> s
 def _resume(cfg: TrainConfig, task: Task, model: SequenceModel, opt: torch.optim.Optimizer
             ) -> tuple[int, float]:
     """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far)."""
+    assert cfg.out is not None  # train checks it before resuming
     ckpt = load_checkpoint(cfg.out)
     check_run_meta(ckpt.path, ckpt.meta)
     if ckpt.meta["model"] != model.get_config():
@@ -273,11 +275,11 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             batch = _to(task.train_batch(torch.Generator().manual_seed(seed_for(cfg.seed, rank, step)),
                                          cfg.batch), device)
             loss = task.loss(net(batch.x), batch.y)
-            value = loss.detach().clone()
+            mean = loss.detach().clone()
             if world > 1:
-                dist.all_reduce(value)  # every rank sees the same mean, so all stop together
-                value /= world
-            value = value.item()
+                dist.all_reduce(mean)  # every rank sees the same mean, so all stop together
+                mean /= world
+            value = mean.item()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # The norm before clipping; DDP has averaged the gradients, so every rank sees the same.

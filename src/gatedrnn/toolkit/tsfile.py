@@ -119,9 +119,9 @@ def read_ts(problem: str, split: str, source: str | os.PathLike | None = None
                 if hits:
                     return parse_ts(wheel.read(hits[0]).decode("utf-8"))
         elif path.is_dir():
-            hits = sorted(path.rglob(name))
-            if hits:
-                return parse_ts(hits[0].read_text(encoding="utf-8"))
+            files = sorted(path.rglob(name))
+            if files:
+                return parse_ts(files[0].read_text(encoding="utf-8"))
     raise FileNotFoundError(
         f"{name} not found{f' in {where}' if where else ''}. The UEA/UCR tasks read the .ts files "
         f"shipped in the aeon wheel: `pip install aeon=={AEON_VERSION}`; or, where aeon's numba/pandas "
