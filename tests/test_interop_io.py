@@ -153,3 +153,17 @@ def test_loading_never_unpickles() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(io, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("make", [lambda: gatedrnn.MinGRU(3, 4, num_layers=2),
+                                  lambda: gatedrnn.MinLSTM(3, 4, bidirectional=True),
+                                  lambda: gatedrnn.SLSTM(3, 8, num_heads=2, batch_first=True)])
+def test_newer_cells_save_and_load_alone(tmp_path, make) -> None:
+    torch.manual_seed(0)
+    model = make()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    back = load_model(path)
+    assert type(back) is type(model) and back.get_config() == model.get_config()
+    x = torch.randn(5, 2, 3)
+    assert torch.equal(back(x)[0], model(x)[0])

@@ -60,21 +60,24 @@ TABLE: tuple[Row, ...] = (
     Row("reference", device="other"),
     Row("native", dtype="other", torch_op=True),
     Row("reference", dtype="other"),
-    # CPU LSTM without packing or projection: torch runs oneDNN (float32) or its generic loop.
-    # Measured by benchmarks/dispatch.py (CPU, 2 threads, fastest of 3; README "Speed"):
+    # CPU LSTM without packing or projection: torch runs oneDNN (float32). Measured by
+    # benchmarks/dispatch.py (CPU, 2 threads, fastest of 3 interleaved; README "Speed"):
     # - float32 inference: native 1.2-1.3x faster than fused from B = 16 to 64 (7.3 vs 9.8 ms,
     #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
-    # - float32 training: native at B = 16 (18.2 vs 20.6 ms), level at B = 32 (29.9 vs 28.5),
-    #   fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
-    # - float64 (no oneDNN): fused 2x at B = 1; native 1.05-1.5x in inference from B = 32;
-    #   fused 1.2-4x in training.
+    # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
+    #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=16),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=True, min_batch=16, max_batch=31),
-    Row("native", device="cpu", kind="LSTM", dtype="float64", torch_op=True, simple=True,
-        training=False, min_batch=16),
-    # Everything else on the CPU (GRU 1.1-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
+        training=True, max_batch=31),
+    # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in
+    # inference from B = 32, packed and proj_size included (LSTM 28.7 vs 30.1 ms, packed 21.3 vs
+    # 31.4; GRU 21.6 vs 25.6), and loses at B = 1 (fused 2-2.5x) and in training (fused 1.2-4x).
+    Row("native", device="cpu", kind="LSTM", dtype="float64", torch_op=True, training=False,
+        min_batch=16),
+    Row("native", device="cpu", kind="GRU", dtype="float64", torch_op=True, training=False,
+        min_batch=16),
+    # Everything else on the CPU (GRU 1.0-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
     # Half precision through float32: torch.nn's bfloat16 LSTM and GRU measured 5-27x slower than
     # fused-float32 on this CPU (e.g. LSTM (100, 64, 256, 256) inference 434 vs 61 ms).
     Row("fused-float32", dtype="half"),

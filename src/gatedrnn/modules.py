@@ -382,13 +382,18 @@ class RNN(RNNBase, nn.RNN):
 
 
 def from_config(config: dict[str, Any]) -> RNNBase:
-    """Build a module from ``module.get_config()``; the inverse of get_config.
+    """Build a module from ``module.get_config()``; the inverse of get_config (every gatedrnn
+    module: LSTM, GRU, RNN, MinGRU, MinLSTM, SLSTM).
 
     Example:
         >>> import gatedrnn
         >>> gatedrnn.from_config(gatedrnn.GRU(3, 5, reset_after=False).get_config())
         GRU(3, 5, reset_after=False)
     """
+    from . import newcells  # MinGRU, MinLSTM, SLSTM: their own from_config
+
+    if config.get("type") in newcells.CLASSES:
+        return newcells.from_config(config)  # type: ignore[return-value]  # a torch.nn.Module too
     cfg = dict(config)
     kind = cfg.pop("type", None)
     classes = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}

@@ -10,9 +10,9 @@
 Keras is imported only by ``gatedrnn.interop.keras``, so the rest works without it.
 """
 
-from .io import load_model, load_tensors, save_model, save_tensors, write_atomic
+from .io import CheckpointError, load_model, load_tensors, save_model, save_tensors, write_atomic
 from .streaming import Stream
 from .torch_nn import from_torch, to_torch
 
-__all__ = ["save_model", "load_model", "save_tensors", "load_tensors", "write_atomic", "Stream",
-           "from_torch", "to_torch"]
+__all__ = ["CheckpointError", "save_model", "load_model", "save_tensors", "load_tensors",
+           "write_atomic", "Stream", "from_torch", "to_torch"]

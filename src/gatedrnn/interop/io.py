@@ -338,7 +338,7 @@ def check_device(where: str, device: str | torch.device) -> torch.device:
 
 def recurrent_configs(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """``get_config()`` of every gatedrnn module inside ``module`` (itself included, as "")."""
-    kinds = tuple(getattr(gatedrnn, k) for k in ("LSTM", "GRU", "RNN"))
+    kinds = tuple(getattr(gatedrnn, k) for k in ("LSTM", "GRU", "RNN", "MinGRU", "MinLSTM", "SLSTM"))
     return {name: m.get_config() for name, m in module.named_modules() if isinstance(m, kinds)}
 
 
@@ -347,8 +347,8 @@ def save_model(module: torch.nn.Module, path: str | os.PathLike, *,
     """Save ``module``'s parameters and buffers, and the ``get_config()`` of every gatedrnn
     module in it (under "recurrent", by qualified name; "" is ``module`` itself).
 
-    A gatedrnn LSTM/GRU/RNN loads back with ``load_model(path)`` alone. Any other module (for
-    example a model that contains gatedrnn layers) saves its weights; load them with
+    A gatedrnn LSTM/GRU/RNN/MinGRU/MinLSTM/SLSTM loads back with ``load_model(path)`` alone. Any
+    other module (for example a model that contains gatedrnn layers) saves its weights; load them with
     ``load_model(path, model)``, since rebuilding arbitrary code from a file is what we refuse to do.
     ``extra`` is stored as JSON next to the config (training step, metrics, ...).
 
