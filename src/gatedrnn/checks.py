@@ -309,3 +309,18 @@ class StateTypeError(TypeError, AttributeError, IndexError, RuntimeError):
     trips over first. This class is all of them and a TypeError, so every ``except`` written for
     torch.nn still catches it, and the message says what was expected.
     """
+
+
+def from_config(config: dict[str, Any], classes: dict[str, Any]) -> Any:
+    """``classes[config["type"]](**rest)``, the "dtype" string turned back into a torch dtype: the
+    inverse of a module's ``get_config()`` (shared by ``modules`` and ``newcells``)."""
+    cfg = dict(config)
+    kind = cfg.pop("type", None)
+    if kind not in classes:
+        raise ValueError(f"config 'type' must be one of {sorted(classes)}, got {kind!r}")
+    dtype = cfg.pop("dtype", None)
+    if dtype is not None:
+        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+            raise ValueError(f"config 'dtype' is not a torch dtype: {dtype!r}")
+        cfg["dtype"] = getattr(torch, dtype)
+    return classes[kind](**cfg)

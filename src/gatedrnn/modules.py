@@ -390,18 +390,7 @@ def from_config(config: dict[str, Any]) -> RNNBase:
         >>> gatedrnn.from_config(gatedrnn.GRU(3, 5, reset_after=False).get_config())
         GRU(3, 5, reset_after=False)
     """
-    from . import newcells  # MinGRU, MinLSTM, SLSTM: their own from_config
+    from . import newcells  # MinGRU, MinLSTM, SLSTM
 
-    if config.get("type") in newcells.CLASSES:
-        return newcells.from_config(config)  # type: ignore[return-value]  # a torch.nn.Module too
-    cfg = dict(config)
-    kind = cfg.pop("type", None)
-    classes = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
-    if kind not in classes:
-        raise ValueError(f"config 'type' must be one of {sorted(classes)}, got {kind!r}")
-    dtype = cfg.pop("dtype", None)
-    if dtype is not None:
-        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
-            raise ValueError(f"config 'dtype' is not a torch dtype: {dtype!r}")
-        cfg["dtype"] = getattr(torch, dtype)
-    return classes[kind](**cfg)
+    classes = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, **newcells.CLASSES}
+    return checks.from_config(config, classes)

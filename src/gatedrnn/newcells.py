@@ -290,13 +290,4 @@ def from_config(config: dict[str, Any]) -> NewRNNBase:
         >>> from_config(SLSTM(3, 8, num_heads=4).get_config())
         SLSTM(3, 8, num_heads=4)
     """
-    cfg = dict(config)
-    kind = cfg.pop("type", None)
-    if kind not in CLASSES:
-        raise ValueError(f"config 'type' must be one of {sorted(CLASSES)}, got {kind!r}")
-    dtype = cfg.pop("dtype", None)
-    if dtype is not None:
-        if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
-            raise ValueError(f"config 'dtype' is not a torch dtype: {dtype!r}")
-        cfg["dtype"] = getattr(torch, dtype)
-    return CLASSES[kind](**cfg)
+    return checks.from_config(config, CLASSES)
