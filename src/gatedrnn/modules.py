@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from . import checks, dispatch, functional, init, one_step
+from . import checks, dispatch, functional, init, lean_path, one_step
 from .cells import GATES, CellOptions
 
 _MODE = one_step.MODE
@@ -261,6 +261,8 @@ class RNNBase(_TorchRNNBase):
         if self.engine == "auto" or self.engine == "fused":
             # One inference step with the state carried (see one_step.py); None otherwise.
             result = one_step.module_call(self, input, hx, return_gates)
+            if result is None:  # a short sequence at a small batch (see lean_path.py)
+                result = lean_path.module_call(self, input, hx, return_gates)
             if result is not None:
                 record_engine(self, "fused")
                 return result
