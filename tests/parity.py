@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import gatedrnn
@@ -31,6 +32,22 @@ class Case:
     H: int = 6
     dtype: torch.dtype = torch.float64
     seed: int = 0
+
+
+KINDS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+INPUTS = ("padded", "packed_sorted", "packed_unsorted", "unbatched")
+
+
+def cases(**overrides: st.SearchStrategy) -> st.SearchStrategy[Case]:
+    """Random configurations for the module parity runs; ``overrides`` replace a field's strategy."""
+    fields = dict(
+        kind=st.sampled_from(KINDS), layers=st.integers(1, 3), bidirectional=st.booleans(),
+        batch_first=st.booleans(), bias=st.booleans(), proj=st.sampled_from([0, 0, 2]),
+        input=st.sampled_from(INPUTS), hx=st.booleans(), T=st.integers(1, 7), B=st.integers(1, 5),
+        I=st.integers(1, 5), H=st.integers(3, 7), seed=st.integers(0, 10_000),
+        dtype=st.sampled_from([torch.float64, torch.float32]))
+    fields.update(overrides)
+    return st.builds(Case, **fields)
 
 
 def build(case: Case, engine: str) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -9,23 +9,13 @@ import warnings
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import gatedrnn
 from gatedrnn import dispatch, functional, reference
-from parity import Case, assert_parity
+from parity import KINDS, Case, assert_parity
+from parity import cases as parity_cases
 
-KINDS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
-INPUTS = ("padded", "packed_sorted", "packed_unsorted", "unbatched")
-
-cases = st.builds(
-    Case,
-    kind=st.sampled_from(KINDS), layers=st.integers(1, 3), bidirectional=st.booleans(),
-    batch_first=st.booleans(), bias=st.booleans(), proj=st.sampled_from([0, 0, 2]),
-    input=st.sampled_from(INPUTS), hx=st.booleans(), T=st.integers(1, 7), B=st.integers(1, 5),
-    I=st.integers(1, 5), H=st.integers(3, 7), seed=st.integers(0, 10_000),
-    dtype=st.sampled_from([torch.float64, torch.float32]),
-)
+cases = parity_cases()
 
 
 @settings(max_examples=60, deadline=None)

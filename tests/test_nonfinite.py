@@ -114,23 +114,14 @@ DTYPES = [torch.float32, torch.float64]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cell", [False, True], ids=["module", "cell"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=12)
 @given(data=st.data())
-def test_module_nonfinite_like_torch_nn(kind: str, dtype, engine: str, data) -> None:
-    _compare(kind, dtype, engine, False, data)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=12)
-@given(data=st.data())
-def test_cell_nonfinite_like_torch_nn(kind: str, dtype, engine: str, data) -> None:
-    _compare(kind, dtype, engine, True, data)
+def test_nonfinite_like_torch_nn(kind: str, dtype, engine: str, cell: bool, data) -> None:
+    _compare(kind, dtype, engine, cell, data)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
