@@ -22,8 +22,8 @@ Example:
     >>> rnn = gatedrnn.SLSTM(3, 4, num_heads=2).eval()
     >>> buf = io.BytesIO()
     >>> T, B = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
-    >>> torch.onnx.export(rnn, (torch.randn(5, 2, 3),), buf, input_names=["x"],
-    ...                   dynamic_shapes=({0: T, 1: B},), verbose=False)
+    >>> _ = torch.onnx.export(rnn, (torch.randn(5, 2, 3),), buf, input_names=["x"],
+    ...                       dynamic_shapes=({0: T, 1: B},), verbose=False)
     >>> session = onnxruntime.InferenceSession(buf.getvalue())
     >>> x = torch.randn(9, 3, 3)  # another length and batch size
     >>> y_onnx = session.run(None, {"x": x.numpy()})[0]
