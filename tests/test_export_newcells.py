@@ -26,8 +26,9 @@ ort = pytest.importorskip("onnxruntime")
 
 TRACE_SIZE, RUN_SIZES = (5, 2), [(1, 1), (9, 3), (2, 1)]  # (T, B)
 I, H = 3, 4
-# float32 against eager: the largest error measured over the cases below was 1.2e-6 (SLSTM's
-# normaliser, which grows with T); the cells' ops are the same, only their rounding order differs.
+# float32 against eager: over the ONNX cases below at these sizes and T = 40, the largest error
+# measured was 9.5e-7 (SLSTM's normaliser n, |n| ≈ 4.5, which grows with T). The ops are the
+# cells', only rounded in another order, so atol 1e-5 leaves a tenfold margin.
 TOL = dict(atol=1e-5, rtol=1e-5)
 # Ops of a step; at the top level of the graph they would mean an unrolled loop.
 STEP_OPS = {"Sigmoid", "Exp", "Tanh", "Div", "Softplus", "Log", "Max", "Where"}
