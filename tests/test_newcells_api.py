@@ -209,30 +209,6 @@ def test_docstring_examples_run(name):
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-def test_onnx_export_of_the_traced_reference_loop(cls):
-    """TorchScript ONNX export traces the reference engine (numba is opaque to a trace): the graph
-    is unrolled for the traced length, and ONNX Runtime reproduces the module at that length."""
-    ort = pytest.importorskip("onnxruntime")
-    import io
-    import warnings
-
-    torch.manual_seed(0)
-    m = cls(3, 4, num_layers=2).eval()
-    x = torch.randn(5, 2, 3)
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (x,), f, dynamo=False)
-    session = ort.InferenceSession(f.getvalue())
-    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    y, state = m(x)
-    torch.testing.assert_close(torch.from_numpy(out[0]), y, atol=1e-6, rtol=1e-5)
-    states = [state] if isinstance(state, torch.Tensor) else list(state)
-    for got, want in zip(out[1:], states):
-        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-6, rtol=1e-5)
-
-
-@pytest.mark.parametrize("cls", CLASSES)
 def test_fits_code_written_for_torch_nn_rnns(cls):
     """The toolkit's SequenceModel reads proj_size, bidirectional and the state's first entry."""
     from gatedrnn.toolkit.model import SequenceModel

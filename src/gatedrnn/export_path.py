@@ -166,6 +166,27 @@ def _scan_stack(module: Any, x: Tensor, states: list[Tensor]) -> tuple[Tensor, l
 def _scan_direction(x: Tensor, state: tuple[Tensor, ...], w: dict[str, Tensor | None], opts: Any,
                     reverse: bool) -> tuple[Tensor, list[Tensor]]:
     """One direction of one layer as a scan over time: y (T, B, H_out) and the final state."""
+    step = STEPS[opts.mode]
+    # Evaluation-mode zoneout is the expectation p·old + (1 − p)·new; a float p says so to the cell.
+    zone_h, zone_c = opts.zoneout or None, opts.zoneout_cell or None
+
+    def cell(x_t: Tensor, s: tuple[Tensor, ...], weights: dict[str, Tensor]
+             ) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
+        return step(x_t, s, weights, opts, zoneout_h=zone_h, zoneout_c=zone_c)
+
+    y, final, _ = scan_cell(cell, x, state, w, reverse)
+    return y, final
+
+
+def scan_cell(cell: Any, x: Tensor, state: tuple[Tensor, ...], w: dict[str, Tensor | None],
+              reverse: bool, record: bool = False
+              ) -> tuple[Tensor, list[Tensor], dict[str, Tensor] | None]:
+    """``cell`` (x_t, state, weights) -> (new state, gates) run over time as one ``scan``.
+
+    x (T, B, I), each state (B, ·); weights that are None are left out of the cell's dict.
+    Returns y (T, B, ·) = the first state entry at every step, the final state, and, when
+    ``record``, the gates each stacked to (T, B, ·) (else None). Reverse runs from t = T−1 to 0.
+    """
     # The operator itself, not torch._higher_order_ops.scan.scan: that wrapper compiles the body
     # with dynamo and caches it across calls, and in torch 2.13 re-checking a cached body's guards
     # against the next layer's shapes pins the symbolic batch size ("marked B as dynamic but your
@@ -173,21 +194,22 @@ def _scan_direction(x: Tensor, state: tuple[Tensor, ...], w: dict[str, Tensor | 
     # the import is here, where only an export reaches it.
     from torch._higher_order_ops.scan import scan_op
 
-    step = STEPS[opts.mode]
-    # Evaluation-mode zoneout is the expectation p·old + (1 − p)·new; a float p says so to the cell.
-    zone_h, zone_c = opts.zoneout or None, opts.zoneout_cell or None
     names = [k for k, v in w.items() if v is not None]
     n = len(state)
+    gate_names: list[str] = []
 
     def body(*args: Tensor) -> list[Tensor]:
         # args: the carried state, x_t (B, I), then the weights (scan's additional inputs).
         weights = dict(zip(names, args[n + 1:]))
-        new, _ = step(args[n], tuple(args[:n]), weights, opts, zoneout_h=zone_h, zoneout_c=zone_c)
-        return [*new, new[0].clone()]  # a scan output may not alias its carry
+        new, gates = cell(args[n], tuple(args[:n]), weights)
+        gate_names[:] = list(gates) if record else []
+        # A scan output may not alias its carry or another output, hence the clones.
+        return [*new, new[0].clone(), *(gates[k].clone() for k in gate_names)]
 
     xs = x.flip(0) if reverse else x  # (T, B, I), in the order of the steps
-    *final, y = scan_op(body, list(state), [xs], tuple(w[k] for k in names))
-    return (y.flip(0) if reverse else y), final
+    out = scan_op(body, list(state), [xs], tuple(w[k] for k in names))
+    final, ys = list(out[:n]), [y.flip(0) if reverse else y for y in out[n:]]
+    return ys[0], final, dict(zip(gate_names, ys[1:])) if record else None
 
 
 # --- ONNX's own operators --------------------------------------------------------------------------

@@ -145,6 +145,12 @@ class NewRNNBase(nn.Module):
         """Run the network; returns ``(output, h_n)`` (SLSTM: ``(output, (h_n, c_n, n_n, m_n))``),
         and the recorded gates (``cells.NEW_GATE_NAMES``, each (D·num_layers, L, N, H)) as a
         third element when ``return_gates``."""
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            # A scan over the cells with a symbolic length, not the engines' loops (which a trace
+            # would unroll at the traced length).
+            from . import export_newcells
+
+            return export_newcells.export_forward(self, input, hx, return_gates)
         name, dtype = type(self).__name__, self.weight_ih_l0.dtype
         sorted_idx = unsorted_idx = None
         batch_sizes: Tensor | None
@@ -165,9 +171,8 @@ class NewRNNBase(nn.Module):
         checks.check_length(name, x.shape[0])
         B, D = x.shape[1], 2 if self.bidirectional else 1
         states = self._initial_states(hx, x, B, unbatched, sorted_idx)
-        # Traces, torch.export and torch.compile record torch ops, and numba's are opaque to them.
-        tracing = (torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
-                   or torch.compiler.is_exporting())
+        # Traces and torch.compile record torch ops, and numba's are opaque to them.
+        tracing = torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
         engine = "reference" if B == 0 or (tracing and self.engine != "scan") else self.engine
         weights = [self._weights(k) for k in range(self.num_layers * D)]
         y, finals, gates = engines.stacked(x, states, weights, batch_sizes, self.kind,
