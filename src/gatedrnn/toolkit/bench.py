@@ -45,7 +45,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -252,6 +252,22 @@ def _threads(text: str) -> list[int]:
     return counts
 
 
+def _blocks(a: argparse.Namespace, old: list[str], repeats: int, threads: int) -> Iterator[list[str]]:
+    """The tables the modes ask for, at the current thread count, each as soon as it is measured."""
+    timed = [m for m in a.modes if m in ("inference", "training")]
+    if timed:
+        yield _shape_rows(a.cells, timed, a.shapes, repeats, not a.no_memory and not a.quick, threads)
+    if "streaming" in a.modes and old:
+        yield _streaming_rows(old, repeats)
+    if "variants" in a.modes and old:
+        yield _variant_rows(old, repeats, a.quick)
+    if "targets" in a.modes:
+        yield bench_cells.target_rows(repeats, a.quick)
+    if "heads" in a.modes:
+        yield bench_cells.heads_rows([c for c in a.cells if c in ("lstm", "gru", "slstm")], repeats,
+                                     a.quick)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print Markdown tables; returns the exit status."""
     p = argparse.ArgumentParser(prog="gatedrnn bench", description=(__doc__ or "").split("\n")[0])
@@ -272,26 +288,16 @@ def main(argv: list[str] | None = None) -> int:
         return _probe(a._probe)
     repeats = max(1, a.repeats or (3 if a.quick else 9))
     old = [c for c in a.cells if c in VARIANTS]
-    for n in a.threads:
-        torch.set_num_threads(n)
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-              f"fastest of {repeats} interleaved runs\n")
-        timed = [m for m in a.modes if m in ("inference", "training")]
-        blocks = []
-        if timed:
-            blocks.append(_shape_rows(a.cells, timed, a.shapes, repeats,
-                                      not a.no_memory and not a.quick, n))
-        if "streaming" in a.modes and old:
-            blocks.append(_streaming_rows(old, repeats))
-        if "variants" in a.modes and old:
-            blocks.append(_variant_rows(old, repeats, a.quick))
-        if "targets" in a.modes:
-            blocks.append(bench_cells.target_rows(repeats, a.quick))
-        if "heads" in a.modes:
-            heads = [c for c in a.cells if c in ("lstm", "gru", "slstm")]
-            blocks.append(bench_cells.heads_rows(heads, repeats, a.quick))
-        for block in blocks:
-            print("\n".join(block) + "\n", flush=True)
+    before = torch.get_num_threads()
+    try:
+        for n in a.threads:
+            torch.set_num_threads(n)
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+                  f"fastest of {repeats} interleaved runs\n")
+            for block in _blocks(a, old, repeats, n):
+                print("\n".join(block) + "\n", flush=True)
+    finally:
+        torch.set_num_threads(before)
     return 0
 
 
