@@ -48,7 +48,8 @@ def session(model: torch.nn.Module, x: torch.Tensor, threads: int) -> Any:
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the tracer's warnings about the unrolled loop of new cells
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"],
+        # torch's hint says a path, but the TorchScript exporter writes to any binary file object.
+        torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"],  # type: ignore[arg-type]
                           dynamic_axes={"x": {0: "T", 1: "B"}})
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
