@@ -93,7 +93,9 @@ def mm_rate(B: int, H: int, G: int, repeats: int) -> float:
     """GFLOP/s of torch.mm on the per-step product (B, H) · (H, G·H), the fastest of ``repeats``."""
     a, b = torch.randn(B, H), torch.randn(H, G * H)
     out = torch.empty(B, G * H)
-    n = max(1, int(2e8 / (2 * B * H * G * H)))  # ~0.2 GFLOP per timing
+    # ~0.2 GFLOP per timing, but at most 5000 calls: at toy shapes (tests, --quick) that many
+    # tiny products take minutes when torch's threads contend for a busy machine's cores.
+    n = max(1, min(5000, int(2e8 / (2 * B * H * G * H))))
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
