@@ -10,51 +10,27 @@ Each side's time is the fastest of ``--repeats`` interleaved runs; ratio = ORT t
 above 1 means gatedrnn is faster. Threads: torch.set_num_threads(n) and ORT's intra_op n, for
 each n in ``--threads``.
 
+The export and the session are ``gatedrnn.toolkit.bench_ort``'s, the timing
+``gatedrnn.toolkit.bench_common.fastest``: the same as the ONNX Runtime column of ``gatedrnn bench``
+(``--modes inference --cells lstm,gru --threads 1,2``), which also has torch.nn's ratios.
+
 Usage: python benchmarks/onnxrt.py [--quick] [--threads 1,2] [--cells lstm,gru]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 import gatedrnn
+from gatedrnn.toolkit.bench_common import fastest
+from gatedrnn.toolkit.bench_ort import runner
 
 SHAPES = [(200, 1, 64, 128), (100, 32, 128, 128), (100, 64, 256, 256)]
 ENGINES = ("auto", "fused", "native")
-
-
-def _session(model: torch.nn.Module, x: torch.Tensor, threads: int):
-    import onnxruntime as ort
-
-    buf = io.BytesIO()
-    torch.onnx.export(model, (x,), buf, dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "T", 1: "B"}})
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-
-
-def _fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Fastest seconds per side over interleaved runs (after one warm-up each)."""
-    for fn in fns.values():
-        fn()
-    best = {k: math.inf for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def measure(cell: str, shape: tuple[int, int, int, int], threads: int,
@@ -69,11 +45,7 @@ def measure(cell: str, shape: tuple[int, int, int, int], threads: int,
         m.load_state_dict(peer.state_dict())
         m.engine = e
     x = torch.randn(T, B, I)
-    sess = _session(ours["fused"], x, threads)
-    feed = {"x": x.numpy()}
-    ref = peer(x)[0].detach().numpy()
-    got = sess.run(None, feed)[0]
-    assert np.allclose(got, ref, atol=1e-4), "ONNX Runtime's output differs from torch.nn's"
+    ort_run = runner(ours["fused"], x, threads)  # checked against the module's output
 
     def run(m: torch.nn.Module) -> Callable[[], object]:
         def go() -> object:
@@ -81,9 +53,9 @@ def measure(cell: str, shape: tuple[int, int, int, int], threads: int,
                 return m(x)
         return go
 
-    fns = {"onnxruntime": lambda: sess.run(None, feed), "torch.nn": run(peer)}
+    fns: dict[str, Callable[[], object]] = {"onnxruntime": ort_run, "torch.nn": run(peer)}
     fns.update({e: run(m) for e, m in ours.items()})
-    return _fastest(fns, repeats)
+    return fastest(fns, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

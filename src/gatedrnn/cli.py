@@ -314,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Imported here so that a missing or broken bench module never breaks the other commands.
         from .toolkit import bench
 
-        return int(bench.main(argv[1:]) or 0)
+        try:
+            return int(bench.main(argv[1:]) or 0)
+        except SystemExit as done:  # --help (0) or an argument error (2, already printed)
+            return int(done.code or 0)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or an argument error (2, already printed)

@@ -1,22 +1,36 @@
-"""Speed benchmark: gatedrnn's fused engine against torch.nn on the CPU (``gatedrnn bench``).
+"""Speed benchmark: gatedrnn's engines against torch.nn and ONNX Runtime on the CPU (``gatedrnn bench``).
 
-For each cell (LSTM, GRU) and shape (T, B, input, hidden) it times torch.nn and gatedrnn
-(``engine="fused"``, through the public modules) with identical weights, in float32 with
-``torch.set_num_threads(2)``:
+For each cell and shape (T, B, input, hidden), in float32 with ``torch.set_num_threads(n)`` for
+each n of ``--threads``, the contenders run on the same input:
 
 - inference: a no_grad forward; training: forward + backward to the input and every weight.
-- Runs are interleaved (peer, ours, peer, ours, ...) and each side's median is taken, because
-  the machine is shared and its load drifts; ratio = torch.nn time / gatedrnn time (> 1: faster).
-- GFLOP/s: the GEMM flops of the layer (2·T·B·G·H·(I + H_out), three times that for training)
-  over gatedrnn's time, next to the rate torch.mm reaches on the per-step GEMM alone
-  (B × H_out · H_out × G·H), which bounds any implementation of the recurrence.
+- columns: torch.nn; gatedrnn with engine "auto" (and the engine it ran, ``module.last_engine``;
+  "-" for the newer cells, which do not report it),
+  "fused", "native" (torch's own op on gatedrnn's parameters; LSTM and GRU) and "scan" (the
+  log-space scan; minGRU and minLSTM); for inference, ONNX Runtime on the graph gatedrnn exports
+  (``toolkit.bench_ort``: ORT threads = torch threads, allow_spinning "0"; LSTM and GRU, which
+  export as ONNX's own operators, while the newer cells' graph is their loop unrolled for one
+  length and is not timed; needs onnxruntime, the column is "-" without it). Each is shown as
+  "ms (ratio)", ratio = torch.nn time / that time (> 1: faster than torch.nn).
+- LSTM and GRU share torch.nn's weights. The newer cells have no torch.nn counterpart; their
+  peer is the torch.nn cell they descend from at the same (I, H): GRU for minGRU, LSTM for
+  minLSTM and sLSTM (named in the "peer" column).
+- timing: the contenders run interleaved (torch.nn, auto, fused, ..., torch.nn, auto, ...) in one
+  process, and each one's fastest of ``--repeats`` runs counts (not the median): the machine is
+  shared, its load drifts, and noise only ever adds time.
+- GFLOP/s: the GEMM flops of the layer (2·T·B·G·H·(I + H), three times that for training; no H
+  term for minGRU and minLSTM, which have no recurrent product) over the fused engine's time, next
+  to the rate torch.mm reaches on the per-step GEMM alone (B × H · H × G·H), which bounds any
+  implementation of the recurrence.
 - peak memory: the growth of the resident set (VmHWM − VmRSS before the call, after resetting
-  the high-water mark) during one call, measured in a fresh subprocess per configuration. It
-  counts everything the process touches (torch tensors, oneDNN scratch, numba buffers) but is
+  the high-water mark) during one call, torch.nn and the fused engine, each in a fresh subprocess.
+  It counts everything the process touches (torch tensors, oneDNN scratch, numba buffers) but is
   rounded to pages and includes allocator slack.
 - streaming: one step at B = 1 with the state carried, gatedrnn's cells against torch.nn's.
 - variants (training at (100, 64, 256, 256)): each LSTM and GRU option's cost against the plain
   fused run and against the reference engine (a Python loop over ``gatedrnn.cells``).
+- targets, heads: issue 10's speed targets for the newer cells and for head-wise recurrence
+  (``toolkit.bench_cells``).
 
 Example:
     >>> from gatedrnn.toolkit import bench
@@ -29,18 +43,31 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
+from . import bench_cells, bench_ort
+from .bench_common import (
+    CELLS,
+    ENGINES,
+    build,
+    cell_text,
+    fastest,
+    flops,
+    geomean,
+    mm_rate,
+    peer,
+    shape_arg,
+    step,
+)
+
 SHAPES = [(200, 1, 64, 128), (100, 32, 128, 128), (100, 64, 256, 256), (100, 64, 512, 512),
           (50, 256, 128, 256)]
-GATES = {"lstm": 4, "gru": 3}
+MODES = ("inference", "training", "streaming", "variants", "targets", "heads")
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lstm": {"peephole": {"peephole": True}, "layer_norm": {"layer_norm": True},
              "recurrent_dropout": {"recurrent_dropout": 0.25},
@@ -49,70 +76,18 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             "recurrent_dropout": {"recurrent_dropout": 0.25}, "zoneout": {"zoneout": 0.1},
             "weight_drop": {"weight_drop": 0.3}},
 }
+COLUMNS = ("auto", "fused", "native", "scan", "onnxruntime")
+# The cells ONNX has an operator for. The newer cells export as their reference loop unrolled for
+# one length: tens of seconds to export at T = 200, and not the deployment path issue 9 is about.
+ORT_CELLS = ("lstm", "gru")
 
 
-def _pair(peer: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median seconds of each side over interleaved runs, after one warm-up of each."""
-    peer()
-    ours()
-    tp: list[float] = []
-    to: list[float] = []
-    for _ in range(repeats):
-        for fn, acc in ((peer, tp), (ours, to)):
-            t0 = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(tp), statistics.median(to)
-
-
-def _models(cell: str, I: int, H: int, **extra) -> tuple[torch.nn.Module, torch.nn.Module]:
-    import gatedrnn
-
-    ours = getattr(gatedrnn, cell.upper())(I, H, engine="fused", **extra)
-    peer = getattr(torch.nn, cell.upper())(I, H)
-    peer.load_state_dict(ours.state_dict(), strict=False)
-    return peer, ours
-
-
-def _step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], object]:
-    if mode == "inference":
-        def run() -> object:
-            with torch.no_grad():
-                return model(x)
-        return run
-
-    def train() -> None:
-        x.grad = None
-        model.zero_grad(set_to_none=True)
-        model(x)[0].sum().backward()
-    return train
-
-
-def _flops(cell: str, T: int, B: int, I: int, H: int, mode: str) -> float:
-    f = 2.0 * T * B * GATES[cell] * H * (I + H)
-    return 3 * f if mode == "training" else f
-
-
-def _mm_rate(B: int, H: int, G: int, repeats: int) -> float:
-    """GFLOP/s of torch.mm on the per-step product (B, H) · (H, G·H)."""
-    a, b = torch.randn(B, H), torch.randn(H, G * H)
-    out = torch.empty(B, G * H)
-    n = max(1, int(2e8 / (2 * B * H * G * H)))  # ~0.2 GFLOP per timing
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            torch.mm(a, b, out=out)
-        ts.append(time.perf_counter() - t0)
-    return 2.0 * B * H * G * H * n / statistics.median(ts) / 1e9
-
-
-def _peak_bytes(impl: str, cell: str, shape: tuple[int, ...], mode: str) -> float:
+def _peak_bytes(impl: str, cell: str, shape: tuple[int, ...], mode: str, threads: int) -> float:
     """Peak resident growth (bytes) of one call, in a fresh process (see the module docstring)."""
     args = [sys.executable, "-m", "gatedrnn.toolkit.bench", "--_probe",
-            ",".join([impl, cell, mode, *map(str, shape)])]
+            ",".join([impl, cell, mode, str(threads), *map(str, shape)])]
     out = subprocess.run(args, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+                         env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -120,14 +95,12 @@ def _peak_bytes(impl: str, cell: str, shape: tuple[int, ...], mode: str) -> floa
 
 
 def _probe(spec: str) -> int:
-    impl, cell, mode, *dims = spec.split(",")
+    impl, cell, mode, threads, *dims = spec.split(",")
     T, B, I, H = map(int, dims)
-    torch.set_num_threads(2)
-    peer, ours = _models(cell, I, H)
-    model = peer if impl == "torch" else ours
-    _step(model, torch.randn(2, 1, I, requires_grad=True), mode)()  # load code, not the shape
-    x = torch.randn(T, B, I, requires_grad=True)
-    fn = _step(model, x, mode)
+    torch.set_num_threads(int(threads))
+    model = peer(cell, I, H) if impl == "torch" else build(cell, I, H)
+    step(model, torch.randn(2, 1, I, requires_grad=True), mode)()  # load code, not the shape
+    fn = step(model, torch.randn(T, B, I, requires_grad=True), mode)
 
     def status(key: str) -> int:
         with open("/proc/self/status") as f:
@@ -141,61 +114,82 @@ def _probe(spec: str) -> int:
     return 0
 
 
-def _geomean(xs: list[float]) -> float:
-    xs = [x for x in xs if x > 0 and math.isfinite(x)]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else math.nan
-
-
 def _fmt_mb(b: float) -> str:
     return "n/a" if not math.isfinite(b) else f"{b / 2**20:.1f}"
 
 
-def _shape_rows(cells, modes, shapes, repeats, memory) -> list[str]:
-    rows = ["| cell | mode | T, B, I, H | torch.nn ms | gatedrnn ms | ratio | gatedrnn GFLOP/s | "
-            "torch.mm step GFLOP/s | peak MB torch.nn | peak MB gatedrnn |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def measure(cell: str, shape: tuple[int, int, int, int], mode: str, repeats: int,
+            threads: int) -> tuple[dict[str, float], str]:
+    """Seconds per column ("torch.nn", the cell's engines, "onnxruntime" for inference; a column
+    that does not apply is absent) and the engine auto ran ("-" if the module does not say)."""
+    T, B, I, H = shape
+    torch.manual_seed(0)
+    ours = {e: build(cell, I, H, e) for e in ENGINES[cell]}
+    for m in ours.values():
+        m.load_state_dict(ours["fused"].state_dict())
+    nn = peer(cell, I, H, like=ours["fused"])
+    x = torch.randn(T, B, I, requires_grad=mode == "training")
+    fns: dict[str, Callable[[], object]] = {"torch.nn": step(nn, x, mode)}
+    fns.update({e: step(m, x, mode) for e, m in ours.items()})
+    if mode == "inference" and cell in ORT_CELLS and bench_ort.available():
+        fns["onnxruntime"] = bench_ort.runner(ours["fused"].eval(), x, threads)
+    best = fastest(fns, repeats)
+    return best, str(getattr(ours["auto"], "last_engine", None) or "-")
+
+
+def _shape_rows(cells: list[str], modes: list[str], shapes: list[tuple[int, int, int, int]],
+                repeats: int, memory: bool, threads: int) -> list[str]:
+    rows = ["| cell | peer | mode | T, B, I, H | torch.nn ms | auto ms (ratio) | auto ran | "
+            "fused ms (ratio) | native ms (ratio) | scan ms (ratio) | ONNX Runtime ms (ratio) | "
+            "fused GFLOP/s | torch.mm step GFLOP/s | peak MB torch.nn | peak MB fused |",
+            "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     summary = []
     for cell in cells:
+        name, peer_name, G, recurrent = CELLS[cell]
         for mode in modes:
-            ratios = []
+            ratios: dict[str, list[float]] = {c: [] for c in (*COLUMNS, "ORT/auto")}
             for shape in shapes:
                 T, B, I, H = shape
-                torch.manual_seed(0)
-                try:
-                    peer, ours = _models(cell, I, H)
-                    x = torch.randn(T, B, I, requires_grad=True)
-                    tp, to = _pair(_step(peer, x, mode), _step(ours, x, mode), repeats)
-                except ImportError as e:  # e.g. a kernel not written yet
-                    rows.append(f"| {cell.upper()} | {mode} | {shape} | n/a ({e}) |||||||")
-                    continue
-                ratios.append(tp / to)
-                rate = _flops(cell, T, B, I, H, mode) / to / 1e9
-                mm = _mm_rate(B, H, GATES[cell], 3 if repeats < 5 else 7)
-                mem = ((_peak_bytes("torch", cell, shape, mode), _peak_bytes("ours", cell, shape, mode))
+                t, ran = measure(cell, shape, mode, repeats, threads)
+                base = t["torch.nn"]
+                for c in COLUMNS:
+                    if c in t:
+                        ratios[c].append(base / t[c])
+                if "onnxruntime" in t:
+                    ratios["ORT/auto"].append(t["onnxruntime"] / t["auto"])
+                rate = flops(cell, T, B, I, H, mode) / t["fused"] / 1e9
+                mm = f"{mm_rate(B, H, G, 3 if repeats < 5 else 7):.1f}" if recurrent else "-"
+                mem = ((_peak_bytes("torch", cell, shape, mode, threads),
+                        _peak_bytes("ours", cell, shape, mode, threads))
                        if memory else (math.nan, math.nan))
-                rows.append(f"| {cell.upper()} | {mode} | {T}, {B}, {I}, {H} | {tp * 1e3:.2f} | "
-                            f"{to * 1e3:.2f} | {tp / to:.2f} | {rate:.1f} | {mm:.1f} | "
-                            f"{_fmt_mb(mem[0])} | {_fmt_mb(mem[1])} |")
-            summary.append(f"| {cell.upper()} | {mode} | {_geomean(ratios):.2f} | "
-                           f"{min(ratios, default=math.nan):.2f} |")
-    return rows + ["", "| cell | mode | geomean ratio | worst ratio |", "|---|---|---:|---:|"] + summary
+                cols = " | ".join(cell_text(t[c], base) if c in t else "-" for c in COLUMNS[1:])
+                rows.append(f"| {name} | torch.nn.{peer_name} | {mode} | {T}, {B}, {I}, {H} | "
+                            f"{base * 1e3:.2f} | {cell_text(t['auto'], base)} | {ran} | {cols} | "
+                            f"{rate:.1f} | {mm} | {_fmt_mb(mem[0])} | {_fmt_mb(mem[1])} |")
+            stats = [f"{geomean(r):.2f} / {min(r):.2f}" if r else "-" for r in ratios.values()]
+            summary.append(f"| {name} | {mode} | " + " | ".join(stats) + " |")
+    head = ("| cell | mode | " + " | ".join(f"torch.nn / {c}" for c in COLUMNS)
+            + " | ONNX Runtime / auto |")
+    return rows + ["", "Geomean / worst over the shapes:", "", head,
+                   "|---|---|" + "---:|" * (len(COLUMNS) + 1)] + summary
 
 
-def _stream(model: torch.nn.RNNBase | torch.nn.RNNCellBase, xs: torch.Tensor, lstm: bool,
-            module: bool) -> Callable[[], object]:
+def _stream(model: torch.nn.Module, xs: torch.Tensor, lstm: bool, module: bool) -> Callable[[], object]:
     """Feed xs (steps, 1, I) one step at a time, carrying the state: a cell call per step, or a
     module call on a (1, 1, I) slice with hx."""
+    hidden = int(model.hidden_size)  # type: ignore[arg-type]
+
     def run() -> object:
         with torch.no_grad():
-            shape = (1, 1, model.hidden_size) if module else (1, model.hidden_size)
-            s = (torch.zeros(shape), torch.zeros(shape)) if lstm else torch.zeros(shape)
+            shape = (1, 1, hidden) if module else (1, hidden)
+            s: Any = (torch.zeros(shape), torch.zeros(shape)) if lstm else torch.zeros(shape)
             for x in xs:
                 s = model(x[None], s)[1] if module else model(x, s)
         return s
     return run
 
 
-def _streaming_rows(cells, repeats) -> list[str]:
+def _streaming_rows(cells: list[str], repeats: int) -> list[str]:
     import gatedrnn
 
     rows = ["| streaming (B=1, one step, state carried), I=64, H=128 | torch.nn µs | "
@@ -206,73 +200,104 @@ def _streaming_rows(cells, repeats) -> list[str]:
         for module in (False, True):
             name = cell.upper() + ("" if module else "Cell")
             ours = getattr(gatedrnn, name)(64, 128).eval()
-            peer = getattr(torch.nn, name)(64, 128).eval()
-            peer.load_state_dict(ours.state_dict())
+            nn = getattr(torch.nn, name)(64, 128).eval()
+            nn.load_state_dict(ours.state_dict())
             lstm = cell == "lstm"
-            tp, to = _pair(_stream(peer, xs, lstm, module), _stream(ours, xs, lstm, module), repeats)
+            t = fastest({"nn": _stream(nn, xs, lstm, module), "ours": _stream(ours, xs, lstm, module)},
+                        repeats)
             label = f"{name}, module call on (1, 1, 64) with hx" if module else f"{name} call"
-            rows.append(f"| {label} | {tp / steps * 1e6:.1f} | {to / steps * 1e6:.1f} | "
-                        f"{tp / to:.2f} |")
+            rows.append(f"| {label} | {t['nn'] / steps * 1e6:.1f} | {t['ours'] / steps * 1e6:.1f} | "
+                        f"{t['nn'] / t['ours']:.2f} |")
     return rows
 
 
-def _variant_rows(cells, repeats) -> list[str]:
-    import gatedrnn
-
-    T, B, I, H = 100, 64, 256, 256
+def _variant_rows(cells: list[str], repeats: int, quick: bool) -> list[str]:
+    T, B, I, H = (10, 4, 8, 8) if quick else (100, 64, 256, 256)
     rows = [f"| training at {T}, {B}, {I}, {H} | fused ms | × plain fused | reference ms | "
             "fused speed-up over reference |", "|---|---:|---:|---:|---:|"]
     x = torch.randn(T, B, I, requires_grad=True)
     for cell in cells:
-        cls = getattr(gatedrnn, cell.upper())
         torch.manual_seed(0)
-        plain = cls(I, H, engine="fused").train()
-        t_plain = _pair(_step(plain, x, "training"), _step(plain, x, "training"), repeats)[1]
+        plain = build(cell, I, H).train()
+        t_plain = fastest({"plain": step(plain, x, "training")}, repeats)["plain"]
         rows.append(f"| {cell.upper()} plain | {t_plain * 1e3:.1f} | 1.00 | | |")
         for name, kw in VARIANTS[cell].items():
-            fused = cls(I, H, engine="fused", **kw).train()
-            ref = cls(I, H, engine="reference", **kw).train()
+            fused = build(cell, I, H, **kw).train()
+            ref = build(cell, I, H, "reference", **kw).train()
             ref.load_state_dict(fused.state_dict())
-            t_ref, t_fused = _pair(_step(ref, x, "training"), _step(fused, x, "training"),
-                                   max(1, repeats // 2))
-            rows.append(f"| {cell.upper()} {name} | {t_fused * 1e3:.1f} | {t_fused / t_plain:.2f} | "
-                        f"{t_ref * 1e3:.1f} | {t_ref / t_fused:.1f} |")
+            t = fastest({"ref": step(ref, x, "training"), "fused": step(fused, x, "training")},
+                        max(1, repeats // 2))
+            rows.append(f"| {cell.upper()} {name} | {t['fused'] * 1e3:.1f} | "
+                        f"{t['fused'] / t_plain:.2f} | {t['ref'] * 1e3:.1f} | {t['ref'] / t['fused']:.1f} |")
     return rows
+
+
+def _list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [v.strip().lower() for v in text.split(",") if v.strip()]
+        bad = [v for v in items if v not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+def _threads(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of positive integers")
+    return counts
+
+
+def _blocks(a: argparse.Namespace, old: list[str], repeats: int, threads: int) -> Iterator[list[str]]:
+    """The tables the modes ask for, at the current thread count, each as soon as it is measured."""
+    timed = [m for m in a.modes if m in ("inference", "training")]
+    if timed:
+        yield _shape_rows(a.cells, timed, a.shapes, repeats, not a.no_memory and not a.quick, threads)
+    if "streaming" in a.modes and old:
+        yield _streaming_rows(old, repeats)
+    if "variants" in a.modes and old:
+        yield _variant_rows(old, repeats, a.quick)
+    if "targets" in a.modes:
+        yield bench_cells.target_rows(repeats, a.quick)
+    if "heads" in a.modes:
+        yield bench_cells.heads_rows([c for c in a.cells if c in ("lstm", "gru", "slstm")], repeats,
+                                     a.quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print Markdown tables; returns the exit status."""
-    p = argparse.ArgumentParser(prog="gatedrnn bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test)")
-    p.add_argument("--modes", default="inference,training,streaming,variants",
-                   help="comma list of inference, training, streaming, variants")
-    p.add_argument("--cells", default="lstm,gru", help="comma list of lstm, gru")
-    p.add_argument("--shapes", default=None,
+    p = argparse.ArgumentParser(prog="gatedrnn bench", description=(__doc__ or "").split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repeats, no memory, tiny variants/targets/heads shapes (a smoke test)")
+    p.add_argument("--modes", type=_list(MODES), default=list(MODES),
+                   help=f"comma list of {', '.join(MODES)} (default: all)")
+    p.add_argument("--cells", type=_list(tuple(CELLS)), default=list(CELLS),
+                   help=f"comma list of {', '.join(CELLS)} (default: all)")
+    p.add_argument("--shapes", type=shape_arg, default=SHAPES,
                    help="T,B,I,H[;T,B,I,H...] (default: the five standard shapes)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved runs per side")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="interleaved runs per contender")
+    p.add_argument("--threads", type=_threads, default=[2], help="comma list of thread counts (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._probe:
         return _probe(a._probe)
-    torch.set_num_threads(a.threads)
-    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    cells = [c.strip().lower() for c in a.cells.split(",") if c.strip()]
-    shapes = SHAPES if a.shapes is None else [
-        tuple(int(v) for v in s.split(",")) for s in a.shapes.split(";")]
-    repeats = a.repeats or (3 if a.quick else 9)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-          f"median of {repeats} interleaved runs\n")
-    timed = [m for m in modes if m in ("inference", "training")]
-    if timed:
-        print("\n".join(_shape_rows(cells, timed, shapes, repeats, not a.no_memory and not a.quick)))
-        print()
-    if "streaming" in modes:
-        print("\n".join(_streaming_rows(cells, repeats)))
-        print()
-    if "variants" in modes:
-        print("\n".join(_variant_rows(cells, repeats)))
+    repeats = max(1, a.repeats or (3 if a.quick else 9))
+    old = [c for c in a.cells if c in VARIANTS]
+    before = torch.get_num_threads()
+    try:
+        for n in a.threads:
+            torch.set_num_threads(n)
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+                  f"fastest of {repeats} interleaved runs\n")
+            for block in _blocks(a, old, repeats, n):
+                print("\n".join(block) + "\n", flush=True)
+    finally:
+        torch.set_num_threads(before)
     return 0
 
 
