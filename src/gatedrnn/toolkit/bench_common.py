@@ -38,14 +38,23 @@ ENGINES: dict[str, tuple[str, ...]] = {
 
 
 def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Seconds per contender: the fastest of ``repeats`` interleaved rounds, after one warm-up."""
+    """Seconds per contender: the fastest of ``repeats`` interleaved rounds, after one warm-up.
+
+    Each round starts one contender later than the one before, so every contender follows every
+    other equally often: after a parallel torch op, torch's OpenMP workers keep spinning for
+    ~10 ms, and whatever runs next in a fixed order pays for it in every round. (In the previous
+    round's fixed order, engine="auto" ran the GRU at B = 1 right after torch.nn and took 1.70 ms;
+    engine="fused", the same kernel one slot later, 1.41 ms.)
+    """
     for fn in fns.values():
         fn()
+    names = list(fns)
     best = dict.fromkeys(fns, math.inf)
-    for _ in range(max(1, repeats)):
-        for name, fn in fns.items():
+    for r in range(max(1, repeats)):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
