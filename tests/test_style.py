@@ -13,7 +13,7 @@ ROOT = Path(__file__).parent.parent
 PKG = ROOT / "src" / "gatedrnn"
 CORE = ["cells.py", "checks.py", "init.py", "reference.py", "functional.py", "modules.py",
         "cell_modules.py", "export_path.py", "dispatch.py", "newcells.py", "newcells_engines.py",
-        "scan.py", "one_step.py", "lean_path.py", "kernels"]
+        "scan.py", "one_step.py", "lean_path.py", "export_newcells.py", "kernels"]
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the dev extra")
