@@ -323,9 +323,18 @@ def headwise_product(h: Tensor, w_hh: Tensor) -> Tensor:
     if w_hh.dim() == 2:
         return h @ w_hh.T  # (B, G·H)
     nh, Gd, d = w_hh.shape
-    B = h.shape[0]
-    per_head = torch.einsum("bnd,ned->bne", h.reshape(B, nh, d), w_hh)  # (B, nh, G·d)
-    return per_head.reshape(B, nh, Gd // d, d).transpose(1, 2).reshape(B, nh * Gd)  # (B, G·H)
+    if torch.compiler.is_exporting():
+        # Inside an exported scan, any op on h that records its shape puts the symbolic batch
+        # size among the body's saved values, and torch 2.13's ONNX exporter then fails to
+        # decompose the scan ("'SymInt' object has no attribute 'unsqueeze'"). So the heads are
+        # laid out as the equal dense block-diagonal (G·H, H), from the weight alone, and h meets
+        # one product as in the dense case: zero blocks add exact zeros.
+        G, eye = Gd // d, torch.eye(nh, dtype=w_hh.dtype, device=w_hh.device)
+        # dense[g, j, e, k, f] = w_hh[j, g·d + e, f] if j = k else 0: row g·H + j·d + e, column k·d + f
+        dense = torch.einsum("jgef,jk->gjekf", w_hh.reshape(nh, G, d, d), eye)
+        return h @ dense.reshape(G * nh * d, nh * d).T
+    per_head = torch.einsum("bnd,ned->bne", h.unflatten(-1, (nh, d)), w_hh)  # (B, nh, G·d)
+    return per_head.unflatten(-1, (Gd // d, d)).transpose(-3, -2).flatten(-3)  # (B, G·H)
 
 
 def slstm_cell(
