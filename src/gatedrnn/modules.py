@@ -11,7 +11,8 @@ size, H_cell hidden size, H_out = proj_size or hidden_size.
     h_0    (D·num_layers, N, H_out)       c_0 (LSTM) (D·num_layers, N, H_cell)
     output (L, N, D·H_out) or the PackedSequence form of it
 Parameter names, shapes, gate order and default initialisation are torch.nn's, so ``state_dict``s
-load both ways (with ``num_heads`` > 1, weight_hh is head-wise: see ``LSTM``). The equations are in ``gatedrnn.cells``.
+load both ways (with ``num_heads`` > 1, weight_hh is head-wise: see ``LSTM``). The equations are
+in ``gatedrnn.cells``.
 
 Engines (``engine=``): "native" is torch.nn's own forward (its ``_VF`` ops: cuDNN, oneDNN), bit for
 bit torch.nn; "fused" the numba CPU kernels (bfloat16/float16 computed in float32); "reference" the
