@@ -383,3 +383,27 @@ def test_the_export_form_of_the_head_wise_product_is_the_same_sum(monkeypatch, n
     torch.testing.assert_close(eager, want, atol=1e-12, rtol=1e-12)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     torch.testing.assert_close(headwise_product(h, w), eager, atol=1e-12, rtol=1e-12)
+
+
+VARIANT_CASES = [
+    ("LSTM", dict(layer_norm=True, peephole=True)),
+    ("LSTM", dict(zoneout=0.2, zoneout_cell=0.1, recurrent_dropout=0.3, weight_drop=0.2)),
+    ("GRU", dict(layer_norm=True, zoneout=0.2)),
+    ("GRU", dict(reset_after=False, recurrent_dropout=0.3, weight_drop=0.2)),
+]
+
+
+@pytest.mark.parametrize("kind,opts", VARIANT_CASES, ids=[f"{k}-{sorted(o)}" for k, o in VARIANT_CASES])
+def test_the_variants_run_with_heads_on_both_engines_alike(kind, opts):
+    """Training mode, the same masks (the same seed before each call): fused equals reference."""
+    results = []
+    for engine in ("reference", "fused"):
+        torch.manual_seed(0)
+        m = CLASSES[kind](3, 8, num_layers=2, bidirectional=True, num_heads=4, engine=engine,
+                          dtype=DT, **opts).train()
+        x = torch.randn(6, 2, 3, dtype=DT, requires_grad=True)
+        out, state = m(x)
+        loss = out.pow(2).sum() + sum(s.sum() for s in (state if kind == "LSTM" else (state,)))
+        results.append([out, *torch.autograd.grad(loss, [x, *m.parameters()])])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=TOL, rtol=TOL)
