@@ -317,17 +317,25 @@ def test_one_streaming_step_with_heads_is_right():
     torch.testing.assert_close(got[0], want[0], atol=TOL, rtol=TOL)
 
 
-def test_interop_refuses_heads():
+def test_torch_nn_conversion_refuses_heads():
     from gatedrnn.interop.torch_nn import from_torch, to_torch
 
     with pytest.raises(ValueError, match="num_heads=2.*no torch.nn equivalent"):
         to_torch(gatedrnn.LSTM(3, 8, num_heads=2))
     with pytest.raises(ValueError, match="num_heads"):
         from_torch(torch.nn.GRU(3, 8), num_heads=2)
+
+
+@pytest.mark.slow  # (importing Keras takes seconds)
+def test_keras_conversion_refuses_heads():
     os.environ.setdefault("KERAS_BACKEND", "torch")  # (as tests/test_interop_keras.py)
     keras_mod = pytest.importorskip("gatedrnn.interop.keras")
     with pytest.raises(ValueError, match="num_heads=2.*no Keras equivalent"):
         keras_mod.to_keras(gatedrnn.GRU(3, 8, num_heads=2))
+    layer = pytest.importorskip("keras").layers.GRU(8)
+    layer.build((None, None, 3))
+    with pytest.raises(ValueError, match="num_heads=2.*recurrent kernel is dense"):
+        keras_mod.from_keras(layer, num_heads=2)
 
 
 # --- export ---------------------------------------------------------------------------------------
