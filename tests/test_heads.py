@@ -198,7 +198,16 @@ def test_weight_hh_is_head_wise_and_torch_keeps_track_of_it():
         assert all(flat[n] is getattr(which, n) for n in which._flat_weights_names)
         assert not which._weights_have_changed()
     assert m.weight_hh_l1_reverse.dtype == DT
-    m.flatten_parameters()  # (a no-op: cuDNN has no layout for it)
+
+
+def test_flatten_parameters_keeps_head_wise_weights_from_cudnn(monkeypatch):
+    dense, heads = gatedrnn.LSTM(3, 8), gatedrnn.LSTM(3, 8, num_heads=2)
+    calls = []
+    monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters", lambda self: calls.append(self))
+    dense.flatten_parameters()
+    heads.flatten_parameters()
+    heads.to(DT)  # (torch's _apply flattens too)
+    assert calls == [dense]
 
 
 def test_default_and_orthogonal_init_per_head():
