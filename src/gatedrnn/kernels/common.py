@@ -202,25 +202,29 @@ def recurrent_weight_grad(parts: tuple, Y: Any, h0: Any, m: Any, sizes: np.ndarr
 
 
 def head_blocks_grad(A: Any, X: Any, heads: int, A2: Any = None, X2: Any = None) -> Any:
-    """The head-wise blocks of A^T X (+ A2^T X2): A (N, G·H) gate-major, X (N, H), both any row
-    strides. Returns (nh, G·d, d), d = H / nh, with
+    """The head-wise blocks of A^T X (+ A2^T X2): A (N, G·H) gate-major, X (N, H) (any row
+    strides). Returns (nh, G·d, d), d = H / nh, with
         out[j, g·d + q, k] = Σ_n A[n, g·H + j·d + q] X[n, j·d + k]
-    one (d, N)·(N, d) GEMM per head and gate on strided views (no copies)."""
-    H = X.shape[1]
-    d = H // heads
-    G = A.shape[1] // H
-    out = A.new_empty((heads, G * d, d))
-    for j in range(heads):
-        cols = slice(j * d, (j + 1) * d)
-        for g in range(G):
-            rows = slice(g * H + j * d, g * H + (j + 1) * d)
-            blk = out[j, g * d:(g + 1) * d]
-            if A2 is None:
-                torch.mm(A[:, rows].t(), X[:, cols], out=blk)
-            else:
-                torch.addmm(torch.mm(A[:, rows].t(), X[:, cols]), A2[:, rows].t(), X2[:, cols],
-                            out=blk)
+    as one batched GEMM over the heads, at 1/nh of the dense FLOPs. A is first copied head-major,
+    (nh, N, G·d): one GEMM per head and gate on strided column blocks of A measured slower than
+    the dense product at (N, H, nh) = (6400, 512, 4), the copy and one bmm 2x faster than it."""
+    out = torch.bmm(_head_major(A, heads, X.shape[1]).transpose(1, 2), _head_cols(X, heads))
+    if A2 is not None:
+        out.baddbmm_(_head_major(A2, heads, X.shape[1]).transpose(1, 2), _head_cols(X2, heads))
     return out
+
+
+def _head_major(A: Any, heads: int, H: int) -> Any:
+    """(N, G·H) gate-major -> a head-major copy (nh, N, G·d)."""
+    N, K = A.shape
+    d = H // heads
+    return A.reshape(N, K // H, heads, d).permute(2, 0, 1, 3).reshape(heads, N, K // H * d)
+
+
+def _head_cols(X: Any, heads: int) -> Any:
+    """(N, H) -> the view (nh, N, d) of each head's columns."""
+    N, H = X.shape
+    return X.reshape(N, heads, H // heads).transpose(0, 1)
 
 
 # --- GEMM ---------------------------------------------------------------------------------------

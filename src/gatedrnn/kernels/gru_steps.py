@@ -4,8 +4,9 @@ The equations are ``gatedrnn.cells.gru_cell``, in both forms. The input projecti
 u = W_ih x + b of every step arrives precomputed in ``G`` (one large GEMM outside, see ``gru.py``);
 each step runs the recurrent GEMM(s) (with num_heads, one per head and gate) through
 ``common.gemm`` into caller-owned buffers and then one fused pass over the gate math, which
-overwrites ``G[t]`` with the activated gates r | z | n. No step allocates. Variants are switched on by the shapes of their arrays (a size-0 array means
-"off"), which keeps one compiled specialisation per dtype.
+overwrites ``G[t]`` with the activated gates r | z | n. No step allocates. Variants are switched
+on by the shapes of their arrays (a size-0 array means "off"), which keeps one compiled
+specialisation per dtype.
 
 Legend (kernel-local short names):
     T, B, H       steps, batch, hidden size; rows of G are 3H wide, in the order r | z | n

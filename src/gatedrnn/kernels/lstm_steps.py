@@ -3,8 +3,8 @@
 The equations are ``gatedrnn.cells.lstm_cell``. The input projection ``W_ih x + b`` of every step
 arrives precomputed in ``G`` (one large GEMM outside, see ``lstm.py``); each step adds the recurrent
 product with one ``gemm`` (with num_heads, one per head and gate) into ``G[t]`` and then activates
-the gates in place in one pass, so no step allocates. Variants are switched on by the shapes of their arrays (a size-0 array means "off"),
-which keeps one compiled specialisation per dtype.
+the gates in place in one pass, so no step allocates. Variants are switched on by the shapes of
+their arrays (a size-0 array means "off"), which keeps one compiled specialisation per dtype.
 
 Legend (kernel-local short names):
     T, B, H, Ho   steps, batch, hidden, output size (Ho = proj_size or H); GH = 4H
