@@ -30,7 +30,9 @@ from . import checks, dispatch, functional, init, one_step
 from .cells import STEPS, CellOptions
 from .modules import OPTIONS, explicit_engine, record_engine, refuse_native, take_options
 
-_CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop"))
+# (num_heads splits the recurrence of a whole module; a cell is torch.nn's dense step)
+_CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop",
+                                                      "num_heads"))
 
 
 # The type checker sees the mixin as the torch.nn.RNNCellBase it is mixed into; at run time it

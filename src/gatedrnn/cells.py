@@ -7,7 +7,8 @@ product, LN a layer norm over the last dimension with its own gain and bias.
 Shapes (one step, batch B): x (B, I); h (B, H_out) where H_out = proj_size or H; c (B, H).
 Weights follow ``torch.nn``: rows of ``w_ih`` (G·H, I) and ``w_hh`` (G·H, H_out) are stacked per
 gate, in the order i|f|g|o for the LSTM (G = 4), r|z|n for the GRU (G = 3), and one block for the
-Elman RNN (G = 1).
+Elman RNN (G = 1). The LSTM and GRU also take a head-wise ``w_hh`` (num_heads, G·d, d), d = H /
+num_heads (``headwise_product``): the modules' ``num_heads``.
 
 Each step returns ``(new_state, gates)``: the new state as a tuple, and a dict of the activated
 gates (for gate recording; the dict is built anyway because it costs nothing here).
@@ -103,7 +104,8 @@ def lstm_cell(
 ) -> tuple[tuple[Tensor, Tensor], dict[str, Tensor]]:
     """One LSTM step (Hochreiter & Schmidhuber 1997, forget gate of Gers et al. 2000)::
 
-        a = W_ih x + b_ih + W_hh (m ⊙ h) + b_hh          (B, 4H); m is the recurrent dropout mask
+        a = W_ih x + b_ih + W_hh (m ⊙ h) + b_hh          (B, 4H); m is the recurrent dropout mask,
+          W_hh (m ⊙ h) dense or head-wise (``headwise_product``)
           with layer_norm: a = LN_x(W_ih x) + LN_h(W_hh (m ⊙ h)) + b_ih + b_hh
         i = σ(a_i + P_i ⊙ c)        input gate      (P: peepholes, Gers & Schmidhuber 2000)
         f = σ(a_f + P_f ⊙ c)        forget gate
@@ -120,7 +122,7 @@ def lstm_cell(
     h, c = state
     h_in = h if recurrent_mask is None else h * recurrent_mask
     x_part = x @ required(w, "w_ih").T  # (B, 4H)
-    h_part = h_in @ required(w, "w_hh").T  # (B, 4H)
+    h_part = headwise_product(h_in, required(w, "w_hh"))  # (B, 4H)
     if opts.layer_norm:
         x_part = _ln(x_part, w, "x", opts.ln_eps)
         h_part = _ln(h_part, w, "h", opts.ln_eps)
@@ -172,8 +174,10 @@ def gru_cell(
         h' = (1 − z) ⊙ n + z ⊙ h
         zoneout: h' = d ⊙ h + (1 − d) ⊙ h'
 
-    m is the recurrent dropout mask (ones when off). Shapes: x (B, I), h (B, H); returns ((h',),
-    gates) with gates r, z, n each (B, H). layer_norm needs reset_after=True (the modules check).
+    m is the recurrent dropout mask (ones when off). Every product with W_hh (or its rows of one
+    gate, W_hr, W_hz, W_hn) is dense or head-wise (``headwise_product``). Shapes: x (B, I), h (B, H),
+    w_hh (3H, H) or (num_heads, 3d, d); returns ((h',), gates) with gates r, z, n each (B, H).
+    layer_norm needs reset_after=True (the modules check).
     """
     (h,) = state
     h_in = h if recurrent_mask is None else h * recurrent_mask
@@ -184,7 +188,7 @@ def gru_cell(
     u_r, u_z, u_n = u.chunk(3, dim=-1)
     w_hh, b_hh = required(w, "w_hh"), w.get("b_hh")
     if opts.reset_after:
-        v = h_in @ w_hh.T  # (B, 3H)
+        v = headwise_product(h_in, w_hh)  # (B, 3H)
         if opts.layer_norm:
             v = _ln(v, w, "h", opts.ln_eps)
         v_r, v_z, v_n = _add(v, b_hh).chunk(3, dim=-1)
@@ -194,13 +198,21 @@ def gru_cell(
     else:
         H = h.shape[-1]
         b_rz, b_n = (None, None) if b_hh is None else (b_hh[: 2 * H], b_hh[2 * H :])
-        v_r, v_z = _add(h_in @ w_hh[: 2 * H].T, b_rz).chunk(2, dim=-1)
+        v_r, v_z = _add(headwise_product(h_in, gate_rows(w_hh, 0, 2)), b_rz).chunk(2, dim=-1)
         reset_gate = torch.sigmoid(u_r + v_r)
         update_gate = torch.sigmoid(u_z + v_z)
-        candidate = torch.tanh(u_n + _add((reset_gate * h_in) @ w_hh[2 * H :].T, b_n))
+        v_n = headwise_product(reset_gate * h_in, gate_rows(w_hh, 2, 3))
+        candidate = torch.tanh(u_n + _add(v_n, b_n))
     h_new = (1 - update_gate) * candidate + update_gate * h
     h_new = _zoneout(h, h_new, zoneout_h)
     return (h_new,), {"reset": reset_gate, "update": update_gate, "candidate": candidate}
+
+
+def gate_rows(w_hh: Tensor, lo: int, hi: int) -> Tensor:
+    """The rows of gates lo … hi − 1 of a W_hh, dense (G·H, H) or head-wise (num_heads, G·d, d):
+    both are stacked per gate in blocks as wide as their last dimension (a GRU has no projection)."""
+    n = w_hh.shape[-1]
+    return w_hh[..., lo * n:hi * n, :]
 
 
 def rnn_cell(
@@ -311,9 +323,18 @@ def headwise_product(h: Tensor, w_hh: Tensor) -> Tensor:
     if w_hh.dim() == 2:
         return h @ w_hh.T  # (B, G·H)
     nh, Gd, d = w_hh.shape
-    B = h.shape[0]
-    per_head = torch.einsum("bnd,ned->bne", h.reshape(B, nh, d), w_hh)  # (B, nh, G·d)
-    return per_head.reshape(B, nh, Gd // d, d).transpose(1, 2).reshape(B, nh * Gd)  # (B, G·H)
+    if torch.compiler.is_exporting():
+        # Inside an exported scan, any op on h that records its shape puts the symbolic batch
+        # size among the body's saved values, and torch 2.13's ONNX exporter then fails to
+        # decompose the scan ("'SymInt' object has no attribute 'unsqueeze'"). So the heads are
+        # laid out as the equal dense block-diagonal (G·H, H), from the weight alone, and h meets
+        # one product as in the dense case: zero blocks add exact zeros.
+        G, eye = Gd // d, torch.eye(nh, dtype=w_hh.dtype, device=w_hh.device)
+        # dense[g, j, e, k, f] = w_hh[j, g·d + e, f] if j = k else 0: row g·H + j·d + e, column k·d + f
+        dense = torch.einsum("jgef,jk->gjekf", w_hh.reshape(nh, G, d, d), eye)
+        return h @ dense.reshape(G * nh * d, nh * d).T
+    per_head = torch.einsum("bnd,ned->bne", h.unflatten(-1, (nh, d)), w_hh)  # (B, nh, G·d)
+    return per_head.unflatten(-1, (Gd // d, d)).transpose(-3, -2).flatten(-3)  # (B, G·H)
 
 
 def slstm_cell(

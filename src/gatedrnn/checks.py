@@ -52,6 +52,9 @@ def check_options(options: dict[str, Any], engines: tuple[str, ...], gru: bool) 
         if not math.isfinite(fb):
             raise ValueError(f"forget_bias must be finite, got {fb!r}")
         out["forget_bias"] = float(fb)
+    nh = out["num_heads"]
+    if isinstance(nh, bool) or not isinstance(nh, int) or nh <= 0:
+        raise ValueError(f"num_heads must be a positive int, got {nh!r}")  # (as SLSTM's)
     if not isinstance(out["init"], str) or out["init"] not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {out['init']!r}")
     cml = out["chrono_max_len"]

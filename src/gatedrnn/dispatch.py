@@ -43,7 +43,7 @@ class Row:
     device: str | None = None  # "cpu" or "other" (CUDA, MPS, ...)
     kind: str | None = None  # "LSTM", "GRU", "RNN" or "cell"
     dtype: str | None = None  # "float32", "float64", "half" (bfloat16, float16) or "other"
-    torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates
+    torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
     simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
     training: bool | None = None  # autograd records the call
     min_batch: int = 0

@@ -127,6 +127,8 @@ def _loop_only_options(module: Any) -> list[str]:
     for key in ("zoneout", "zoneout_cell"):
         if getattr(module, key, 0.0) > 0:
             on.append(f"{key}={getattr(module, key)}")
+    if getattr(module, "num_heads", 1) > 1:  # (ONNX's R is dense; the scan's cells take heads)
+        on.append(f"num_heads={module.num_heads}")
     return on
 
 

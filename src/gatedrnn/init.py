@@ -3,7 +3,7 @@
 - ``forget_bias=b`` (Gers et al. 2000; Jozefowicz et al. 2015 recommend 1.0): the forget gate's
   total bias b_ih + b_hh starts at b. We put b in b_ih and 0 in b_hh.
 - ``init="orthogonal"``: orthogonal W_hh per gate block (Saxe et al. 2014), Xavier-uniform W_ih,
-  zero biases.
+  zero biases. A head-wise W_hh (num_heads, G·d, d) is orthogonal per head and gate (d, d).
 - ``init="chrono"`` (Tallec & Ollivier 2018): b_f ~ log U(1, T_max − 1) and b_i = −b_f, so that the
   forget gate's time constants spread over [1, T_max]. For the GRU the update gate z plays the role
   of the forget gate (h' = (1 − z) n + z h), so b_z gets the log U draw.
@@ -38,10 +38,16 @@ def set_gate_bias(b_ih: Tensor, b_hh: Tensor, block: int, hidden: int, total: Te
 
 @torch.no_grad()
 def orthogonal_(w_ih: Tensor, w_hh: Tensor, gates: int, biases: Sequence[Tensor]) -> None:
-    """Orthogonal recurrent blocks, Xavier-uniform input weights, zero biases."""
-    hidden = w_hh.shape[0] // gates
+    """Orthogonal recurrent blocks, Xavier-uniform input weights, zero biases.
+
+    w_hh is (G·H, H_out), one block per gate, or head-wise (nh, G·d, d), one block per head and
+    gate."""
+    hidden = w_ih.shape[0] // gates
+    heads = w_hh.unsqueeze(0) if w_hh.dim() == 2 else w_hh  # (nh, G·rows, cols)
+    rows = heads.shape[1] // gates
     for g in range(gates):
-        torch.nn.init.orthogonal_(w_hh[g * hidden:(g + 1) * hidden])
+        for head in heads:
+            torch.nn.init.orthogonal_(head[g * rows:(g + 1) * rows])
         torch.nn.init.xavier_uniform_(w_ih[g * hidden:(g + 1) * hidden])
     for b in biases:
         b.zero_()
@@ -81,7 +87,7 @@ def apply_scheme_(mode: str, w_ih: Tensor, w_hh: Tensor, biases: Sequence[Tensor
     """
     if hidden <= 0:
         return  # (torch.nn's cells accept hidden_size 0: nothing to initialise)
-    gates = w_hh.shape[0] // hidden
+    gates = w_ih.shape[0] // hidden  # (w_ih is (G·H, I) in every layout; w_hh may be head-wise)
     if scheme == "orthogonal":
         orthogonal_(w_ih, w_hh, gates, biases)
     if not biases or mode not in FORGET_BLOCK:

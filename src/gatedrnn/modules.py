@@ -11,7 +11,8 @@ size, H_cell hidden size, H_out = proj_size or hidden_size.
     h_0    (D·num_layers, N, H_out)       c_0 (LSTM) (D·num_layers, N, H_cell)
     output (L, N, D·H_out) or the PackedSequence form of it
 Parameter names, shapes, gate order and default initialisation are torch.nn's, so ``state_dict``s
-load both ways. The equations are in ``gatedrnn.cells``.
+load both ways (with ``num_heads`` > 1, weight_hh is head-wise: see ``LSTM``). The equations are
+in ``gatedrnn.cells``.
 
 Engines (``engine=``): "native" is torch.nn's own forward (its ``_VF`` ops: cuDNN, oneDNN), bit for
 bit torch.nn; "fused" the numba CPU kernels (bfloat16/float16 computed in float32); "reference" the
@@ -55,7 +56,7 @@ _LOG = logging.getLogger("gatedrnn")
 OPTIONS: dict[str, Any] = {
     "engine": "auto", "reset_after": True, "layer_norm": False, "peephole": False,
     "recurrent_dropout": 0.0, "zoneout": 0.0, "zoneout_cell": 0.0, "weight_drop": 0.0,
-    "forget_bias": None, "init": "torch", "chrono_max_len": None,
+    "forget_bias": None, "init": "torch", "chrono_max_len": None, "num_heads": 1,
 }
 _OWNER = {"reset_after": "GRU", "peephole": "LSTM", "zoneout_cell": "LSTM"}
 # The options torch has no op for; forget_bias and init only change initial values.
@@ -93,6 +94,8 @@ def record_engine(obj: Any, engine: str) -> str:
 def refuse_native(obj: Any, return_gates: bool = False) -> None:
     """engine='native' with an option torch's ops cannot compute: say which, and who can."""
     on = [f"{k}={getattr(obj, k)!r}" for k in VARIANTS if getattr(obj, k)]
+    if getattr(obj, "num_heads", 1) > 1:
+        on.append(f"num_heads={obj.num_heads}")
     if not obj.reset_after:
         on.append("reset_after=False")
     if return_gates:
@@ -147,6 +150,7 @@ class RNNBase(_TorchRNNBase):
 
     _TORCH: type[nn.RNNBase]  # the torch.nn class: its forward is the native engine
     _ACCEPTS: tuple[str, ...] = tuple(OPTIONS)
+    num_heads: int = 1  # (a class default too: modules pickled before the option have none)
     if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
         engine: str
         reset_after: bool
@@ -166,11 +170,37 @@ class RNNBase(_TorchRNNBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRU)
         super().__init__(*args, **kwargs)  # torch's checks, parameters, flat weights
+        self._register_heads()
         self._register_variants()
         self.__dict__["_gated_ready"] = True
         self.reset_parameters()
 
     # --- parameters -------------------------------------------------------------------------
+
+    def _register_heads(self) -> None:
+        """With num_heads = nh > 1, each weight_hh becomes the head-wise (nh, G·d, d), d = H / nh
+        (``cells.headwise_product``), in the place of torch's (G·H, H): same name, same position
+        in the parameter order, and torch's ``_flat_weights`` kept in step."""
+        nh, H = self.num_heads, self.hidden_size
+        if nh == 1:
+            return
+        name = type(self).__name__
+        if H % nh:
+            raise ValueError(f"hidden_size ({H}) must be divisible by num_heads ({nh})")
+        if self.proj_size:
+            raise ValueError(f"{name}: num_heads={nh} with proj_size={self.proj_size} is not "
+                             "defined (the heads split h, which the projection mixes); use one")
+        G = GATES[_MODE[self.mode]]
+        for names in self._all_weights:
+            old = getattr(self, names[1])  # weight_hh_l{k}{_reverse}
+            setattr(self, names[1], nn.Parameter(old.new_empty(nh, G * H // nh, H // nh)))
+        self._init_flat_weights()  # torch's weak references to the new parameters
+
+    def flatten_parameters(self) -> None:
+        """torch.nn's (cuDNN's packed weights); nothing with num_heads > 1, whose head-wise W_hh
+        has no cuDNN layout (and no engine reads a packed buffer then)."""
+        if self.__dict__.get("num_heads", 1) == 1:
+            super().flatten_parameters()
 
     def _register_variants(self) -> None:
         """Variant parameters, after torch.nn's so that the default init draws torch's numbers."""
@@ -225,7 +255,8 @@ class RNNBase(_TorchRNNBase):
                            self.zoneout, self.zoneout_cell, self.training)
 
     def _torch_op(self) -> bool:
-        return self.reset_after and not any(getattr(self, k) for k in VARIANTS)
+        return (self.reset_after and self.num_heads == 1
+                and not any(getattr(self, k) for k in VARIANTS))
 
     def _engine(self, input: Any, return_gates: bool) -> str:
         """The engine for this call (see ``gatedrnn.dispatch``)."""
@@ -325,7 +356,7 @@ class RNNBase(_TorchRNNBase):
         cfg: dict[str, Any] = {"type": self._TORCH.__name__}
         for key in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                     "bidirectional", "engine", "layer_norm", "recurrent_dropout", "zoneout",
-                    "weight_drop", "forget_bias", "init", "chrono_max_len"):
+                    "weight_drop", "forget_bias", "init", "chrono_max_len", "num_heads"):
             cfg[key] = getattr(self, key)
         if self.mode == "LSTM":
             cfg.update(proj_size=self.proj_size, peephole=self.peephole,
@@ -335,7 +366,7 @@ class RNNBase(_TorchRNNBase):
         else:
             cfg["nonlinearity"] = self.nonlinearity
             for key in ("layer_norm", "recurrent_dropout", "zoneout", "weight_drop", "forget_bias",
-                        "init", "chrono_max_len"):
+                        "init", "chrono_max_len", "num_heads"):
                 del cfg[key]
         cfg["dtype"] = str(self.weight_ih_l0.dtype).removeprefix("torch.")
         return cfg
@@ -356,7 +387,18 @@ class LSTM(RNNBase, nn.LSTM):
     """Drop-in ``torch.nn.LSTM`` (a subclass of it); equations in ``gatedrnn.cells.lstm_cell``.
 
     Extra keyword-only options: engine, layer_norm, peephole, recurrent_dropout, zoneout,
-    zoneout_cell, weight_drop, forget_bias, init, chrono_max_len (see the README).
+    zoneout_cell, weight_drop, forget_bias, init, chrono_max_len, num_heads (see the README).
+
+    ``num_heads`` = nh > 1 makes the recurrence head-wise (block-diagonal): H splits into nh blocks
+    of d = H / nh units whose gates see only their own block of h, and ``weight_hh_l{k}`` has shape
+    (nh, 4d, d), head j's rows stacked per gate i|f|g|o (``gatedrnn.cells.headwise_product``). It
+    starts at U(−1/√H, 1/√H) like every weight (orthogonal per head and gate with
+    ``init="orthogonal"``). Engines "fused" and "reference"; not with proj_size.
+
+    Example:
+        >>> import gatedrnn
+        >>> gatedrnn.LSTM(3, 8, num_heads=2).weight_hh_l0.shape
+        torch.Size([2, 16, 4])
     """
 
     _TORCH = nn.LSTM
@@ -367,7 +409,8 @@ class GRU(RNNBase, nn.GRU):
     """Drop-in ``torch.nn.GRU`` (a subclass of it); equations in ``gatedrnn.cells.gru_cell``.
 
     ``reset_after=False`` gives Cho et al.'s original GRU (Keras' reset_after=False). Extra options
-    as ``LSTM`` less peephole and zoneout_cell.
+    as ``LSTM`` less peephole and zoneout_cell; with ``num_heads`` = nh > 1, ``weight_hh_l{k}`` is
+    (nh, 3d, d), head j's rows stacked per gate r|z|n.
     """
 
     _TORCH = nn.GRU

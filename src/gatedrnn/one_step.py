@@ -130,7 +130,8 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     m = module
     if hx is None or return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
-    if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
+    if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
+            or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
         return None
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None

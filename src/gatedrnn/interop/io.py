@@ -257,6 +257,7 @@ CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_layers": (lambda v: _is_int(v, 1), "an integer >= 1"),
     "proj_size": (lambda v: _is_int(v, 0), "an integer >= 0"),
     "chrono_max_len": (lambda v: v is None or _is_int(v, 1), "null or an integer >= 1"),
+    "num_heads": (lambda v: _is_int(v, 1), "an integer >= 1"),
     "dropout": (lambda v: _is_real(v, 0, 1), "a number in [0, 1]"),
     "forget_bias": (lambda v: v is None or _is_real(v), "null or a finite number"),
     "init": (lambda v: v in ("torch", "orthogonal", "chrono"), "'torch', 'orthogonal' or 'chrono'"),
@@ -273,6 +274,10 @@ CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# Options added to LSTM and GRU after files were first written, with the value such files meant.
+ADDED_KEYS: dict[str, Any] = {"num_heads": 1}
+
+
 def check_config(where: str, config: Any) -> dict[str, Any]:
     """``config`` if it is a complete, well-typed ``get_config()`` of a gatedrnn module: exactly
     the keys its class reports, each of the right type and range; else a CheckpointError."""
@@ -283,6 +288,9 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
     if kind not in getattr(gatedrnn, "__all__", ()) or not hasattr(cls, "get_config"):
         raise CheckpointError(f"{where}: config 'type' {kind!r} is not a gatedrnn module")
     probe = cls(1, 2).get_config()  # the key set (and value types) of this gatedrnn's class
+    for key, value in ADDED_KEYS.items():
+        if key in probe and key not in config:
+            config[key] = value  # a file written before the option: its model had this value
     missing, unknown = sorted(set(probe) - set(config)), sorted(set(config) - set(probe))
     if missing or unknown:  # no silent defaults, and nothing passed on unchecked (a "device")
         raise CheckpointError(f"{where}: the {kind} config is missing the keys {missing} and has "

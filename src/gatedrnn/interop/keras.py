@@ -17,7 +17,7 @@ The layouts (REFERENCE.md §1), for one direction with U units:
 Training-only options travel where Keras has the same idea (recurrent_dropout, variational in
 both, though the masks are drawn differently); Keras' input ``dropout`` has no gatedrnn twin and
 is dropped with a warning. Options Keras cannot compute (peepholes, layer norm, projections,
-zoneout, several layers) raise ``ValueError`` naming the option.
+zoneout, several layers, head-wise recurrence) raise ``ValueError`` naming the option.
 
 Example:
     >>> import os; os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -130,6 +130,9 @@ def from_keras(layer: Any, **options: Any) -> gatedrnn.modules.RNNBase:
             )
         directions = [layer.forward_layer, layer.backward_layer]
     kind, cfg = _check_keras_layer(directions[0])
+    if options.get("num_heads", 1) != 1:
+        raise ValueError(f"from_keras: num_heads={options['num_heads']!r} would make the recurrence "
+                         "head-wise, and Keras' recurrent kernel is dense")
     if not layer.built:
         raise ValueError("the Keras layer has no weights yet: call it once or layer.build(input_shape)")
     for other in directions[1:]:
@@ -163,7 +166,7 @@ def _check_module(module: Any) -> str:
         raise TypeError(f"to_keras takes gatedrnn.LSTM, GRU or RNN, got {type(module).__name__}")
     cfg = module.get_config()
     blocked = {"num_layers": 1, "proj_size": 0, "peephole": False, "layer_norm": False, "zoneout": 0.0,
-               "zoneout_cell": 0.0}
+               "zoneout_cell": 0.0, "num_heads": 1}
     bad = [f"{k}={cfg[k]!r}" for k, v in blocked.items() if k in cfg and cfg[k] != v]
     if bad:
         raise ValueError(

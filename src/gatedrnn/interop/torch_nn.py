@@ -2,7 +2,8 @@
 
 gatedrnn keeps torch.nn's parameter names, shapes and gate order, so the conversion is the
 constructor arguments plus ``load_state_dict``. What needs care is the other direction: options
-that torch.nn cannot compute (peepholes, layer norm, the reset-before GRU, zoneout) raise
+that torch.nn cannot compute (peepholes, layer norm, the reset-before GRU, zoneout, num_heads
+> 1) raise
 ``ValueError`` naming the option, and training-only options it lacks (recurrent_dropout,
 weight_drop) are dropped with a warning, since evaluation outputs do not depend on them.
 
@@ -61,6 +62,8 @@ def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.RNNBas
     if cls is None:
         raise TypeError(f"from_torch takes torch.nn.LSTM, GRU or RNN, got {type(nn_module).__name__}")
     changes = {k: options[k] for k in ("peephole", "layer_norm") if options.get(k)}
+    if options.get("num_heads", 1) != 1:
+        changes["num_heads"] = options["num_heads"]
     if options.get("reset_after") is False:
         changes["reset_after"] = False
     if changes:
@@ -85,7 +88,7 @@ def to_torch(module: Any) -> nn.RNNBase:
         raise TypeError(f"to_torch takes gatedrnn.LSTM, GRU or RNN, got {name}")
     cfg = module.get_config()
     blocked = {"peephole": False, "layer_norm": False, "reset_after": True, "zoneout": 0.0,
-               "zoneout_cell": 0.0}
+               "zoneout_cell": 0.0, "num_heads": 1}
     bad = [f"{k}={cfg[k]!r}" for k, v in blocked.items() if k in cfg and cfg[k] != v]
     if bad:
         raise ValueError(f"{name}({', '.join(bad)}) has no torch.nn equivalent")

@@ -13,6 +13,12 @@ every flop is a large GEMM:
   reset_after, dZ = dL/d(W_hh h̃)); then dx = dU W_ih, dW_ih = dU^T x and dW_hh = dZ^T h̃_prev are
   one GEMM each (dW_hh two for reset_after=False: [dU_r, dU_z]^T h̃_prev and dU_n^T (r ⊙ h̃_prev)).
 
+Head-wise recurrence: ``w["w_hh"]`` may be (nh, 3d, d), d = H / nh (``cells.headwise_product``),
+in both forms. The gates stay in torch's gate-major layout; each step's products and their
+backward run one small GEMM per head and gate on views of the gate rows
+(``heads.headwise_prod``), and dR is one GEMM per head and gate over all steps
+(``common.head_blocks_grad``): the recurrent FLOPs are 1/nh of the dense ones.
+
 Biases: with reset_after, b_hr and b_hz are folded into the input projection's bias, and b_hn
 (inside the product with r) is added in the loop; with reset_after=False all of b_hh is folded.
 With layer norm, LN_x(W_ih x) + b_ih is not recurrent, so it runs as torch ops under autograd
@@ -47,8 +53,9 @@ from torch import Tensor
 from ..cells import required
 from . import compiled
 from . import gru_steps as steps
-from .common import as_np, gemm_scratch, off, recurrent_weight_grad
+from .common import as_np, gemm_scratch, head_blocks_grad, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, register
+from .heads import as_heads, heads_of
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -100,10 +107,9 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     Q = _new((T, B, H), nd, call.packed) if keep and not ra else None
     XH = torch.empty((T, B, 3 * H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
-    w_np = as_np(w_hh, nd, 2)
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
     rest = (
-        call.reverse, keep, ra, w_np, w_np[:2 * H], w_np[2 * H:],
+        call.reverse, keep, ra, as_heads(w_hh, 3, H),
         as_np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
         as_np(call.m, nd, 2), np.ones(H, nd))
     tail = (
@@ -171,6 +177,7 @@ def _backward(call: Call, saved, dy, dhn, needs):
     nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
     ra = call.reset_after
     ln = ra and lnh is not None
+    nh = heads_of(w_hh)
     # numpy copies (one thread): see _forward. dL/dy is often an expanded tensor (y.sum()).
     dY = _new(tuple(Y.shape), nd, True) if dy is None else dy
     if dY.stride() != Y.stride():
@@ -178,12 +185,11 @@ def _backward(call: Call, saved, dy, dhn, needs):
     dh = _new(tuple(h0.shape), nd, dhn is None, None if dhn is None else dhn.numpy())  # → dL/dh0
     DU = torch.empty_like(G)
     DZ = torch.empty((T, B, 3 * H if ln else H), dtype=dt) if ra else None
-    w_np = as_np(w_hh, nd, 2)
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
     args = [  # a list, cleared after the loop: it holds the only other reference to dY
         G.numpy(), as_np(VN, nd, 3), as_np(Q, nd, 3), Y.numpy(), as_np(h0, nd, 2), dY.numpy(),
-        dh.numpy(), DU.numpy(), as_np(DZ, nd, 3), call.sizes, call.reverse, ra, w_np,
-        w_np[:2 * H], w_np[2 * H:], as_np(call.m, nd, 2), np.ones(H, nd), zh, zp,
+        dh.numpy(), DU.numpy(), as_np(DZ, nd, 3), call.sizes, call.reverse, ra,
+        as_heads(w_hh, 3, H), as_np(call.m, nd, 2), np.ones(H, nd), zh, zp,
         as_np(lnh if ln else None, nd, 2), as_np(XH, nd, 3), as_np(RS, nd, 2),
     ]
     # Parameter-gradient accumulators per part, summed after: rows never share memory.
@@ -207,17 +213,21 @@ def _backward(call: Call, saved, dy, dhn, needs):
             assert db_ih is not None and DZ is not None  # needs[3] without layer norm; reset_after
             db_hh = torch.cat([db_ih[:2 * H], DZ.view(T * B, H).sum(0)])
         if needs[5]:
-            dw_hh = recurrent_weight_grad((DU[..., :2 * H], DZ), Y, h0, call.m, call.sizes, call.reverse)
+            dw_hh = recurrent_weight_grad((DU[..., :2 * H], DZ), Y, h0, call.m, call.sizes, call.reverse,
+                                          nh)
     elif ra:  # layer norm: b_hh's gradient reaches it through lnh
         if needs[5]:
-            dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse)
+            dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse, nh)
     else:
         if needs[3]:
             assert db_ih is not None  # needs[3], and layer norm needs reset_after
             db_hh = db_ih.clone()
         if needs[5]:
-            dw_rz = recurrent_weight_grad((DU[..., :2 * H],), Y, h0, call.m, call.sizes, call.reverse)
-            dw_hh = torch.cat([dw_rz, torch.mm(DU2[:, 2 * H:].t(), Q.view(T * B, H))])
+            dw_rz = recurrent_weight_grad((DU[..., :2 * H],), Y, h0, call.m, call.sizes, call.reverse,
+                                          nh)
+            Q2 = Q.view(T * B, H)
+            dw_n = head_blocks_grad(DU2[:, 2 * H:], Q2, nh) if nh > 1 else torch.mm(DU2[:, 2 * H:].t(), Q2)
+            dw_hh = torch.cat([dw_rz, dw_n.view(dw_rz.shape[:-2] + dw_n.shape[-2:])], dim=-2)
     del DZ
     if not needs[2]:
         db_ih = None

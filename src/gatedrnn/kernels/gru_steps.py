@@ -2,10 +2,11 @@
 
 The equations are ``gatedrnn.cells.gru_cell``, in both forms. The input projection
 u = W_ih x + b of every step arrives precomputed in ``G`` (one large GEMM outside, see ``gru.py``);
-each step runs the recurrent GEMM(s) through ``common.gemm`` into caller-owned buffers and then one
-fused pass over the gate math, which overwrites ``G[t]`` with the activated gates r | z | n. No
-step allocates. Variants are switched on by the shapes of their arrays (a size-0 array means
-"off"), which keeps one compiled specialisation per dtype.
+each step runs the recurrent GEMM(s) (with num_heads, one per head and gate) through
+``common.gemm`` into caller-owned buffers and then one fused pass over the gate math, which
+overwrites ``G[t]`` with the activated gates r | z | n. No step allocates. Variants are switched
+on by the shapes of their arrays (a size-0 array means "off"), which keeps one compiled
+specialisation per dtype.
 
 Legend (kernel-local short names):
     T, B, H       steps, batch, hidden size; rows of G are 3H wide, in the order r | z | n
@@ -15,6 +16,11 @@ Legend (kernel-local short names):
     Y  (T, B, H)  outputs (= the carried state after each step), zero where inactive
     VN (T, B, H)  reset_after: v_n = [W_hh (m ⊙ h)]_n + b_hn (after LN_h), kept for backward
     Q  (T, B, H)  reset_after=False: q = r ⊙ (m ⊙ h), the input of the candidate's GEMM (for dW_hn)
+    w_hh (nh, 3d, d)  the recurrent weight per head, d = H / nh (heads.as_heads; the dense (3H, H)
+                  one arrives as the single head (1, 3H, H)); rows per gate r | z | n. Each
+                  product takes a range of gates (W_hrz: gates 0-1, W_hn: gate 2) and runs per
+                  head and gate on views of the gate-major rows (heads.headwise_prod), so
+                  everything after it is the same for every nh
     bn (H,)       reset_after without layer norm: b_hn (zeros without bias)
     m  (B, H)     recurrent dropout mask (already / (1 − p));  ones (H,) stands in when absent
     zh (T, B, H)  zoneout keep masks d (training), or size 0;  zp (H,) filled with p (evaluation)
@@ -33,13 +39,15 @@ from __future__ import annotations
 
 import numba
 
-# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11);
-# numba's cache is keyed on this file, so an edit to them must touch this file too.
-from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
+# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11),
+# the recurrent products from heads; numba's cache is keyed on this file, so an edit to them must
+# touch this file too.
+from .common import JIT, layer_norm_row, layer_norm_row_bwd, sigmoid, tanh
+from .heads import headwise_prod, headwise_prod_t
 
 
 @numba.njit(**JIT)
-def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_rz, w_n, bn,
+def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn,
             m, ones, zh, zp, lnh, eps, V, hm, work, lo, hi, scratch):
     """Run all steps; see the module legend. ``keep`` stores VN or Q (and XH, RS) for backward.
 
@@ -67,7 +75,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                 for j in range(H):
                     hmb[j] = hb[j] * mb[j]
         if reset_after:
-            prod(hm[lo:n], w_hh, V[lo:n], True, 0.0, scratch)  # v = h̃ W_hh^T
+            headwise_prod(hm[lo:n], w_hh, V[lo:n], 0, 3, H, 0.0, scratch)  # v = h̃ W_hh^T
             for b in range(lo, n):
                 vb = V[b]
                 if ln:  # v = LN_h(v) in place; XH keeps the normalised values
@@ -96,7 +104,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                     yb[j] = y
                     hp[j] = y
         else:
-            prod(hm[lo:n], w_rz, V[lo:n], True, 0.0, scratch)  # [v_r | v_z] = h̃ W_hrz^T
+            headwise_prod(hm[lo:n], w_hh, V[lo:n], 0, 2, H, 0.0, scratch)  # [v_r | v_z] = h̃ W_hrz^T
             qq = Q[t] if keep else work[0]
             for b in range(lo, n):
                 row, vb = g[b], V[b]
@@ -109,7 +117,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
                     uz[j] = sigmoid(uz[j] + vz[j])
                     qb[j] = r * hmb[j]
             vq = work[1]
-            prod(qq[lo:n], w_n, vq[lo:n], True, 0.0, scratch)  # W_hn q
+            headwise_prod(qq[lo:n], w_hh, vq[lo:n], 2, 3, H, 0.0, scratch)  # W_hn q
             for b in range(lo, n):
                 row = g[b]
                 zs, un = row[H:2 * H], row[2 * H:]
@@ -129,7 +137,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, w_
 
 
 @numba.njit(**JIT)
-def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh, w_rz, w_n,
+def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
              m, ones, zh, zp, lnh, XH, RS, dlnh, dv, work, lo, hi, scratch):
     """BPTT through ``forward``'s steps in reverse order; dh enters as dL/dh_T and leaves as
     dL/dh0. Writes DU = dL/du (zero on inactive rows) and, for reset_after, DZ: with layer norm
@@ -204,13 +212,13 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
             DZ[t, max(lo, n):hi] = 0.0
             src = DZ[t] if ln else dv  # δ(W_hh h̃), dense (rows, 3H)
             if mask:
-                prod(src[lo:n], w_hh, tmp[lo:n], False, 0.0, scratch)  # δh̃
+                headwise_prod_t(src[lo:n], w_hh, tmp[lo:n], 0, 3, H, 0.0, scratch)  # δh̃
                 for b in range(lo, n):
                     dhb, tb, mb = dh[b], tmp[b], m[b]
                     for j in range(H):
                         dhb[j] += mb[j] * tb[j]
             else:
-                prod(src[lo:n], w_hh, dh[lo:n], False, 1.0, scratch)  # δh += δh̃
+                headwise_prod_t(src[lo:n], w_hh, dh[lo:n], 0, 3, H, 1.0, scratch)  # δh += δh̃
         else:
             for b in range(lo, n):
                 row, du = G[t, b], DU[t, b]
@@ -234,7 +242,7 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
                     dun[j] = dun_
                     dnb[j] = dun_
                     dhb[j] = e * z + kept
-            prod(dn[lo:n], w_n, dq[lo:n], False, 0.0, scratch)  # δq = δu_n W_hn
+            headwise_prod_t(dn[lo:n], w_hh, dq[lo:n], 2, 3, H, 0.0, scratch)  # δq = δu_n W_hn
             for b in range(lo, n):
                 row, du, drz = G[t, b], DU[t, b], dv[b]
                 rs, dur = row[:H], du[:H]
@@ -250,7 +258,7 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
                     drz_z[j] = duz[j]
                     tb[j] = dqb[j] * r
             DU[t, max(lo, n):hi] = 0.0
-            prod(dv[lo:n], w_rz, tmp[lo:n], False, 1.0, scratch)  # δh̃ += δu_rz W_hrz
+            headwise_prod_t(dv[lo:n], w_hh, tmp[lo:n], 0, 2, H, 1.0, scratch)  # δh̃ += δu_rz W_hrz
             for b in range(lo, n):
                 dhb, tb = dh[b], tmp[b]
                 mb = m[b] if mask else ones

@@ -10,6 +10,12 @@ is the engine interface of ``gatedrnn.reference.run`` (contract and shapes there
 - backward: ``lstm_steps.backward`` runs BPTT and leaves dA = dL/d(gate pre-activations) for all
   steps; then dx = dA W_ih, dW_ih = dA^T x, dW_hh = dA^T h_prev, dW_hr = dĥ^T r are one GEMM each.
 
+Head-wise recurrence: ``w["w_hh"]`` may be (nh, 4d, d), d = H / nh (``cells.headwise_product``;
+proj_size is not supported with it). The gates stay in torch's gate-major layout; each step's
+product and its backward run one small GEMM per head and gate on views of the gate rows
+(``heads.headwise_prod``), and dR is one GEMM per head and gate over all steps
+(``common.head_blocks_grad``): the recurrent FLOPs are 1/nh of the dense ones.
+
 With layer norm, LN_x(W_ih x) is not recurrent, so it runs as torch ops under autograd before the
 loop and the kernel receives G directly. Without gradients (inference) nothing per step is stored.
 Large batches run their rows in two halves on two threads (``threads.split_rows``). Eager calls use
@@ -41,6 +47,7 @@ from . import compiled
 from . import lstm_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, register
+from .heads import as_heads, heads_of
 from .linear import linear, matmul, project_and_run, time_blocks
 from .threads import split_rows
 
@@ -65,6 +72,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     Ho = h0.shape[-1]
     dt = xin.dtype
     nd = np.dtype(np.float32 if dt == torch.float32 else np.float64)
+    assert not (heads_of(w_hh) and w_hr is not None), "num_heads with proj_size"  # module refuses
     # Inference projects block by block (time_blocks); gate recording reads the whole G.
     blocks = w_ih is not None and not keep and not call.record
     bias = None
@@ -91,7 +99,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
     zh_np = _zone_np(call.zh, (T, B, Ho), nd)
     rest = (
-        call.reverse, keep, as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2),
+        call.reverse, keep, as_heads(w_hh, 4, H), as_np(w_hr, nd, 2), as_np(P, nd, 2),
         as_np(call.m, nd, 2))
     tail = (
         as_np(lnh, nd, 2), as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
@@ -152,7 +160,7 @@ def _backward(call: Call, saved, dy, dhn, dcn, needs):
     args = (
         G.numpy(), C.numpy(), as_np(CH, nd, 3), as_np(c0, nd, 2), dY.numpy(), dh.numpy(), dc.numpy(),
         dA.numpy(), DZ.numpy(), as_np(E, nd, 3), as_np(R, nd, 3), call.sizes, call.reverse,
-        as_np(w_hh, nd, 2), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
+        as_heads(w_hh, 4, H), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
         _zone_np(call.zh, (T, B, Ho), nd), _zone_np(call.zc, (T, B, H), nd), as_np(lnh, nd, 2),
         as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
     )
@@ -177,7 +185,8 @@ def _backward(call: Call, saved, dy, dhn, dcn, needs):
         db = dA2.sum(0) if needs[2] or needs[3] else None
     else:
         dx = dA
-    dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse) if needs[6] else None
+    dw_hh = recurrent_weight_grad((DZ,), Y, h0, call.m, call.sizes, call.reverse,
+                                  heads_of(w_hh)) if needs[6] else None
     # (E and R exist exactly with a projection)
     dw_hr = torch.mm(E.view(T * B, Ho).t(), R.view(T * B, H)) \
         if E is not None and R is not None and needs[7] else None

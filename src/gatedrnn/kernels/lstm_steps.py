@@ -2,9 +2,9 @@
 
 The equations are ``gatedrnn.cells.lstm_cell``. The input projection ``W_ih x + b`` of every step
 arrives precomputed in ``G`` (one large GEMM outside, see ``lstm.py``); each step adds the recurrent
-product with one ``gemm`` into ``G[t]`` and then activates the gates in place in one pass, so no step
-allocates. Variants are switched on by the shapes of their arrays (a size-0 array means "off"),
-which keeps one compiled specialisation per dtype.
+product with one ``gemm`` (with num_heads, one per head and gate) into ``G[t]`` and then activates
+the gates in place in one pass, so no step allocates. Variants are switched on by the shapes of
+their arrays (a size-0 array means "off"), which keeps one compiled specialisation per dtype.
 
 Legend (kernel-local short names):
     T, B, H, Ho   steps, batch, hidden, output size (Ho = proj_size or H); GH = 4H
@@ -13,6 +13,10 @@ Legend (kernel-local short names):
                   which is exactly the carried state of finished / not yet started rows
     Y  (T, B, Ho) outputs, zero where inactive;  C (T, B, H) carried cell per step (training only)
     CH (T, B, H)  c' before cell zoneout (only with zoneout_c; otherwise C is used)
+    w_hh (nh, 4d, d)  the recurrent weight per head, d = H / nh (heads.as_heads; the dense
+                  (4H, Ho) one arrives as the single head (1, 4H, Ho)); the product runs per head
+                  and gate on views of G's gate-major rows (heads.headwise_prod), so everything
+                  after it is the same for every nh
     P  (3, H)     peepholes P_i, P_f, P_o;  m (B, Ho) recurrent dropout mask (already / (1 - p))
     zh, zc        zoneout keep-weights d: (T, B, ·) masks, or shape (1, 1, 1) holding p (evaluation)
     lnh (2, 4H), lnc (2, H)  layer-norm gain and bias of W_hh h and of c'
@@ -25,9 +29,11 @@ from __future__ import annotations
 
 import numba
 
-# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11);
-# numba's cache is keyed on this file, so an edit to them must touch this file too.
+# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11),
+# the recurrent products from heads; numba's cache is keyed on this file, so an edit to them must
+# touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
+from .heads import headwise_prod, headwise_prod_t
 
 
 @numba.njit(inline="always", **JIT)
@@ -71,12 +77,12 @@ def forward(G, hw, cw, Y, C, CH, sizes, reverse, keep, w_hh, w_hr, P, m, zh, zc,
                 for j in range(Ho):
                     hm[b, j] = hw[b, j] * m[b, j]
         if ln_h:
-            prod(hm[lo:n], w_hh, hh[lo:n], True, 0.0, scratch)
+            headwise_prod(hm[lo:n], w_hh, hh[lo:n], 0, 4, H, 0.0, scratch)
             for b in range(lo, n):
                 xh = XH[t, b] if keep else hh[b]  # without keep, normalise in place
                 RS[t if keep else 0, b, 0] = layer_norm_row(hh[b], lnh[0], lnh[1], xh, g[b], True, eps)
         else:
-            prod(hm[lo:n], w_hh, g[lo:n], True, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
+            headwise_prod(hm[lo:n], w_hh, g[lo:n], 0, 4, H, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
         for b in range(lo, n):
             # One 1-D view per gate: LLVM vectorises a[j], a[H + j] badly (it cannot prove the
             # offsets apart), and views of a row make the loop 6x faster.
@@ -258,7 +264,7 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
         dA[t, max(lo, n):hi] = 0.0
         if ln_h:
             DZ[t, max(lo, n):hi] = 0.0
-        prod(DZ[t, lo:n], w_hh, tmp[lo:n], False, 0.0, scratch)  # δz W_hh
+        headwise_prod_t(DZ[t, lo:n], w_hh, tmp[lo:n], 0, 4, H, 0.0, scratch)  # δz W_hh
         if mask or use_zh:
             for b in range(lo, n):
                 dhb, tb = dh[b], tmp[b]
