@@ -70,6 +70,30 @@ def test_matches_torch_and_the_general_path(case: Case, engine: str, reset_after
             torch.testing.assert_close(got, c, atol=TOL[case.dtype], rtol=TOL[case.dtype])
 
 
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["LSTM", "GRU"]), nh=st.sampled_from([2, 4]), layers=st.integers(1, 2),
+       bidirectional=st.booleans(), T=st.integers(1, 6), B=st.integers(1, 3), hx=st.booleans(),
+       reset_after=st.booleans(), seed=st.integers(0, 1000))
+def test_head_wise_matches_the_general_path(kind, nh, layers, bidirectional, T, B, hx,
+                                            reset_after, seed) -> None:
+    torch.manual_seed(seed)
+    kw = {"reset_after": reset_after} if kind == "GRU" else {}
+    m = getattr(gatedrnn, kind)(3, 8, num_layers=layers, bidirectional=bidirectional,
+                                num_heads=nh, **kw).eval()
+    x = torch.randn(T, B, 3)
+    D = 2 if bidirectional else 1
+    h = None
+    if hx:
+        h = torch.randn(layers * D, B, 8)
+        h = (h, torch.randn(layers * D, B, 8)) if kind == "LSTM" else h
+    with torch.no_grad():
+        lean = lean_path.module_call(m, x, h, False)
+        assert lean is not None
+        general = m._forward(x, h, False)
+    for a, b in zip(_flat(lean), _flat(general)):
+        _same(a, b)
+
+
 def _lstm(**kw) -> gatedrnn.LSTM:
     return gatedrnn.LSTM(3, 4, **kw).eval()
 

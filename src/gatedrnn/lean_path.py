@@ -11,7 +11,7 @@ engine's.
 
 Taken only when all of these hold (anything else returns None and takes the general path, which
 also raises the errors): engine "fused", or "auto" where the measured table picks "fused"; no
-autograd; no variant, proj_size or head-wise recurrence; a plain float32/float64 CPU tensor input
+autograd; no variant and no proj_size (head-wise recurrence is fine); a plain float32/float64 CPU tensor input
 of at most ``linear.ROWS`` (time × batch) rows and a batch below the size where the general path
 splits rows over two threads; the initial state absent or of exactly torch.nn's shape.
 """
@@ -39,11 +39,22 @@ def _kernels() -> dict[str, Any]:
     """The kernel modules, imported on first use (numba) and kept; {} when numba is missing."""
     if not _KERNELS:
         try:
-            from .kernels import common, gru, gru_steps, linear, lstm, lstm_steps, rnn, rnn_steps, threads
+            from .kernels import (
+                common,
+                gru,
+                gru_steps,
+                heads,
+                linear,
+                lstm,
+                lstm_steps,
+                rnn,
+                rnn_steps,
+                threads,
+            )
         except ImportError:
             return _KERNELS
         # Largest batch without the general path's two-thread row split (threads.split_rows).
-        _KERNELS.update(common=common, linear=linear, threads=threads, lstm=lstm_steps,
+        _KERNELS.update(common=common, heads=heads, linear=linear, threads=threads, lstm=lstm_steps,
                         gru=gru_steps, rnn=rnn_steps,
                         rows={"lstm": 2 * lstm.TEAM_MIN_ROWS, "gru": 2 * gru.TEAM_MIN_ROWS,
                               "rnn": 2 * rnn.TEAM_MIN_ROWS})
@@ -88,8 +99,7 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         return None
     if _traced() or torch.compiler.is_exporting():
         return None  # the exporters and torch.compile need torch ops, not a kernel call
-    if m.proj_size or getattr(m, "num_heads", 1) != 1 or m.layer_norm or m.peephole \
-            or m.zoneout or m.zoneout_cell:
+    if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
         return None
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None
@@ -106,8 +116,9 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
     kind = mode[:3] if mode.startswith("rnn") else mode
     if T == 0 or B == 0 or T * B > k["linear"].ROWS or B >= k["rows"][kind]:
         return None
-    if m.engine == "auto" and not _auto_is_fused(_KIND[m.mode], dt, B):
-        return None
+    nh = getattr(m, "num_heads", 1)
+    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B):
+        return None  # (head-wise recurrence has no torch op: auto runs it fused)
     ps = m._parameters
     try:
         groups = [itemgetter(*names)(ps) for names in m._all_weights]
@@ -123,9 +134,10 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
                                     or _grad_state(hx)):
         return None
     GH = GATES[mode] * H
+    rec = (GH, H) if nh == 1 else (nh, GH // nh, H // nh)  # W_hh dense, or head-wise
     for i, g in enumerate(groups):
         if any(p.dtype is not dt or not p.is_cpu for p in g) or g[0].shape != (
-                GH, m.input_size if i < D else D * H) or g[1].shape != (GH, H):
+                GH, m.input_size if i < D else D * H) or g[1].shape != rec:
             return None
     x = input.detach()
     x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if m.batch_first else x)
@@ -173,7 +185,8 @@ def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, para
     g = k["linear"].block(x2, w_ih, bias, torch.empty((T * B, GH), dtype=x2.dtype))
     G = g.view(T, B, GH).numpy()
     hw = state[0]
-    w = w_hh.contiguous().numpy()
+    w = w_hh.contiguous().numpy() if mode.startswith("rnn") else k["heads"].as_heads(
+        w_hh, GH // H, H)  # (nh, G·d, d); torch.nn's dense W_hh as one head
     o1, o2, o3 = off(nd, 1), off(nd, 2), off(nd, 3)
     if mode == "lstm":
         cw = state[1]
@@ -183,8 +196,8 @@ def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, para
     elif mode == "gru":
         bn = b_hh[2 * H:].contiguous().numpy() if b_hh is not None and gru_bn else np.zeros(H, nd)
         Y = torch.empty((T, B, H), dtype=x2.dtype).numpy()
-        args = (G, hw, Y, o3, o3, o3, o2, sizes, reverse, False, reset_after, w, w[:2 * H],
-                w[2 * H:], bn, o2, np.ones(H, nd), o3, o1, o2, 0.0,
+        args = (G, hw, Y, o3, o3, o3, o2, sizes, reverse, False, reset_after, w, bn, o2,
+                np.ones(H, nd), o3, o1, o2, 0.0,
                 np.empty((B, 3 * H if reset_after else 2 * H), nd), o2, np.empty((2, B, H), nd))
     else:
         Y = G  # the Elman loop activates G in place: it becomes y
