@@ -218,3 +218,23 @@ def test_fits_code_written_for_torch_nn_rnns(cls):
     assert out.shape == (5, 2)
     out.sum().backward()
     assert model.rnn.weight_ih_l0.grad is not None
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_last_engine_says_what_ran(cls):
+    """As the core modules: ``last_engine`` names the engine of the last call, auto's pick too."""
+    m = cls(3, 4)
+    assert m.last_engine is None
+    x = torch.randn(5, 2, 3)
+    m(x)
+    assert m.last_engine == "fused"  # auto on CPU float32
+    m.engine = "reference"
+    m(x)
+    assert m.last_engine == "reference"
+    m.engine = "auto"
+    m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert m.last_engine == "reference"  # the fused kernels run float32/float64 only
+    if cls is not gatedrnn.SLSTM:
+        m.to(torch.float32).engine = "scan"
+        m(x)
+        assert m.last_engine == "scan"

@@ -84,7 +84,7 @@ def export_forward(module: Any, input: Any, hx: Any = None, return_gates: bool =
         outs = []
         for d in range(D):
             k = layer * D + d
-            y, final, gates = scan_cell(cell, layer_in, states[k], _dense(module._weights(k)),
+            y, final, gates = scan_cell(cell, layer_in, states[k], module._weights(k),
                                         reverse=d == 1, record=return_gates)
             outs.append(y)  # (T, B, H)
             finals.append(final)
@@ -105,22 +105,3 @@ def export_forward(module: Any, input: Any, hx: Any = None, return_gates: bool =
     if unbatched:  # (L·D, T, B, H) as eager's, without the batch axis
         stacked = {g: v.squeeze(2) for g, v in stacked.items()}
     return result + (stacked,)
-
-
-def _dense(w: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
-    """The weights with a head-wise w_hh (nh, G·d, d) as the equal dense block-diagonal (G·H, H).
-
-    ``cells.headwise_product`` reshapes h (B, H) to (B, nh, d), which puts the symbolic batch size
-    into the scan's body; torch 2.13's ONNX exporter then fails to decompose the scan ("'SymInt'
-    object has no attribute 'unsqueeze'"). With the dense matrix the body is one matmul, and the
-    zero blocks add exact zeros: the same equations, rounded in another order.
-    """
-    w_hh = w.get("w_hh")
-    if w_hh is None or w_hh.dim() == 2:
-        return w
-    nh, Gd, d = w_hh.shape
-    G = Gd // d
-    # dense[g, j, e, k, f] = w_hh[j, g·d + e, f] if j = k else 0; rows g·H + j·d + e, columns k·d + f.
-    eye = torch.eye(nh, dtype=w_hh.dtype, device=w_hh.device)
-    dense = torch.einsum("jgef,jk->gjekf", w_hh.reshape(nh, G, d, d), eye)
-    return {**w, "w_hh": dense.reshape(G * nh * d, nh * d)}

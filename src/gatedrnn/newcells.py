@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import checks
 from . import newcells_engines as engines
 from .cells import NEW_STEPS
+
+_LOG = logging.getLogger("gatedrnn")
 
 
 class NewRNNBase(nn.Module):
@@ -63,6 +66,7 @@ class NewRNNBase(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.engine, self.num_heads = bidirectional, engine, _num_heads
+        self.last_engine: str | None = None  # the engine of the last forward call ("auto"'s pick)
         self._register({"device": device, "dtype": dtype})
         self.reset_parameters()
 
@@ -174,6 +178,10 @@ class NewRNNBase(nn.Module):
         # Traces and torch.compile record torch ops, and numba's are opaque to them.
         tracing = torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
         engine = "reference" if B == 0 or (tracing and self.engine != "scan") else self.engine
+        engine = engines.resolve(engine, self.kind, x)
+        if self.__dict__.get("last_engine") != engine:  # what ran, as modules.record_engine
+            _LOG.debug("%s: engine %s (was %s)", name, engine, self.__dict__.get("last_engine"))
+            self.__dict__["last_engine"] = engine
         weights = [self._weights(k) for k in range(self.num_layers * D)]
         y, finals, gates = engines.stacked(x, states, weights, batch_sizes, self.kind,
                                            self.num_layers, D, self.dropout, self.training,

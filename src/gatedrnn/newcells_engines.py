@@ -60,8 +60,9 @@ def _fused(kind: str) -> Callable:
     return minrnn.run
 
 
-def choose(engine: str, kind: str, x: Tensor) -> Callable:
-    """The ``run`` function of the requested engine for this input (see the module docstring)."""
+def resolve(engine: str, kind: str, x: Tensor) -> str:
+    """The engine that runs this input: the one requested, or auto's pick (see the module
+    docstring). Raises for a request the input cannot take."""
     if engine == "scan" and kind == "slstm":
         raise ValueError("engine='scan' is for MinGRU and MinLSTM: sLSTM's gates see h, so it has "
                          "no parallel scan; use 'auto', 'fused' or 'reference'")
@@ -69,17 +70,24 @@ def choose(engine: str, kind: str, x: Tensor) -> Callable:
     if engine == "fused" and not fusable:
         raise RuntimeError(f"engine='fused' runs on CPU float32/float64 tensors only, got "
                            f"{x.dtype} on {x.device}; use engine='auto' or engine='reference'")
-    if engine == "auto":
-        if fusable:
-            try:
-                return _fused(kind)
-            except ImportError:
-                engine = "reference"
-        else:  # the scan's parallel depth pays off on many-core devices, not in a CPU's bfloat16
-            engine = "reference" if kind == "slstm" or x.device.type == "cpu" else "scan"
-    if engine == "fused":
+    if engine != "auto":
+        return engine
+    if fusable:
+        try:
+            _fused(kind)
+            return "fused"
+        except ImportError:
+            return "reference"
+    # the scan's parallel depth pays off on many-core devices, not in a CPU's bfloat16
+    return "reference" if kind == "slstm" or x.device.type == "cpu" else "scan"
+
+
+def choose(engine: str, kind: str, x: Tensor) -> Callable:
+    """The ``run`` function of the requested engine for this input (``resolve``)."""
+    name = resolve(engine, kind, x)
+    if name == "fused":
         return _fused(kind)
-    if engine == "scan":
+    if name == "scan":
         from . import scan
 
         return scan.run

@@ -1,0 +1,45 @@
+"""The fused engine against torch's own kernel (engine="native") alone, two contenders per shape.
+
+The full benchmark (``benchmarks/speed.py``) interleaves five contenders; this one times only the
+two engines ``gatedrnn.dispatch.TABLE`` chooses between, to check a row of the table.
+
+Usage: python benchmarks/fused_vs_native.py [--cell lstm] [--mode training] [--repeats 7]
+                                            [--shapes "100,32,128,128;100,64,256,256"]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import gatedrnn
+from gatedrnn.toolkit.bench_common import fastest, step
+
+SHAPES = "100,32,128,128;100,64,256,256;100,128,256,256;100,64,512,512;50,256,128,256"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
+    p.add_argument("--mode", choices=["inference", "training"], default="training")
+    p.add_argument("--shapes", default=SHAPES, help="T,B,I,H[;T,B,I,H...]")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    print("| T, B, I, H | fused ms | native ms | native / fused |\n|---|---:|---:|---:|")
+    for spec in a.shapes.split(";"):
+        T, B, I, H = (int(v) for v in spec.split(","))
+        torch.manual_seed(0)
+        cls = getattr(gatedrnn, a.cell.upper())
+        fused, native = cls(I, H, engine="fused"), cls(I, H, engine="native")
+        native.load_state_dict(fused.state_dict())
+        x = torch.randn(T, B, I)
+        t = fastest({"fused": step(fused, x, a.mode), "native": step(native, x, a.mode)}, a.repeats)
+        print(f"| {T}, {B}, {I}, {H} | {t['fused'] * 1e3:.1f} | {t['native'] * 1e3:.1f} | "
+              f"{t['native'] / t['fused']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
