@@ -98,6 +98,12 @@ def _lstm(**kw) -> gatedrnn.LSTM:
     return gatedrnn.LSTM(3, 4, **kw).eval()
 
 
+def _short_bias() -> gatedrnn.GRU:
+    m = gatedrnn.GRU(3, 4).eval()
+    m.bias_hh_l0 = torch.nn.Parameter(torch.zeros(8))
+    return m
+
+
 @pytest.mark.parametrize("make, call", [
     (lambda: _lstm(), lambda m, x: m(x.requires_grad_())),  # autograd
     (lambda: _lstm(peephole=True), lambda m, x: m(x)),
@@ -112,6 +118,7 @@ def _lstm(**kw) -> gatedrnn.LSTM:
     (lambda: _lstm(), lambda m, x: m(torch.randn(2000, 1, 3))),  # too many rows
     (lambda: _lstm(), lambda m, x: m(torch.randn(5, 64, 3))),  # a batch the table gives native
     (lambda: _lstm(), lambda m, x: m(x, (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))),  # bad hx
+    (lambda: _short_bias(), lambda m, x: m(x)),  # a reassigned parameter of the wrong shape
 ])
 def test_steps_aside(make, call, monkeypatch) -> None:
     """Each call the lean path does not compute goes to the general path (which also raises)."""

@@ -137,8 +137,9 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
     rec = (GH, H) if nh == 1 else (nh, GH // nh, H // nh)  # W_hh dense, or head-wise
     for i, g in enumerate(groups):
         if any(p.dtype is not dt or not p.is_cpu for p in g) or g[0].shape != (
-                GH, m.input_size if i < D else D * H) or g[1].shape != rec:
-            return None
+                GH, m.input_size if i < D else D * H) or g[1].shape != rec \
+                or any(b.shape != (GH,) for b in g[2:]):
+            return None  # (the kernels index by these shapes: a reassigned parameter must not pass)
     x = input.detach()
     x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if m.batch_first else x)
     x2 = x.reshape(T * B, x.shape[2])  # time-major rows
