@@ -4,8 +4,7 @@ For each cell and shape (T, B, input, hidden), in float32 with ``torch.set_num_t
 each n of ``--threads``, the contenders run on the same input:
 
 - inference: a no_grad forward; training: forward + backward to the input and every weight.
-- columns: torch.nn; gatedrnn with engine "auto" (and the engine it ran, ``module.last_engine``;
-  "-" for the newer cells, which do not report it),
+- columns: torch.nn; gatedrnn with engine "auto" (and the engine it ran, ``module.last_engine``),
   "fused", "native" (torch's own op on gatedrnn's parameters; LSTM and GRU) and "scan" (the
   log-space scan; minGRU and minLSTM); for inference, ONNX Runtime on the graph gatedrnn exports
   (``toolkit.bench_ort``: ORT threads = torch threads, allow_spinning "0"; LSTM and GRU, which
