@@ -20,10 +20,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import gatedrnn
 from gatedrnn import one_step
+from oracle_check import assert_like_oracle, run_form
 
 DT = torch.float64
 TOL = 1e-9  # float64: the engines and the oracle differ by summation order only (~1e-15 seen)
@@ -131,43 +131,12 @@ def check_against_oracle(cfg, engine):
     if cfg["with_state"]:
         parts = [torch.randn(LD, B, H, dtype=DT, requires_grad=True) for _ in range(nstate)]
         hx = parts[0] if nstate == 1 else tuple(parts)
-    if cfg["form"] == "packed":
-        out, state = module(pack_sequence(seqs, enforce_sorted=False), hx)
-        out = pad_packed_sequence(out)[0]  # (T, B, D·H), the original order
-    elif cfg["form"] == "unbatched":
-        hx1 = None if hx is None else (hx[:, 0] if nstate == 1 else tuple(q[:, 0] for q in hx))
-        out, state = module(seqs[0], hx1)
-        out = out[:, None]
-        state = state[:, None] if nstate == 1 else tuple(q[:, None] for q in state)
-    else:
-        x = torch.stack(seqs, dim=1)  # (T, B, I)
-        out, state = module(x.transpose(0, 1) if cfg["batch_first"] else x, hx)
-        out = out.transpose(0, 1) if cfg["batch_first"] else out
-    state = [state] if nstate == 1 else list(state)
+    out, state = run_form(module, seqs, hx, cfg["form"], cfg["batch_first"], nstate)
     assert module.last_engine == engine
-
-    gen = torch.Generator().manual_seed(1)
-    loss, loss_ref = 0.0, 0.0
-    for b, L in enumerate(lengths):
-        init = [[torch.zeros(H, dtype=DT)] * nstate for _ in range(LD)] if hx is None else \
-            [[q[k, b] for q in parts] for k in range(LD)]
-        y_ref, finals = oracle(module, seqs[b], init)
-        torch.testing.assert_close(out[:L, b], y_ref, atol=TOL, rtol=TOL)
-        assert not out[L:, b].any()  # padding stays zero
-        for k in range(LD):
-            for s in range(nstate):
-                torch.testing.assert_close(state[s][k, b], finals[k][s], atol=TOL, rtol=TOL)
-        w_out = torch.randn(y_ref.shape, generator=gen, dtype=DT)
-        w_st = torch.randn((LD, nstate, H), generator=gen, dtype=DT)
-        loss = loss + (out[:L, b] * w_out).sum() + sum(
-            (state[s][k, b] * w_st[k, s]).sum() for k in range(LD) for s in range(nstate))
-        loss_ref = loss_ref + (y_ref * w_out).sum() + sum(
-            (finals[k][s] * w_st[k, s]).sum() for k in range(LD) for s in range(nstate))
-    wrt = list(module.parameters()) + seqs + parts
-    grads = torch.autograd.grad(loss, wrt)
-    grads_ref = torch.autograd.grad(loss_ref, wrt)
-    for g, g_ref in zip(grads, grads_ref):
-        torch.testing.assert_close(g, g_ref, atol=TOL, rtol=TOL)
+    inits = [[[torch.zeros(H, dtype=DT)] * nstate for _ in range(LD)] if hx is None else
+             [[q[k, b] for q in parts] for k in range(LD)] for b in range(B)]
+    assert_like_oracle(out, state, lengths, inits, lambda b, init: oracle(module, seqs[b], init),
+                       list(module.parameters()) + seqs + parts, TOL)
 
 
 @settings(max_examples=60)

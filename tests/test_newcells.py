@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import gatedrnn
+from oracle_check import assert_like_oracle, run_form
 
 DT = torch.float64
 TOL = 1e-9
@@ -142,44 +142,11 @@ def test_modules_match_the_independent_equations(cfg):
         parts = [q.requires_grad_() for q in parts]
         hx = parts[0] if nstate == 1 else tuple(parts)
 
-    if cfg["form"] == "packed":
-        out, state = module(pack_sequence(seqs, enforce_sorted=False), hx)
-        out = pad_packed_sequence(out)[0]  # (T, B, D·H), original order
-    elif cfg["form"] == "unbatched":
-        hx1 = None if hx is None else (hx[:, 0] if nstate == 1 else tuple(q[:, 0] for q in hx))
-        out, state = module(seqs[0], hx1)
-        out = out[:, None]
-        state = state[:, None] if nstate == 1 else tuple(q[:, None] for q in state)
-    else:
-        x = torch.stack(seqs, dim=1)  # (T, B, I)
-        out, state = module(x.transpose(0, 1) if cfg["batch_first"] else x, hx)
-        if cfg["batch_first"]:
-            out = out.transpose(0, 1)
-    state = [state] if nstate == 1 else list(state)
-
-    gen = torch.Generator().manual_seed(1)
-    loss, loss_ref = 0.0, 0.0
-    for b, L in enumerate(lengths):
-        init = _zero_state(kind, H, LD) if hx is None else \
-            [[parts_k[k, b] for parts_k in ([hx] if nstate == 1 else hx)] for k in range(LD)]
-        y_ref, finals = oracle(module, kind, seqs[b], init)
-        torch.testing.assert_close(out[:L, b], y_ref, atol=TOL, rtol=TOL)
-        assert not out[L:, b].any()  # padding stays zero
-        for k in range(LD):
-            for s in range(nstate):
-                torch.testing.assert_close(state[s][k, b], finals[k][s], atol=TOL, rtol=TOL)
-        w_out = torch.randn(y_ref.shape, generator=gen, dtype=DT)
-        w_st = torch.randn((LD, nstate, H), generator=gen, dtype=DT)
-        loss = loss + (out[:L, b] * w_out).sum() + sum(
-            (state[s][k, b] * w_st[k, s]).sum() for k in range(LD) for s in range(nstate))
-        loss_ref = loss_ref + (y_ref * w_out).sum() + sum(
-            (finals[k][s] * w_st[k, s]).sum() for k in range(LD) for s in range(nstate))
-    wrt = list(module.parameters()) + seqs + ([] if hx is None else parts)
-    grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-    grads_ref = torch.autograd.grad(loss_ref, wrt, allow_unused=True)
-    for g, g_ref in zip(grads, grads_ref):
-        g = torch.zeros_like(g_ref) if g is None and g_ref is not None else g
-        if g_ref is None:
-            assert g is None or not g.any()
-            continue
-        torch.testing.assert_close(g, g_ref, atol=TOL, rtol=TOL)
+    out, state = run_form(module, seqs, hx, cfg["form"], cfg["batch_first"], nstate)
+    inits = [_zero_state(kind, H, LD) if hx is None else
+             [[parts_k[k, b] for parts_k in ([hx] if nstate == 1 else hx)] for k in range(LD)]
+             for b in range(B)]
+    assert_like_oracle(out, state, lengths, inits,
+                       lambda b, init: oracle(module, kind, seqs[b], init),
+                       list(module.parameters()) + seqs + ([] if hx is None else parts), TOL,
+                       allow_unused=True)
