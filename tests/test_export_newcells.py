@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import gatedrnn
 from gatedrnn.export_newcells import export_forward
+from onnx_helpers import perturbed, session
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -59,11 +60,7 @@ class Net(torch.nn.Module):
 
 def build(case: Case) -> Net:
     torch.manual_seed(0)
-    rnn = getattr(gatedrnn, case.kind)(I, H, **case.kwargs)
-    with torch.no_grad():  # away from the small init, so that mistakes show
-        for p in rnn.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return Net(rnn).eval()
+    return Net(perturbed(getattr(gatedrnn, case.kind)(I, H, **case.kwargs))).eval()
 
 
 def inputs(case: Case, T: int, B: int) -> list[torch.Tensor]:
@@ -96,13 +93,6 @@ def export_onnx(model: Net, case: Case) -> bytes:
     torch.onnx.export(model, tuple(args), buf, dynamo=True, dynamic_shapes=tuple(shapes),
                       input_names=["x", "h0", "c0", "n0", "m0"][: len(args)], verbose=False)
     return buf.getvalue()
-
-
-def session(model_bytes: bytes) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # two cores shared by everyone
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, options)
 
 
 def loops(case: Case) -> int:

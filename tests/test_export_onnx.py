@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
+from onnx_helpers import perturbed, session
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -48,11 +49,7 @@ class Net(torch.nn.Module):
 
 def build(case: Case) -> Net:
     torch.manual_seed(0)
-    rnn = getattr(gatedrnn, case.kind)(I, H, **case.kwargs)
-    with torch.no_grad():  # biases and peepholes away from their small init, so mistakes show
-        for p in rnn.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return Net(rnn).eval()
+    return Net(perturbed(getattr(gatedrnn, case.kind)(I, H, **case.kwargs))).eval()
 
 
 def inputs(case: Case, T: int, B: int) -> list[torch.Tensor]:
@@ -84,12 +81,6 @@ def export(model: Net, case: Case, dynamo: bool) -> bytes:
         axes = {"x": x_axes, **{n: state_axes for n in names[1:]}}
         torch.onnx.export(model, tuple(args), buf, dynamo=False, input_names=names, dynamic_axes=axes)
     return buf.getvalue()
-
-
-def session(model_bytes: bytes) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # two cores shared by everyone
-    return ort.InferenceSession(model_bytes, options)
 
 
 def assert_matches_eager(model: Net, case: Case, model_bytes: bytes) -> None:
