@@ -1,11 +1,11 @@
-"""Measure every engine against torch.nn and check the rule of ``engine="auto"`` (gatedrnn.dispatch).
+"""Measure every engine against torch.nn and check the rule of ``engine="auto"`` (gatedrnn.engines.dispatch).
 
 For each configuration (cell, shape T,B,I,H, dtype, inference or training, packed or not, proj_size)
 the engines reference, fused and native run interleaved in one process with torch.nn as the peer;
 the fastest of ``--repeats`` calls counts. The markdown table gives the milliseconds, the fastest
 gatedrnn engine, the engine ``auto`` picked for that call (``module.last_engine``), and "<<" where
 the two disagree by more than ``--slack`` (the pick slower than the fastest by that fraction).
-Move the rows of ``gatedrnn.dispatch.TABLE`` where the flags say so, on a quiet machine.
+Move the rows of ``gatedrnn.engines.dispatch.TABLE`` where the flags say so, on a quiet machine.
 
 Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
                                      [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]

@@ -1,7 +1,7 @@
 """The fused engine against torch's own kernel (engine="native") alone, two contenders per shape.
 
 The full benchmark (``benchmarks/speed.py``) interleaves five contenders; this one times only the
-two engines ``gatedrnn.dispatch.TABLE`` chooses between, to check a row of the table.
+two engines ``gatedrnn.engines.dispatch.TABLE`` chooses between, to check a row of the table.
 
 Usage: python benchmarks/fused_vs_native.py [--cell lstm] [--mode training] [--repeats 7]
                                             [--shapes "100,32,128,128;100,64,256,256"]

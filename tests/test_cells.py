@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn.cells import CellOptions, gru_cell, lstm_cell
+from gatedrnn.equations.cells import CellOptions, gru_cell, lstm_cell
 
 PAIRS = [(gatedrnn.LSTMCell, torch.nn.LSTMCell, {}), (gatedrnn.GRUCell, torch.nn.GRUCell, {}),
          (gatedrnn.RNNCell, torch.nn.RNNCell, {}),
@@ -75,8 +75,8 @@ def test_gru_forms_differ_only_in_where_reset_acts() -> None:
     assert torch.allclose(after, before, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gatedrnn.cells", "gatedrnn.modules", "gatedrnn.cell_modules",
-                                  "gatedrnn.init"])
+@pytest.mark.parametrize("name", ["gatedrnn.equations.cells", "gatedrnn.modules.base",
+                                  "gatedrnn.modules.rnn_cells", "gatedrnn.modules.init"])
 def test_docstring_examples_run(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

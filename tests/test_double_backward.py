@@ -13,8 +13,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatedrnn
-from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import gru, lstm, rnn
+from gatedrnn.engines.kernels import gru, lstm, rnn
+from gatedrnn.equations.cells import CellOptions
 
 F64 = torch.float64
 KERNELS = {"lstm": lstm, "gru": gru, "rnn_tanh": rnn, "rnn_relu": rnn}

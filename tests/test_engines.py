@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings
 
 import gatedrnn
-from gatedrnn import dispatch, functional, reference
+from gatedrnn.engines import dispatch, stack
+from gatedrnn.equations import reference
 from parity import KINDS, Case, assert_parity
 from parity import cases as parity_cases
 
@@ -45,11 +46,11 @@ def test_fused_gradcheck_float64(kind: str) -> None:
 
 def test_auto_picks_fused_on_cpu_and_reference_elsewhere() -> None:
     x = torch.randn(2, 1, 3)
-    assert functional.choose_engine("auto", "lstm", x) is not reference.run
-    assert functional.choose_engine("auto", "lstm", x.half()) is reference.run
-    assert functional.choose_engine("reference", "gru", x) is reference.run
+    assert stack.choose_engine("auto", "lstm", x) is not reference.run
+    assert stack.choose_engine("auto", "lstm", x.half()) is reference.run
+    assert stack.choose_engine("reference", "gru", x) is reference.run
     with pytest.raises(RuntimeError, match="fused"):
-        functional.choose_engine("fused", "gru", x.half())
+        stack.choose_engine("fused", "gru", x.half())
 
 
 def test_reference_engine_runs_half_precision() -> None:

@@ -197,7 +197,7 @@ def test_random_options_in_training_mode_are_refused() -> None:
 
 
 def test_packed_sequences_are_refused_with_a_reason() -> None:
-    from gatedrnn.export_path import export_forward
+    from gatedrnn.export.graph import export_forward
 
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, I), torch.tensor([5, 3]))
     with pytest.raises(NotImplementedError, match="PackedSequence.*padded"):
@@ -207,7 +207,7 @@ def test_packed_sequences_are_refused_with_a_reason() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    from gatedrnn import export_path
+    from gatedrnn.export import graph
 
-    result = doctest.testmod(export_path)
+    result = doctest.testmod(graph)
     assert result.failed == 0 and result.attempted > 0

@@ -1,7 +1,7 @@
 """``torch.export.export`` and ``torch.compile`` of models that contain gatedrnn modules.
 
 Both must give eager's results, for the reference and the fused engine. torch.export goes through
-``gatedrnn.export_path`` (a scan over the cells, with symbolic time and batch sizes); torch.compile
+``gatedrnn.export.graph`` (a scan over the cells, with symbolic time and batch sizes); torch.compile
 runs the engines themselves.
 """
 
@@ -41,7 +41,7 @@ def build(kind: str, dtype: torch.dtype = torch.float32, **kwargs: Any) -> Head:
 
 def has_fused(kind: str) -> bool:
     """The fused GRU and RNN kernels are another engineer's work in progress: test them once they land."""
-    return importlib.util.find_spec(f"gatedrnn.kernels.{kind.lower()}") is not None
+    return importlib.util.find_spec(f"gatedrnn.engines.kernels.{kind.lower()}") is not None
 
 
 def leaves(out: Any) -> list[torch.Tensor]:

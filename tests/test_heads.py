@@ -1,6 +1,6 @@
 """``num_heads`` on LSTM and GRU (issue 10): head-wise recurrence against an independent loop.
 
-The oracle below is written from the issue's text, not from ``gatedrnn.cells``: one sequence at a
+The oracle below is written from the issue's text, not from ``gatedrnn.equations.cells``: one sequence at a
 time (packing, sorting, batch-first and unbatched input are the module's business), 1-D vector
 ops, the parameters read by name from ``state_dict(keep_vars=True)`` (so autograd reaches them),
 and the recurrent product as an explicit loop over heads and gates. Every engine must give its
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn import one_step
+from gatedrnn.engines import one_step
 from oracle_check import assert_like_oracle, run_form
 
 DT = torch.float64
@@ -359,7 +359,7 @@ def test_dynamo_onnx_export_runs_on_onnxruntime_at_another_length(kind):
 
 @pytest.mark.parametrize("nh,G,d", [(1, 4, 3), (2, 3, 2), (4, 4, 1), (3, 2, 5)])
 def test_the_export_form_of_the_head_wise_product_is_the_same_sum(monkeypatch, nh, G, d):
-    from gatedrnn.cells import headwise_product
+    from gatedrnn.equations.cells import headwise_product
 
     gen = torch.Generator().manual_seed(nh * 100 + G * 10 + d)
     h, w = torch.randn(5, nh * d, generator=gen, dtype=DT), torch.randn(nh, G * d, d, generator=gen,

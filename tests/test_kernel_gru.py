@@ -1,5 +1,5 @@
-"""The fused GRU kernel (``gatedrnn.kernels.gru``): parity with torch.nn.GRU, both formulations,
-gradcheck of every variant, and the engine contract against ``gatedrnn.reference``."""
+"""The fused GRU kernel (``gatedrnn.engines.kernels.gru``): parity with torch.nn.GRU, both formulations,
+gradcheck of every variant, and the engine contract against ``gatedrnn.equations.reference``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concurrency import concurrent_equals_serial
-from gatedrnn import reference
-from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import gru
+from gatedrnn.engines.kernels import gru
+from gatedrnn.equations import reference
+from gatedrnn.equations.cells import CellOptions
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -165,7 +165,7 @@ def test_gradcheck_float64(name, reverse) -> None:
 @pytest.mark.parametrize("name", list(VARIANTS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_equals_reference_engine(name, reverse, dtype) -> None:
-    """Outputs, recorded gates and every gradient against ``gatedrnn.reference.run``."""
+    """Outputs, recorded gates and every gradient against ``gatedrnn.equations.reference.run``."""
     leaves, call = _setup(VARIANTS[name], dtype=dtype, T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
     results = [_outputs_and_grads(e, leaves, call, reverse) for e in (reference, gru)]
     _close(results[1], results[0], TOL[dtype], TOL[dtype])
@@ -208,7 +208,7 @@ def test_random_shapes_against_reference(T, B, H, reverse, seed, variant, packed
 @pytest.mark.parametrize("rows", [1, 2, 3])
 def test_small_row_products_equal_gemm(rows) -> None:
     """The hand-written GEMV path of common.prod (up to SMALL_ROWS rows) and MKL agree."""
-    from gatedrnn.kernels.common import gemm, gemm_scratch, prod
+    from gatedrnn.engines.kernels.common import gemm, gemm_scratch, prod
 
     rng = np.random.default_rng(rows)
     for trans_w, beta in ((True, 0.0), (True, 1.0), (False, 0.0), (False, 1.0)):

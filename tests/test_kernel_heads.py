@@ -14,9 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatedrnn import reference
-from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import common, gru, lstm
+from gatedrnn.engines.kernels import common, gru, lstm
+from gatedrnn.equations import reference
+from gatedrnn.equations.cells import CellOptions
 
 GATES = {"lstm": 4, "gru": 3}
 ENGINE = {"lstm": lstm, "gru": gru}

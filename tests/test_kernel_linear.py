@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gatedrnn
-from gatedrnn.kernels import linear
+from gatedrnn.engines.kernels import linear
 
 
 def test_onednn_is_used_where_torch_has_it() -> None:

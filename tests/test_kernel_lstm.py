@@ -1,6 +1,6 @@
-"""The fused LSTM kernel (``gatedrnn.kernels.lstm``) and its shared pieces (``kernels.common``):
+"""The fused LSTM kernel (``gatedrnn.engines.kernels.lstm``) and its shared pieces (``kernels.common``):
 activations, GEMM, parity with torch.nn.LSTM, gradcheck of every variant, and the engine contract
-against ``gatedrnn.reference``."""
+against ``gatedrnn.equations.reference``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concurrency import concurrent_equals_serial
-from gatedrnn import reference
-from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import common, lstm
+from gatedrnn.engines.kernels import common, lstm
+from gatedrnn.equations import reference
+from gatedrnn.equations.cells import CellOptions
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -182,7 +182,7 @@ def test_gradcheck_float64(name, reverse) -> None:
 @pytest.mark.parametrize("name", list(VARIANTS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_equals_reference_engine(name, reverse, dtype) -> None:
-    """Outputs, recorded gates and every gradient against ``gatedrnn.reference.run``."""
+    """Outputs, recorded gates and every gradient against ``gatedrnn.equations.reference.run``."""
     leaves, call = _setup(VARIANTS[name], dtype=dtype, T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
     results = []
     for engine in (reference, lstm):

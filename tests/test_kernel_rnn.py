@@ -1,5 +1,5 @@
-"""The fused Elman RNN kernel (``gatedrnn.kernels.rnn``): parity with torch.nn.RNN, the engine
-contract against ``gatedrnn.reference`` (masks included), gradcheck, threads and torch.compile."""
+"""The fused Elman RNN kernel (``gatedrnn.engines.kernels.rnn``): parity with torch.nn.RNN, the engine
+contract against ``gatedrnn.equations.reference`` (masks included), gradcheck, threads and torch.compile."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concurrency import concurrent_equals_serial
-from gatedrnn import reference
-from gatedrnn.cells import CellOptions
-from gatedrnn.kernels import rnn
-from gatedrnn.kernels import threads as kthreads
+from gatedrnn.engines.kernels import rnn
+from gatedrnn.engines.kernels import threads as kthreads
+from gatedrnn.equations import reference
+from gatedrnn.equations.cells import CellOptions
 from parity import Case, assert_parity
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -156,7 +156,7 @@ def _min_abs_preactivation(leaves: dict, call, reverse: bool) -> float:
         seen.append(a.detach())
         return original(x, state, w, opts, recurrent_mask, zoneout_h, zoneout_c)
 
-    reference.STEPS["rnn_relu"] = spy  # the dict of gatedrnn.cells, restored below
+    reference.STEPS["rnn_relu"] = spy  # the dict of gatedrnn.equations.cells, restored below
     try:
         with torch.no_grad():
             call(reference, *leaves.values(), reverse=reverse)
@@ -169,7 +169,7 @@ def _min_abs_preactivation(leaves: dict, call, reverse: bool) -> float:
 @pytest.mark.parametrize("name", list(VARIANTS))
 @pytest.mark.parametrize("mode", MODES)
 def test_equals_reference_engine(mode, name, reverse) -> None:
-    """Outputs, final state, record and every gradient against ``gatedrnn.reference.run``."""
+    """Outputs, final state, record and every gradient against ``gatedrnn.equations.reference.run``."""
     leaves, call = _setup(VARIANTS[name], mode, T=5, B=4, I=3, H=5, lengths=(5, 5, 3, 1))
     results = []
     for engine in (reference, rnn):
@@ -313,7 +313,7 @@ def test_inference_path_equals_training_path(mode, name) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_custom_ops_pass_opcheck(mode) -> None:
     """The torch.compile path's ops (kernels/compiled.py): schema, fake shapes and autograd."""
-    from gatedrnn.kernels import compiled
+    from gatedrnn.engines.kernels import compiled
 
     leaves, _ = _setup(VARIANTS["plain"], mode, T=4, B=3, I=2, H=3, lengths=None)
     x, h0, w_ih, w_hh, b_ih, b_hh = (leaves[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"))

@@ -1,4 +1,4 @@
-"""The lean inference path (``gatedrnn.lean_path``): a short sequence at a small batch goes straight
+"""The lean inference path (``gatedrnn.engines.lean_path``): a short sequence at a small batch goes straight
 to the fused time loops. It must give torch.nn's results, the general fused path's results bit for
 bit, and step aside for every call it does not compute."""
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn import lean_path
+from gatedrnn.engines import lean_path
 from parity import TOL, Case, build, make_inputs
 from parity import cases as parity_cases
 
@@ -123,13 +123,13 @@ def _short_bias() -> gatedrnn.GRU:
 def test_steps_aside(make, call, monkeypatch) -> None:
     """Each call the lean path does not compute goes to the general path (which also raises)."""
     taken = []
-    real = gatedrnn.lean_path._direction
+    real = gatedrnn.engines.lean_path._direction
 
     def spy(*a, **k):
         taken.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(gatedrnn.lean_path, "_direction", spy)
+    monkeypatch.setattr(gatedrnn.engines.lean_path, "_direction", spy)
     m = make()
     x = torch.randn(5, 1, 3)
     try:
@@ -141,8 +141,8 @@ def test_steps_aside(make, call, monkeypatch) -> None:
 
 def test_taken_for_a_plain_call(monkeypatch) -> None:
     taken = []
-    real = gatedrnn.lean_path._direction
-    monkeypatch.setattr(gatedrnn.lean_path, "_direction",
+    real = gatedrnn.engines.lean_path._direction
+    monkeypatch.setattr(gatedrnn.engines.lean_path, "_direction",
                         lambda *a, **k: taken.append(1) or real(*a, **k))
     m = gatedrnn.GRU(3, 4, num_layers=2).eval()
     with torch.no_grad():

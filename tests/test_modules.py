@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn import functional
+from gatedrnn.engines import stack
 from parity import Case, assert_parity, build, make_inputs
 
 KINDS = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -123,13 +123,13 @@ def test_gradcheck_reference_float64() -> None:
        seed=st.integers(0, 999))
 def test_one_step_inference_takes_the_step_kernels_and_matches_torch(
         kind, layers, bidirectional, bias, batch_first, unbatched, B, dtype, seed) -> None:
-    """Streaming calls (T = 1, no autograd) skip functional.stacked and still equal torch.nn."""
+    """Streaming calls (T = 1, no autograd) skip stack.stacked and still equal torch.nn."""
     case = Case(kind=kind, layers=layers, bidirectional=bidirectional, bias=bias, dtype=dtype,
                 batch_first=batch_first, input="unbatched" if unbatched else "padded", hx=True,
                 T=1, B=B, seed=seed)
     ours, ref = build(case, "auto")
     x, hx, _ = make_inputs(case, torch.Generator().manual_seed(seed))
-    with torch.no_grad(), mock.patch.object(functional, "stacked", None):  # would fail loudly
+    with torch.no_grad(), mock.patch.object(stack, "stacked", None):  # would fail loudly
         got = ours(x, hx)
     with torch.no_grad():
         want = ref(x, hx)
@@ -141,8 +141,9 @@ def test_one_step_inference_takes_the_step_kernels_and_matches_torch(
 def test_docstring_examples_run() -> None:
     import doctest
 
-    from gatedrnn import cell_modules, dispatch, init, modules
+    from gatedrnn.engines import dispatch
+    from gatedrnn.modules import base, init, rnn_cells
 
-    for module in (modules, cell_modules, dispatch, init):
+    for module in (base, rnn_cells, dispatch, init):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -1,6 +1,6 @@
 """MinGRU, MinLSTM and SLSTM against an independent implementation of issue 10's equations.
 
-The oracle below is written from the issue's text, not from ``gatedrnn.cells``: one sequence at a
+The oracle below is written from the issue's text, not from ``gatedrnn.equations.cells``: one sequence at a
 time (so packing, sorting and batch-first are all the module's business), scalar-free vector
 ops on 1-D tensors, the parameters read by their public names, the head-wise product as an
 explicit loop over heads. Every engine must give its outputs, final states and gradients in

@@ -3,7 +3,7 @@ against the sequential scan, float32 accuracy, NaN propagation, two-thread rows,
 
 Tolerances are measured (relative to the largest magnitude, against the float64 reference):
 fused float32 outputs and gradients at most 4.3e-7 (T = 50 and 300, H = 32); the scan at
-T = 300 in float32 2.6e-5, in float64 8.8e-14 (its error grows with T, see ``gatedrnn.scan``).
+T = 300 in float32 2.6e-5, in float64 8.8e-14 (its error grows with T, see ``gatedrnn.equations.scan``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import gatedrnn
-from gatedrnn.kernels import minrnn, slstm
+from gatedrnn.engines.kernels import minrnn, slstm
 
 DT = torch.float64
 
@@ -174,8 +174,8 @@ def test_recorded_gates_match_the_reference(cls, engine):
 
 
 def test_auto_engine_choice():
-    from gatedrnn.newcells_engines import choose, reference_run
-    from gatedrnn.scan import run as scan_run
+    from gatedrnn.engines.min_slstm import choose, reference_run
+    from gatedrnn.equations.scan import run as scan_run
 
     x64, x16 = torch.zeros(1, 1, 1, dtype=DT), torch.zeros(1, 1, 1, dtype=torch.bfloat16)
     assert choose("auto", "mingru", x64) is minrnn.run
@@ -199,7 +199,7 @@ def test_float32_log_sigmoid_series():
     import numba
     import numpy as np
 
-    from gatedrnn.kernels.slstm_steps import _log_sigmoid
+    from gatedrnn.engines.kernels.slstm_steps import _log_sigmoid
 
     @numba.njit
     def apply(a, out):

@@ -10,8 +10,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatedrnn
-from gatedrnn.cells import CellOptions
-from gatedrnn.functional import StackSpec, draw_masks
+from gatedrnn.engines.stack import StackSpec, draw_masks
+from gatedrnn.equations.cells import CellOptions
 
 OPTIONS = [
     ("LSTM", {}),

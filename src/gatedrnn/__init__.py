@@ -2,12 +2,12 @@
 
 Drop-in ``LSTM``, ``GRU``, ``RNN`` and their cells for ``torch.nn``, a fused CPU engine with a
 hand-derived backward pass, the variants people ask for, and a toolkit. The equations live in
-``gatedrnn.cells``.
+``gatedrnn.equations.cells``.
 """
 
-from .cell_modules import GRUCell, LSTMCell, RNNCell
-from .modules import GRU, LSTM, RNN, from_config
-from .newcells import SLSTM, MinGRU, MinLSTM
+from .modules.base import GRU, LSTM, RNN, from_config
+from .modules.min_slstm import SLSTM, MinGRU, MinLSTM
+from .modules.rnn_cells import GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config",

@@ -5,7 +5,7 @@
 - ``gatedrnn.interop.keras``: from_keras / to_keras for Keras 3 layers (needs ``keras``).
 - ``gatedrnn.interop.streaming``: Stream, for online prediction one step or chunk at a time.
 - ONNX export needs nothing from here: ``torch.onnx.export(model, ...)`` works on models that
-  contain gatedrnn modules (see ``gatedrnn.export_path``).
+  contain gatedrnn modules (see ``gatedrnn.export.graph``).
 
 Keras is imported only by ``gatedrnn.interop.keras``, so the rest works without it.
 """

@@ -44,7 +44,7 @@ def _kwargs(module: Any) -> dict[str, Any]:
     return kw
 
 
-def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.RNNBase:
+def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.base.RNNBase:
     """The gatedrnn twin of a ``torch.nn.LSTM``, ``GRU`` or ``RNN``, with its weights.
 
     ``options`` are gatedrnn's keyword-only extras (engine, recurrent_dropout, ...). Options that
@@ -84,7 +84,7 @@ def to_torch(module: Any) -> nn.RNNBase:
         'RNN_RELU'
     """
     name = type(module).__name__
-    if not isinstance(module, gatedrnn.modules.RNNBase):
+    if not isinstance(module, gatedrnn.modules.base.RNNBase):
         raise TypeError(f"to_torch takes gatedrnn.LSTM, GRU or RNN, got {name}")
     cfg = module.get_config()
     blocked = {"peephole": False, "layer_norm": False, "reset_after": True, "zoneout": 0.0,

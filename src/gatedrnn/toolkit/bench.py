@@ -27,7 +27,7 @@ each n of ``--threads``, the contenders run on the same input:
   rounded to pages and includes allocator slack.
 - streaming: one step at B = 1 with the state carried, gatedrnn's cells against torch.nn's.
 - variants (training at (100, 64, 256, 256)): each LSTM and GRU option's cost against the plain
-  fused run and against the reference engine (a Python loop over ``gatedrnn.cells``).
+  fused run and against the reference engine (a Python loop over ``gatedrnn.equations.cells``).
 - targets, heads: issue 10's speed targets for the newer cells and for head-wise recurrence
   (``toolkit.bench_cells``).
 

@@ -4,7 +4,7 @@ Shared by ``gatedrnn bench`` (its ONNX Runtime column) and ``benchmarks/onnxrt.p
 time the same thing:
 
 - the model is exported by ``torch.onnx.export(..., dynamo=False)``: ONNX's own LSTM / GRU
-  operator for gatedrnn.LSTM and GRU (``gatedrnn.export_path``), whose weights ORT prepacks once
+  operator for gatedrnn.LSTM and GRU (``gatedrnn.export.graph``), whose weights ORT prepacks once
   per session; the newer cells (MinGRU, MinLSTM, SLSTM) export as their reference loop unrolled
   for the traced length, so their graph only serves inputs of that length;
 - CPU execution provider (MLAS), all graph optimisations, ``intra_op_num_threads`` = the thread

@@ -23,8 +23,8 @@ from torch.nn.utils.rnn import PackedSequence
 import gatedrnn
 
 from ..interop.io import CheckpointError, check_config
-from ..modules import RNNBase
-from ..newcells import NewRNNBase
+from ..modules.base import RNNBase
+from ..modules.min_slstm import NewRNNBase
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "mingru": "MinGRU", "minlstm": "MinLSTM",
          "slstm": "SLSTM"}

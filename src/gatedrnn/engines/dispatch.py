@@ -1,0 +1,112 @@
+"""Which engine ``engine="auto"`` runs for one call: the first matching row of a measured table.
+
+The engines (see ``functional`` and ``modules``):
+- "native": torch's own recurrent ops on the module's parameters (torch.nn's forward itself):
+  cuDNN on CUDA, oneDNN for the float32 and bfloat16 LSTM on the CPU, a generic loop otherwise.
+- "fused": gatedrnn's numba kernels (CPU, float32 and float64, every variant).
+- "fused-float32": the fused kernels on a bfloat16 or float16 call: inputs, state and weights are
+  cast to float32 inside the autograd graph, the outputs cast back (half storage, float32 sums).
+- "reference": the eager loop over ``gatedrnn.equations.cells``; any device and dtype, every variant.
+
+``choose`` describes a call by a few features and returns the engine of the first row of
+``TABLE`` that matches them. The rows come from ``benchmarks/dispatch.py``, which times every
+engine over a grid of shapes and prints, per row, the fastest engine next to the one this rule
+picks; re-run it on a quiet machine and move the rows where they disagree. The seed figures are
+those of the README's speed section (CPU, 2 threads).
+
+Example:
+    >>> from gatedrnn.engines import dispatch
+    >>> dispatch.choose("cuda", "GRU", "float32", torch_op=True, simple=True, training=True, batch=8)
+    'native'
+    >>> dispatch.choose("cpu", "GRU", "float32", torch_op=True, simple=True, training=True, batch=8)
+    'fused'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+ENGINES = ("auto", "reference", "fused", "native")
+
+DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "half",
+          torch.float16: "half"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: the engine, and the features a call must have (None: any)."""
+
+    engine: str
+    device: str | None = None  # "cpu" or "other" (CUDA, MPS, ...)
+    kind: str | None = None  # "LSTM", "GRU", "RNN" or "cell"
+    dtype: str | None = None  # "float32", "float64", "half" (bfloat16, float16) or "other"
+    torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
+    simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
+    training: bool | None = None  # autograd records the call
+    min_batch: int = 0
+    max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
+
+
+TABLE: tuple[Row, ...] = (
+    # Cells: the step kernel has no backward (a recorded call is the reference step under autograd),
+    # and torch's cell op is one fused call; without autograd the step kernel is 2-2.6x torch's.
+    Row("native", kind="cell", torch_op=True, training=True),
+    Row("reference", kind="cell", torch_op=False),
+    # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
+    Row("native", device="other", torch_op=True),
+    Row("reference", device="other"),
+    Row("native", dtype="other", torch_op=True),
+    Row("reference", dtype="other"),
+    # CPU LSTM without packing or projection: torch runs oneDNN (float32). Measured by
+    # benchmarks/dispatch.py (CPU, 2 threads, fastest of 3 interleaved; README "Speed"):
+    # - float32 inference: native 1.2-1.3x faster than fused from B = 16 to 64 (7.3 vs 9.8 ms,
+    #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
+    # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
+    #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, min_batch=16),
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, max_batch=31),
+    # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in
+    # inference from B = 32, packed and proj_size included (LSTM 28.7 vs 30.1 ms, packed 21.3 vs
+    # 31.4; GRU 21.6 vs 25.6), and loses at B = 1 (fused 2-2.5x) and in training (fused 1.2-4x).
+    Row("native", device="cpu", kind="LSTM", dtype="float64", torch_op=True, training=False,
+        min_batch=16),
+    Row("native", device="cpu", kind="GRU", dtype="float64", torch_op=True, training=False,
+        min_batch=16),
+    # Everything else on the CPU (GRU 1.0-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
+    # Half precision through float32: torch.nn's bfloat16 LSTM and GRU measured 5-27x slower than
+    # fused-float32 on this CPU (e.g. LSTM (100, 64, 256, 256) inference 434 vs 61 ms).
+    Row("fused-float32", dtype="half"),
+    Row("fused"),
+)
+
+
+def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
+    if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
+        return False
+    return all(
+        getattr(row, key) is None or getattr(row, key) == value for key, value in features.items())
+
+
+def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
+           training: bool, batch: int, table: tuple[Row, ...] = TABLE) -> str:
+    """The engine for a call with these features (a pure function: no tensors, no device).
+
+    device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell"; dtype: a key of
+    ``DTYPES``' values or "other"; batch: the batch size N.
+    """
+    features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
+                "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training}
+    for row in table:
+        if _matches(row, features, batch):
+            return row.engine
+    raise AssertionError("the last row of the table matches every call")  # pragma: no cover
+
+
+def dtype_key(dtype: torch.dtype) -> str:
+    """The table's name for a dtype."""
+    return DTYPES.get(dtype, "other")

@@ -1,0 +1,212 @@
+"""The lean inference path: a whole short sequence at a small batch, without autograd.
+
+At B = 1 and a few hundred steps an LSTM or GRU layer's arithmetic takes about a millisecond, and
+the general path around it (argument checks, the engine interface, random masks, zoneout and
+layer-norm buffers, the thread split) adds ~0.2 ms of Python. ONNX Runtime pays a few tens of µs
+per call, so at B = 1 that overhead alone decided the comparison (issue 9). A call that is plainly
+such an inference goes here instead, straight to the same fused time loops
+(``kernels.{lstm,gru,rnn}_steps.forward``) with every variant switched off, and each layer's input
+projection is the same ``linear.block`` product the general path runs: the numbers are the fused
+engine's.
+
+Taken only when all of these hold (anything else returns None and takes the general path, which
+also raises the errors): engine "fused", or "auto" where the measured table picks "fused"; no
+autograd; no variant and no proj_size (head-wise recurrence is fine); a plain float32/float64 CPU tensor input
+of at most ``linear.ROWS`` (time × batch) rows and a batch below the size where the general path
+splits rows over two threads; the initial state absent or of exactly torch.nn's shape.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..equations.cells import GATES
+from . import dispatch
+from .one_step import _traced
+
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
+_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+_KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+_KERNELS: dict[str, Any] = {}
+
+
+def _kernels() -> dict[str, Any]:
+    """The kernel modules, imported on first use (numba) and kept; {} when numba is missing."""
+    if not _KERNELS:
+        try:
+            from .kernels import (
+                common,
+                gru,
+                gru_steps,
+                heads,
+                linear,
+                lstm,
+                lstm_steps,
+                rnn,
+                rnn_steps,
+                threads,
+            )
+        except ImportError:
+            return _KERNELS
+        # Largest batch without the general path's two-thread row split (threads.split_rows).
+        _KERNELS.update(common=common, heads=heads, linear=linear, threads=threads, lstm=lstm_steps,
+                        gru=gru_steps, rnn=rnn_steps,
+                        rows={"lstm": 2 * lstm.TEAM_MIN_ROWS, "gru": 2 * gru.TEAM_MIN_ROWS,
+                              "rnn": 2 * rnn.TEAM_MIN_ROWS})
+    return _KERNELS
+
+
+_AUTO: dict[tuple[str, torch.dtype, int], bool] = {}
+
+
+def _auto_is_fused(kind: str, dt: torch.dtype, B: int) -> bool:
+    """Whether the measured table picks the fused engine for this inference (cached: the table is
+    fixed, and walking it costs more than the rest of a B = 1 step)."""
+    key = (kind, dt, B)
+    if key not in _AUTO:
+        _AUTO[key] = dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True,
+                                     simple=True, training=False, batch=B) == "fused"
+    return _AUTO[key]
+
+
+def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list[Tensor] | None:
+    """[h0] or [h0, c0]: zeros when hx is None, hx when it has exactly torch.nn's shape and our
+    dtype; None otherwise."""
+    if hx is None:
+        return [torch.zeros(shape, dtype=dt)] * (2 if lstm else 1)
+    if lstm and (type(hx) is not tuple or len(hx) != 2):
+        return None
+    parts = hx if lstm else (hx,)
+    for p in parts:
+        if type(p) is not Tensor or p.dtype is not dt or not p.is_cpu or p.shape != shape:
+            return None
+    return [p.detach() for p in parts]
+
+
+def _grad_state(hx: Any) -> bool:
+    return any(p.requires_grad for p in (hx if type(hx) is tuple else (hx,)) if p is not None)
+
+
+def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
+    """``m(input, hx)`` through the fused time loops, or None when the call is not plainly a
+    small inference (see the module docstring). Returns what torch.nn returns."""
+    if return_gates is not False or type(input) is not Tensor or input.dtype not in _NP:
+        return None
+    if _traced() or torch.compiler.is_exporting():
+        return None  # the exporters and torch.compile need torch ops, not a kernel call
+    if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell:
+        return None
+    if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
+        return None
+    k = _kernels()
+    if not k or not input.is_cpu or input.dim() not in (2, 3) or input.shape[-1] != m.input_size:
+        return None
+    dt = input.dtype
+    unbatched = input.dim() == 2
+    if unbatched:
+        T, B = input.shape[0], 1
+    else:
+        T, B = (input.shape[1], input.shape[0]) if m.batch_first else (input.shape[0], input.shape[1])
+    mode = _MODE[m.mode]
+    kind = mode[:3] if mode.startswith("rnn") else mode
+    if T == 0 or B == 0 or T * B > k["linear"].ROWS or B >= k["rows"][kind]:
+        return None
+    nh = getattr(m, "num_heads", 1)
+    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B):
+        return None  # (head-wise recurrence has no torch op: auto runs it fused)
+    ps = m._parameters
+    try:
+        groups = [itemgetter(*names)(ps) for names in m._all_weights]
+    except KeyError:  # pruned or parametrized: the weight is computed per access
+        return None
+    D = 2 if m.bidirectional else 1
+    L, H = m.num_layers, m.hidden_size
+    lstm = mode == "lstm"
+    state = _state(hx, lstm, (L * D, H) if unbatched else (L * D, B, H), dt)
+    if state is None:
+        return None
+    if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for g in groups for p in g)
+                                    or _grad_state(hx)):
+        return None
+    GH = GATES[mode] * H
+    rec = (GH, H) if nh == 1 else (nh, GH // nh, H // nh)  # W_hh dense, or head-wise
+    for i, g in enumerate(groups):
+        if any(p.dtype is not dt or not p.is_cpu for p in g) or g[0].shape != (
+                GH, m.input_size if i < D else D * H) or g[1].shape != rec \
+                or any(b.shape != (GH,) for b in g[2:]):
+            return None  # (the kernels index by these shapes: a reassigned parameter must not pass)
+    x = input.detach()
+    x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if m.batch_first else x)
+    x2 = x.reshape(T * B, x.shape[2])  # time-major rows
+    nd = np.dtype(_NP[dt])
+    state = [s.reshape(L * D, B, H) for s in state]
+    finals: list[list[Tensor]] = [[] for _ in state]
+    for layer in range(L):
+        ys = []
+        for d in range(D):
+            k_ = layer * D + d
+            # Fresh, aligned copies, as the general path makes: MKL's small GEMMs may round
+            # differently on differently aligned operands, and the paths must agree.
+            start = [s[k_].clone(memory_format=torch.contiguous_format) for s in state]
+            ys.append(_direction(k, mode, m.reset_after, x2, groups[k_],
+                                 [s.numpy() for s in start], T, B, H, d == 1, nd))
+            for acc, s in zip(finals, start):
+                acc.append(s)
+        out = torch.from_numpy(ys[0]) if D == 1 else torch.cat(
+            [torch.from_numpy(v) for v in ys], dim=2)  # (T, B, D·H)
+        x2 = out.view(T * B, D * H)
+    y = out.squeeze(1) if unbatched else (out.transpose(0, 1) if m.batch_first else out)
+    hn = [torch.stack(f).squeeze(1) if unbatched else torch.stack(f) for f in finals]
+    return y, ((hn[0], hn[1]) if lstm else hn[0])
+
+
+def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, params: tuple,
+               state: list[np.ndarray], T: int, B: int, H: int, reverse: bool,
+               nd: np.dtype) -> np.ndarray:
+    """One direction of one layer: returns y (T, B, H); ``state`` ((B, H) C-contiguous arrays
+    holding h0[, c0]) ends as the final state."""
+    w_ih, w_hh = params[0].detach(), params[1].detach()
+    b_ih, b_hh = (params[2].detach(), params[3].detach()) if len(params) == 4 else (None, None)
+    off = k["common"].off
+    sizes = np.full(T, B, np.int64)
+    gru_bn = mode == "gru" and reset_after and b_hh is not None
+    if b_ih is None or b_hh is None:
+        bias = None
+    elif gru_bn:  # b_hr, b_hz join the projection; b_hn stays inside r ⊙ (·) (as kernels/gru.py)
+        bias = b_ih.clone()
+        bias[:2 * H] += b_hh[:2 * H]
+    else:
+        bias = b_ih + b_hh
+    GH = w_ih.shape[0]
+    g = k["linear"].block(x2, w_ih, bias, torch.empty((T * B, GH), dtype=x2.dtype))
+    G = g.view(T, B, GH).numpy()
+    hw = state[0]
+    w = w_hh.contiguous().numpy() if mode.startswith("rnn") else k["heads"].as_heads(
+        w_hh, GH // H, H)  # (nh, G·d, d); torch.nn's dense W_hh as one head
+    o1, o2, o3 = off(nd, 1), off(nd, 2), off(nd, 3)
+    if mode == "lstm":
+        cw = state[1]
+        Y = torch.empty((T, B, H), dtype=x2.dtype).numpy()
+        args: tuple = (G, hw, cw, Y, o3, o3, sizes, reverse, False, w, o2, o2, o2, o3, o3, o2, o2,
+                       o3, o3, o3, 0.0, np.empty((2, B, H), nd), o2, o2, np.zeros((2, H), nd))
+    elif mode == "gru":
+        bn = b_hh[2 * H:].contiguous().numpy() if b_hh is not None and gru_bn else np.zeros(H, nd)
+        Y = torch.empty((T, B, H), dtype=x2.dtype).numpy()
+        args = (G, hw, Y, o3, o3, o3, o2, sizes, reverse, False, reset_after, w, bn, o2,
+                np.ones(H, nd), o3, o1, o2, 0.0,
+                np.empty((B, 3 * H if reset_after else 2 * H), nd), o2, np.empty((2, B, H), nd))
+    else:
+        Y = G  # the Elman loop activates G in place: it becomes y
+        args = (G, Y, hw, sizes, reverse, mode == "rnn_relu", w, o2, o3, o2)
+    run = k[mode[:3] if mode.startswith("rnn") else mode].forward
+
+    def work(part: int, lo: int, hi: int) -> None:
+        run(*args, lo, hi, k["common"].gemm_scratch(nd))
+
+    k["threads"].split_rows(B, work)  # below the split sizes: one call, one-thread BLAS
+    return Y

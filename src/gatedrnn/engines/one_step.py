@@ -1,0 +1,191 @@
+"""The streaming fast path: one inference step of a cell, or of a module with its state carried.
+
+Online prediction calls a network once per arriving time step, at B = 1. The arithmetic of such a
+call is a GEMV of a few µs; the general path around it (argument checks, packing, the engine
+interface, tensor bookkeeping) costs tens of µs of Python, and so does torch.nn's. Here a call that
+is plainly a streaming step goes straight to ``kernels.step``, which reads tensors by address and
+writes the results into freshly allocated outputs:
+
+- cell: ``cell(x, hx)`` with x (B, I) and the state given;
+- module: ``module(x, hx)`` with one time step, x (1, B, I) or (B, 1, I) batch-first, and hx given.
+
+Every condition is checked, flat and cheaply (a torch attribute read costs ~0.1 µs): no autograd,
+no variant, every tensor a C-contiguous CPU tensor of the expected shape and one dtype. Any call
+that is not plainly such a step returns None here and takes the general path, which also raises
+the errors. The equations are those of ``gatedrnn.equations.cells``; tests check both paths against torch.nn.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..equations.cells import GATES
+
+_FAST = (torch.float32, torch.float64)
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
+_STEP: Any = None
+
+
+def kernels() -> Any:
+    """``kernels.step``, imported on first use (numba), then kept: an import statement costs
+    0.7 µs of a ~12 µs call."""
+    global _STEP
+    if _STEP is None:
+        from .kernels import step
+
+        _STEP = step
+    return _STEP
+
+
+def _fresh(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    # numpy's allocator plus from_numpy: 0.8 µs, against 1.35 µs for torch.empty at this size.
+    return torch.from_numpy(np.empty(shape, _NP[dtype]))
+
+
+def _traced() -> bool:
+    """Under torch.compile, torch.export or TorchScript tracing (which the TorchScript ONNX
+    exporter uses) the computation must stay visible as torch ops: no kernel by address."""
+    return torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
+
+
+def _needs_grad(tensors: Any) -> bool:
+    """Whether autograd must see a call on these tensors (callers ask only in grad mode)."""
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
+def _state(input: Any, hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None, torch.dtype] | None:
+    """(h, c, dtype) from an LSTM's (h, c) tuple, (h, None, dtype) from a plain tensor, when the
+    input is a plain float32/float64 tensor; None for anything else (a list, a subclass, a wrong
+    arity, another dtype: the general path takes those, or raises)."""
+    if type(input) is not Tensor or input.dtype not in _FAST:
+        return None
+    if lstm:
+        if type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not Tensor \
+                or type(hx[1]) is not Tensor:
+            return None
+        return hx[0], hx[1], input.dtype
+    return (hx, None, input.dtype) if type(hx) is Tensor else None
+
+
+def cell_call(cell: Any, input: Any, hx: Any) -> Any:
+    """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
+    if hx is None or _traced() or cell._variants:
+        return None
+    lstm = cell._TORCH is torch.nn.LSTMCell
+    state = _state(input, hx, lstm)
+    if state is None:
+        return None
+    h, c, dt = state
+    ps = cell._parameters  # not nn.Module.__getattr__: ~0.3 µs a name
+    try:
+        params = (ps["weight_ih"], ps["weight_hh"], ps["bias_ih"], ps["bias_hh"])
+    except KeyError:  # pruned or parametrized: the weight is an attribute, computed per access
+        return None
+    if (torch.is_grad_enabled() and _needs_grad((input, h, c, *params))) or input.dim() != 2:
+        return None
+    mode = cell.cell_mode
+    B, I, H = input.shape[0], cell.input_size, cell.hidden_size
+    step = _STEP or kernels()
+    if not (_plain_params(step, params, GATES[mode] * H, I, H, dt) and step.plain(input, (B, I), dt)
+            and step.plain(h, (B, H), dt) and step.plain(c, (B, H), dt)):
+        return None
+    h2 = _fresh((B, H), dt)
+    c2 = _fresh((B, H), dt) if lstm else None
+    run, flag = step.kernel(mode, cell.reset_after)
+    # (c and c2 are tensors exactly for the LSTM)
+    run(step.LIKE[dt], input.data_ptr(), h.data_ptr(), c.data_ptr() if c is not None else 0,
+        *_addresses(params), B, I, H, h2.data_ptr(), H, 0, c2.data_ptr() if c2 is not None else 0,
+        flag)
+    return (h2, c2) if lstm else h2
+
+
+def _plain_params(step: Any, params: tuple, GH: int, I: int, H: int, dt: torch.dtype) -> bool:
+    wi, wh, bi, bh = params
+    return ((bi is None) == (bh is None) and step.plain(wi, (GH, I), dt)
+            and step.plain(wh, (GH, H), dt) and step.plain(bi, (GH,), dt) and step.plain(bh, (GH,), dt))
+
+
+def _addresses(params: tuple) -> tuple[int, int, int, int]:
+    wi, wh, bi, bh = params
+    return wi.data_ptr(), wh.data_ptr(), (0 if bi is None else bi.data_ptr()), \
+        (0 if bh is None else bh.data_ptr())
+
+
+MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+
+
+def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> Any:
+    """``module(input, hx)`` for one time step through the step kernels, layer by layer and
+    direction by direction, or None when the call is not a plain step.
+
+    With one step both directions of a layer compute the same thing on their own weights, so the
+    reverse direction needs no reversal. Outputs: y (1, B, D·H) ((B, 1, D·H) batch-first) and
+    h_n (and c_n) (L·D, B, H), as torch.nn.
+    """
+    m = module
+    if hx is None or return_gates is not False or _traced():
+        return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
+    if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
+            or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
+        return None
+    if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
+        return None
+    lstm = m.mode == "LSTM"
+    state = _state(input, hx, lstm)
+    if state is None:
+        return None
+    h, c, dt = state
+    shape = input.shape
+    if len(shape) == 2:  # unbatched (T, I): one row, the same memory layout as (1, 1, I)
+        T, B = shape[0], 1
+    elif len(shape) == 3:
+        T, B = (shape[1], shape[0]) if m.batch_first else (shape[0], shape[1])
+    else:
+        return None
+    D = 2 if m.bidirectional else 1
+    L, H, I = m.num_layers, m.hidden_size, m.input_size
+    ps = m._parameters
+    try:
+        groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None))
+                  for names in m._all_weights]
+    except KeyError:  # pruned or parametrized (see cell_call)
+        return None
+    if T != 1 or B == 0:
+        return None
+    if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
+        return None
+    step = _STEP or kernels()
+    hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
+    if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, hshape, dt)
+            and step.plain(c, hshape, dt)):
+        return None
+    GH = GATES[MODE[m.mode]] * H
+    for k, params in enumerate(groups):
+        if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
+            return None
+    npdt = _NP[dt]
+    hn = torch.from_numpy(np.empty(hshape, npdt))
+    cn = torch.from_numpy(np.empty(hshape, npdt)) if lstm else None
+    y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
+    size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
+    like = step.LIKE[dt]
+    run, flag = step.kernel(MODE[m.mode], m.reset_after)
+    x_at, width = input.data_ptr(), I
+    h_at, hn_at = h.data_ptr(), hn.data_ptr()
+    c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if c is not None and cn is not None else (0, 0)
+    outs = []  # every layer's (B, D·H) output stays alive until the layer above has read it
+    for layer in range(L):
+        outs.append(y if layer == L - 1 else _fresh((B, D * H), dt))
+        out_at = outs[-1].data_ptr()
+        for d in range(D):
+            k = layer * D + d
+            at = k * size
+            run(like, x_at, h_at + at, c_at + at if lstm else 0, *_addresses(groups[k]), B, width,
+                H, out_at + d * (size // B), D * H, hn_at + at, cn_at + at if lstm else 0, flag)
+        x_at, width = out_at, D * H
+    return y, ((hn, cn) if lstm else hn)

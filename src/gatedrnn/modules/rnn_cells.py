@@ -1,0 +1,233 @@
+"""Drop-in ``LSTMCell``, ``GRUCell`` and ``RNNCell``: torch.nn's cell classes, gatedrnn's engines.
+
+``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise). Shapes: input
+(N, H_in) or (H_in,) unbatched; h (N, H) and, for the LSTM, c (N, H). The equations are in
+``gatedrnn.equations.cells``; a cell call runs exactly that step. Engines as the modules' (see
+``gatedrnn.modules.base``): without autograd a plain step runs the numba step kernel ("fused"), with
+autograd torch's own cell op ("native", under "auto"), a variant the reference step;
+``cell.last_engine`` names what ran.
+
+Example:
+    >>> import torch, gatedrnn
+    >>> cell = gatedrnn.GRUCell(4, 8)
+    >>> isinstance(cell, torch.nn.GRUCell)
+    True
+    >>> h = torch.zeros(2, 8)
+    >>> for x in torch.randn(3, 2, 4):
+    ...     h = cell(x, h)
+    >>> h.shape
+    torch.Size([2, 8])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ..engines import dispatch, one_step, stack
+from ..equations.cells import STEPS, CellOptions
+from . import checks, init
+from .base import OPTIONS, explicit_engine, record_engine, refuse_native, take_options
+
+# (num_heads splits the recurrence of a whole module; a cell is torch.nn's dense step)
+_CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop",
+                                                      "num_heads"))
+
+
+# The type checker sees the mixin as the torch.nn.RNNCellBase it is mixed into; at run time it
+# derives from nothing (see RNNCellBase).
+if TYPE_CHECKING:
+    _TorchRNNCellBase = nn.RNNCellBase
+else:
+    _TorchRNNCellBase = object
+
+
+class RNNCellBase(_TorchRNNCellBase):
+    """gatedrnn's behaviour, mixed into torch.nn's cells (``class LSTMCell(RNNCellBase,
+    nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.base.RNNBase``."""
+
+    _TORCH: type[nn.RNNCellBase]
+    _GATES: int  # gate blocks stacked in weight_ih
+    _ACCEPTS: tuple[str, ...] = _CELL_OPTIONS
+    if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
+        engine: str
+        reset_after: bool
+        layer_norm: bool
+        peephole: bool
+        zoneout: float
+        zoneout_cell: float
+        forget_bias: float | None
+        init: str
+        chrono_max_len: int | None
+        last_engine: str | None
+        nonlinearity: str  # torch.nn.RNNCell's
+    # (recurrent dropout and weight drop draw a mask per sequence or pass: defaults, never set)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRUCell)
+        super().__init__(*args, **kwargs)
+        kw: dict[str, Any] = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
+        G, H = self._GATES, self.hidden_size
+        # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
+        if self.layer_norm:
+            for which, size in (("x", G * H), ("h", G * H), ("c", H)):
+                if which != "c" or self._TORCH is nn.LSTMCell:
+                    for part in ("weight", "bias"):
+                        self.register_parameter(f"layer_norm_{which}_{part}",
+                                                nn.Parameter(torch.empty(size, **kw)))
+        if self.peephole:
+            self.weight_peephole = nn.Parameter(torch.empty(3, H, **kw))
+        self.__dict__["_gated_ready"] = True
+        self.reset_parameters()
+
+    @property
+    def cell_mode(self) -> str:
+        """gatedrnn's name for the step: "lstm", "gru", "rnn_tanh" or "rnn_relu"."""
+        if self._TORCH is nn.LSTMCell:
+            return "lstm"
+        if self._TORCH is nn.GRUCell:
+            return "gru"
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        return "rnn_" + self.nonlinearity
+
+    @property
+    def _variants(self) -> bool:
+        return self.layer_norm or self.peephole or self.zoneout > 0 or self.zoneout_cell > 0
+
+    def _torch_op(self) -> bool:
+        return self.reset_after and not self._variants
+
+    def reset_parameters(self) -> None:
+        """torch.nn's default U(−1/√H, 1/√H), then the variants' and ``init``/``forget_bias``."""
+        if not self.__dict__.get("_gated_ready"):
+            return  # torch's constructor: draw once, after the variant parameters exist
+        H = self.hidden_size
+        biases: list[Tensor] = [self.bias_ih, self.bias_hh] if self.bias_ih is not None else []
+        init.default_uniform_([self.weight_ih, self.weight_hh] + biases, H)
+        init.variant_defaults_(list(self.named_parameters()), H)
+        mode = "lstm" if self._TORCH is nn.LSTMCell else "gru" if self._TORCH is nn.GRUCell else "rnn"
+        init.apply_scheme_(mode, self.weight_ih, self.weight_hh, biases, H, self.init,
+                           self.forget_bias, self.chrono_max_len)
+
+    def _engine(self, input: Any) -> str:
+        if self.engine == "native":
+            refuse_native(self)
+            return "native"
+        if not isinstance(input, Tensor) or self.engine == "reference":
+            return "reference"
+        if self.engine != "auto":
+            return explicit_engine(self.engine, input)
+        torch_op = self._torch_op()
+        training = torch.is_grad_enabled() and (self.weight_ih.requires_grad or input.requires_grad)
+        engine = dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
+                                 torch_op=torch_op, simple=True, training=training,
+                                 batch=input.shape[0] if input.dim() == 2 else 1)
+        if engine.startswith("fused") and not stack.fused_available():
+            engine = "native" if torch_op else "reference"
+        return engine
+
+    def _reference_step(self, x: Tensor, parts: list[Tensor], dtype: torch.dtype | None = None
+                        ) -> tuple[Tensor, ...]:
+        """The step of ``gatedrnn.equations.cells`` under autograd (in ``dtype`` when given)."""
+        # getattr: pruning and parametrizations turn a parameter into a plain attribute.
+        get = lambda n: getattr(self, n, None)  # noqa: E731 - a local shorthand
+        w = {"w_ih": get("weight_ih"), "w_hh": get("weight_hh"), "b_ih": get("bias_ih"),
+             "b_hh": get("bias_hh"), "peephole": get("weight_peephole")}
+        if self.layer_norm:
+            for which in ("x", "h", "c"):
+                w[f"ln_{which}_w"] = get(f"layer_norm_{which}_weight")
+                w[f"ln_{which}_b"] = get(f"layer_norm_{which}_bias")
+        if dtype is not None:
+            w = {k: None if v is None else v.to(dtype) for k, v in w.items()}
+        # Zoneout (Krueger et al. 2016): a fresh keep-mask every call in training, p in eval.
+        zone = {}
+        for key, p, state in (("zoneout_h", self.zoneout, parts[0]),
+                              ("zoneout_c", self.zoneout_cell, parts[-1])):
+            if p > 0:
+                zone[key] = state.new_empty(state.shape).bernoulli_(p) if self.training \
+                    else state.new_tensor(p)
+        mode = self.cell_mode
+        new, _ = STEPS[mode](x, tuple(parts), w, CellOptions(mode, self.reset_after, self.layer_norm),
+                             **zone)
+        return new
+
+    def forward(self, input: Tensor, hx: Any = None) -> Any:
+        """One step: returns h' (LSTMCell: (h', c'))."""
+        if self.engine == "auto" or self.engine == "fused":
+            new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
+            if new is not None:
+                record_engine(self, "fused")
+                return new
+        engine = self._engine(input)
+        if engine == "native":
+            record_engine(self, engine)
+            return self._TORCH.forward(self, input, hx)
+        lstm = self._TORCH is nn.LSTMCell
+        x, parts, unbatched = checks.cell_args(self, input, hx, lstm, self._TORCH.__name__)
+        self.cell_mode  # noqa: B018 - torch.nn checks the nonlinearity here
+        if lstm and parts[1].dtype != x.dtype:  # torch promotes; its op computes what it means
+            if not self._torch_op():
+                raise RuntimeError(f"c dtype ({parts[1].dtype}) does not match input dtype "
+                                   f"({x.dtype})")
+            record_engine(self, "native")
+            return self._TORCH.forward(self, input, hx)
+        dtype = x.dtype
+        if engine == "fused-float32":
+            x, parts = x.float(), [p.float() for p in parts]
+        new = None
+        if engine.startswith("fused"):  # e.g. hx None, unbatched: the step kernel, checked tensors
+            new = one_step.cell_call(self, x, tuple(parts) if lstm else parts[0])
+            if new is not None:
+                new = new if lstm else (new,)
+        if new is None:  # autograd, a variant, or memory the kernel cannot read by address
+            cast = torch.float32 if engine == "fused-float32" else None
+            new, engine = self._reference_step(x, parts, cast), "reference"
+        record_engine(self, engine)
+        new = tuple(s.to(dtype) for s in new)
+        if unbatched:
+            new = tuple(s.squeeze(0) for s in new)
+        return new if lstm else new[0]
+
+    def extra_repr(self) -> str:
+        """torch.nn's description, then gatedrnn's options that are not at their defaults."""
+        s = super().extra_repr()
+        for key in self._ACCEPTS:
+            if getattr(self, key) != OPTIONS[key]:
+                s += f", {key}={getattr(self, key)!r}"
+        return s
+
+
+class LSTMCell(RNNCellBase, nn.LSTMCell):
+    """Drop-in ``torch.nn.LSTMCell`` (a subclass of it); equations in ``gatedrnn.equations.cells.lstm_cell``.
+
+    Keyword-only variants (all off by default): layer_norm, peephole, zoneout, zoneout_cell,
+    forget_bias, init ("torch" | "orthogonal" | "chrono") and chrono_max_len, as in
+    ``gatedrnn.LSTM``. Parameters of the variants: ``layer_norm_{x,h,c}_{weight,bias}`` and
+    ``weight_peephole`` (3, H), rows i, f, o. Recurrent dropout and weight drop draw one mask per
+    sequence or forward pass, which a single step cannot know: use ``gatedrnn.LSTM`` for them.
+    """
+
+    _TORCH, _GATES = nn.LSTMCell, 4
+    _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k != "reset_after")
+
+
+class GRUCell(RNNCellBase, nn.GRUCell):
+    """Drop-in ``torch.nn.GRUCell`` (a subclass of it); ``reset_after=False`` is Cho et al.'s form.
+
+    Keyword-only variants as ``LSTMCell`` less the LSTM-only peephole and zoneout_cell
+    (layer_norm needs reset_after=True).
+    """
+
+    _TORCH, _GATES = nn.GRUCell, 3
+    _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k not in ("peephole", "zoneout_cell"))
+
+
+class RNNCell(RNNCellBase, nn.RNNCell):
+    """Drop-in ``torch.nn.RNNCell`` (tanh or relu; a subclass of it): no variants, only
+    ``engine``."""
+
+    _TORCH, _GATES = nn.RNNCell, 1
+    _ACCEPTS = ("engine",)
