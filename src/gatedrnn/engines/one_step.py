@@ -76,7 +76,7 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
     if hx is None or _traced() or cell._variants:
         return None
-    lstm = cell._TORCH is torch.nn.LSTMCell
+    lstm = cell._KIND == "lstm"
     state = _state(input, hx, lstm)
     if state is None:
         return None

@@ -169,7 +169,7 @@ class RNNBase(_TorchRNNBase):
         weight_ih_l0: Tensor
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRU)
+        take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH.__name__ == "GRU")
         super().__init__(*args, **kwargs)  # torch's checks, parameters, flat weights
         self._register_heads()
         self._register_variants()

@@ -49,6 +49,9 @@ class RNNCellBase(_TorchRNNCellBase):
     nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.base.RNNBase``."""
 
     _TORCH: type[nn.RNNCellBase]
+    # The cell's kind as a string, never as `self._TORCH is nn.LSTMCell`: under
+    # gatedrnn.patch_torch() the name nn.LSTMCell is gatedrnn's class, not torch's.
+    _KIND: str
     _GATES: int  # gate blocks stacked in weight_ih
     _ACCEPTS: tuple[str, ...] = _CELL_OPTIONS
     if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
@@ -66,14 +69,14 @@ class RNNCellBase(_TorchRNNCellBase):
     # (recurrent dropout and weight drop draw a mask per sequence or pass: defaults, never set)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH is nn.GRUCell)
+        take_options(self, kwargs, self._ACCEPTS, gru=self._KIND == "gru")
         super().__init__(*args, **kwargs)
         kw: dict[str, Any] = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
         G, H = self._GATES, self.hidden_size
         # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
         if self.layer_norm:
             for which, size in (("x", G * H), ("h", G * H), ("c", H)):
-                if which != "c" or self._TORCH is nn.LSTMCell:
+                if which != "c" or self._KIND == "lstm":
                     for part in ("weight", "bias"):
                         self.register_parameter(f"layer_norm_{which}_{part}",
                                                 nn.Parameter(torch.empty(size, **kw)))
@@ -85,9 +88,9 @@ class RNNCellBase(_TorchRNNCellBase):
     @property
     def cell_mode(self) -> str:
         """gatedrnn's name for the step: "lstm", "gru", "rnn_tanh" or "rnn_relu"."""
-        if self._TORCH is nn.LSTMCell:
+        if self._KIND == "lstm":
             return "lstm"
-        if self._TORCH is nn.GRUCell:
+        if self._KIND == "gru":
             return "gru"
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
@@ -108,7 +111,7 @@ class RNNCellBase(_TorchRNNCellBase):
         biases: list[Tensor] = [self.bias_ih, self.bias_hh] if self.bias_ih is not None else []
         init.default_uniform_([self.weight_ih, self.weight_hh] + biases, H)
         init.variant_defaults_(list(self.named_parameters()), H)
-        mode = "lstm" if self._TORCH is nn.LSTMCell else "gru" if self._TORCH is nn.GRUCell else "rnn"
+        mode = "lstm" if self._KIND == "lstm" else "gru" if self._KIND == "gru" else "rnn"
         init.apply_scheme_(mode, self.weight_ih, self.weight_hh, biases, H, self.init,
                            self.forget_bias, self.chrono_max_len)
 
@@ -165,7 +168,7 @@ class RNNCellBase(_TorchRNNCellBase):
         if engine == "native":
             record_engine(self, engine)
             return self._TORCH.forward(self, input, hx)
-        lstm = self._TORCH is nn.LSTMCell
+        lstm = self._KIND == "lstm"
         x, parts, unbatched = checks.cell_args(self, input, hx, lstm, self._TORCH.__name__)
         self.cell_mode  # noqa: B018 - torch.nn checks the nonlinearity here
         if lstm and parts[1].dtype != x.dtype:  # torch promotes; its op computes what it means
@@ -210,7 +213,7 @@ class LSTMCell(RNNCellBase, nn.LSTMCell):
     sequence or forward pass, which a single step cannot know: use ``gatedrnn.LSTM`` for them.
     """
 
-    _TORCH, _GATES = nn.LSTMCell, 4
+    _TORCH, _GATES, _KIND = nn.LSTMCell, 4, "lstm"
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k != "reset_after")
 
 
@@ -221,7 +224,7 @@ class GRUCell(RNNCellBase, nn.GRUCell):
     (layer_norm needs reset_after=True).
     """
 
-    _TORCH, _GATES = nn.GRUCell, 3
+    _TORCH, _GATES, _KIND = nn.GRUCell, 3, "gru"
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k not in ("peephole", "zoneout_cell"))
 
 
@@ -229,5 +232,5 @@ class RNNCell(RNNCellBase, nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell`` (tanh or relu; a subclass of it): no variants, only
     ``engine``."""
 
-    _TORCH, _GATES = nn.RNNCell, 1
+    _TORCH, _GATES, _KIND = nn.RNNCell, 1, "rnn"
     _ACCEPTS = ("engine",)
