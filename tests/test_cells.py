@@ -75,7 +75,7 @@ def test_gru_forms_differ_only_in_where_reset_acts() -> None:
     assert torch.allclose(after, before, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gatedrnn.equations.cells", "gatedrnn.modules.base",
+@pytest.mark.parametrize("name", ["gatedrnn.equations.cells", "gatedrnn.modules.lstm_gru_rnn",
                                   "gatedrnn.modules.rnn_cells", "gatedrnn.modules.init"])
 def test_docstring_examples_run(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)

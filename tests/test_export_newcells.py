@@ -1,4 +1,4 @@
-"""Export of MinGRU, MinLSTM and SLSTM (``gatedrnn.export.min_slstm``): a scan over the cells.
+"""Export of MinGRU, MinLSTM and SLSTM (``gatedrnn.export.graph``): a scan over the cells.
 
 Each model is exported at one (T, B) and run at others, T=1 and longer than traced among them,
 by ONNX Runtime (dynamo ONNX exporter) or by the ExportedProgram (torch.export), and compared with
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from gatedrnn.export.min_slstm import export_forward
+from gatedrnn.export import export_forward
 from onnx_helpers import perturbed, session
 
 onnx = pytest.importorskip("onnx")

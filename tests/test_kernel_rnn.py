@@ -3,6 +3,7 @@ contract against ``gatedrnn.equations.reference`` (masks included), gradcheck, t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from concurrency import concurrent_equals_serial
 from gatedrnn.engines.kernels import rnn
 from gatedrnn.engines.kernels import threads as kthreads
-from gatedrnn.equations import reference
+from gatedrnn.equations import kinds, reference
 from gatedrnn.equations.cells import CellOptions
 from parity import Case, assert_parity
 
@@ -145,7 +146,8 @@ def _setup(variant: dict, mode: str = "rnn_tanh", dtype=torch.float64, T=4, B=3,
 def _min_abs_preactivation(leaves: dict, call, reverse: bool) -> float:
     """min |a_t| over all active steps of a relu run, recorded by wrapping the reference step."""
     seen: list[torch.Tensor] = []
-    original = reference.STEPS["rnn_relu"]
+    declared = kinds.CELLS["rnn_relu"]
+    original = declared.step
 
     def spy(x, state, w, opts, recurrent_mask=None, zoneout_h=None, zoneout_c=None):
         (h,) = state
@@ -156,12 +158,13 @@ def _min_abs_preactivation(leaves: dict, call, reverse: bool) -> float:
         seen.append(a.detach())
         return original(x, state, w, opts, recurrent_mask, zoneout_h, zoneout_c)
 
-    reference.STEPS["rnn_relu"] = spy  # the dict of gatedrnn.equations.cells, restored below
+    # the declaration the reference engine reads its step from, restored below
+    kinds.CELLS["rnn_relu"] = dataclasses.replace(declared, step=spy)
     try:
         with torch.no_grad():
             call(reference, *leaves.values(), reverse=reverse)
     finally:
-        reference.STEPS["rnn_relu"] = original
+        kinds.CELLS["rnn_relu"] = declared
     return min(a.abs().min().item() for a in seen)
 
 

@@ -142,8 +142,8 @@ def test_docstring_examples_run() -> None:
     import doctest
 
     from gatedrnn.engines import dispatch
-    from gatedrnn.modules import base, init, rnn_cells
+    from gatedrnn.modules import init, lstm_gru_rnn, rnn_cells
 
-    for module in (base, rnn_cells, dispatch, init):
+    for module in (lstm_gru_rnn, rnn_cells, dispatch, init):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import gatedrnn
-from gatedrnn.modules.min_slstm import from_config
+from gatedrnn import from_config
 
 DT = torch.float64
 CLASSES = [gatedrnn.MinGRU, gatedrnn.MinLSTM, gatedrnn.SLSTM]
@@ -198,7 +198,8 @@ def test_head_wise_module_equals_its_dense_twin():
     torch.testing.assert_close(heads(x), dense(x), atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["gatedrnn.modules.min_slstm", "gatedrnn.engines.kernels.minrnn",
+@pytest.mark.parametrize("name", ["gatedrnn.modules.minimal", "gatedrnn.modules.slstm",
+                                  "gatedrnn.engines.kernels.minrnn",
                                   "gatedrnn.engines.kernels.slstm", "gatedrnn.equations.cells"])
 def test_docstring_examples_run(name):
     import doctest

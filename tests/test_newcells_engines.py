@@ -13,6 +13,7 @@ import torch
 
 import gatedrnn
 from gatedrnn.engines.kernels import minrnn, slstm
+from gatedrnn.equations.cells import CellOptions
 
 DT = torch.float64
 
@@ -40,7 +41,8 @@ def test_gradcheck_fused_min(kind, reverse, sizes):
     bs = None if sizes is None else torch.tensor(sizes)
 
     def f(x, w, b, h0):
-        y, (h,), _ = minrnn.run(x, (h0,), {"w_ih": w, "b_ih": b}, bs, reverse, kind, False)
+        y, (h,), _ = minrnn.run(x, (h0,), {"w_ih": w, "b_ih": b}, bs, reverse, CellOptions(kind),
+                                {}, False)
         return y, h
 
     assert torch.autograd.gradcheck(f, (x, w, b, h0))
@@ -63,7 +65,7 @@ def test_gradcheck_fused_slstm(heads, reverse, sizes):
 
     def f(x, w_ih, w_hh, b_ih, b_hh, h0, c0, n0, m0):
         w = {"w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
-        y, state, _ = slstm.run(x, (h0, c0, n0, m0), w, bs, reverse, False)
+        y, state, _ = slstm.run(x, (h0, c0, n0, m0), w, bs, reverse, CellOptions("slstm"), {}, False)
         return (y, *state)
 
     assert torch.autograd.gradcheck(f, (x, w_ih, w_hh, b_ih, b_hh, h0, c0, n0, m0))
@@ -174,8 +176,16 @@ def test_recorded_gates_match_the_reference(cls, engine):
 
 
 def test_auto_engine_choice():
-    from gatedrnn.engines.min_slstm import choose, reference_run
+    from gatedrnn.engines import dispatch
+    from gatedrnn.engines.stack import choose_engine, engine_run
+    from gatedrnn.equations.reference import run as reference_run
     from gatedrnn.equations.scan import run as scan_run
+
+    def choose(engine, kind, x):  # the modules' choice (dispatch's table), then the stack's lookup
+        if engine == "auto":
+            engine = dispatch.choose(x.device.type, kind, dispatch.dtype_key(x.dtype),
+                                     torch_op=False, simple=True, training=False, batch=1)
+        return choose_engine(engine, kind, x) if engine != "scan" else engine_run(kind, engine)
 
     x64, x16 = torch.zeros(1, 1, 1, dtype=DT), torch.zeros(1, 1, 1, dtype=torch.bfloat16)
     assert choose("auto", "mingru", x64) is minrnn.run

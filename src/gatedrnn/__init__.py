@@ -5,9 +5,11 @@ hand-derived backward pass, the variants people ask for, and a toolkit. The equa
 ``gatedrnn.equations.cells``.
 """
 
-from .modules.base import GRU, LSTM, RNN, from_config
-from .modules.min_slstm import SLSTM, MinGRU, MinLSTM
+from . import export as export  # installs what the modules run while an exporter traces them
+from .modules.lstm_gru_rnn import GRU, LSTM, RNN, from_config
+from .modules.minimal import MinGRU, MinLSTM
 from .modules.rnn_cells import GRUCell, LSTMCell, RNNCell
+from .modules.slstm import SLSTM
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config",

@@ -1,12 +1,16 @@
 """Which engine ``engine="auto"`` runs for one call: the first matching row of a measured table.
 
-The engines (see ``functional`` and ``modules``):
+The engines (see ``gatedrnn.engines.stack`` and ``gatedrnn.modules``):
 - "native": torch's own recurrent ops on the module's parameters (torch.nn's forward itself):
   cuDNN on CUDA, oneDNN for the float32 and bfloat16 LSTM on the CPU, a generic loop otherwise.
 - "fused": gatedrnn's numba kernels (CPU, float32 and float64, every variant).
 - "fused-float32": the fused kernels on a bfloat16 or float16 call: inputs, state and weights are
   cast to float32 inside the autograd graph, the outputs cast back (half storage, float32 sums).
 - "reference": the eager loop over ``gatedrnn.equations.cells``; any device and dtype, every variant.
+- "scan": the log-space parallel scan of minGRU and minLSTM (``gatedrnn.equations.scan``).
+
+Which engines a cell kind has is its declaration's (``gatedrnn.equations.kinds``); this table only
+says which of them ``engine="auto"`` picks.
 
 ``choose`` describes a call by a few features and returns the engine of the first row of
 ``TABLE`` that matches them. The rows come from ``benchmarks/dispatch.py``, which times every
@@ -20,6 +24,9 @@ Example:
     'native'
     >>> dispatch.choose("cpu", "GRU", "float32", torch_op=True, simple=True, training=True, batch=8)
     'fused'
+    >>> dispatch.choose("cuda", "mingru", "float32", torch_op=False, simple=True, training=True,
+    ...                 batch=8)
+    'scan'
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ class Row:
 
     engine: str
     device: str | None = None  # "cpu" or "other" (CUDA, MPS, ...)
-    kind: str | None = None  # "LSTM", "GRU", "RNN" or "cell"
-    dtype: str | None = None  # "float32", "float64", "half" (bfloat16, float16) or "other"
+    # "LSTM", "GRU", "RNN", "cell", or a declared kind without a torch op ("mingru", ...); a
+    # tuple matches any of its members (dtype likewise)
+    kind: str | tuple[str, ...] | None = None
+    dtype: str | tuple[str, ...] | None = None  # "float32", "float64", "half" or "other"
     torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
     simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
     training: bool | None = None  # autograd records the call
@@ -50,7 +59,18 @@ class Row:
     max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
 
 
+_DECLARED = ("mingru", "minlstm", "slstm")
+
 TABLE: tuple[Row, ...] = (
+    # minGRU, minLSTM, sLSTM: torch has no op for them. Their numba kernels on the CPU in float32
+    # and float64 (measured against the reference loop and the scan by benchmarks/newcells.py:
+    # the fused scan is both faster and more accurate than the log-space scan on a CPU, see
+    # gatedrnn.equations.scan). Off the CPU the log-space scan's parallel depth pays off for the
+    # minimal cells; sLSTM's gates see h, so it has no scan. Everything else (a CPU's bfloat16,
+    # sLSTM off the CPU): the reference loop.
+    Row("fused", device="cpu", kind=_DECLARED, dtype=("float32", "float64")),
+    Row("scan", device="other", kind=("mingru", "minlstm")),
+    Row("reference", kind=_DECLARED, torch_op=False),
     # Cells: the step kernel has no backward (a recorded call is the reference step under autograd),
     # and torch's cell op is one fused call; without autograd the step kernel is 2-2.6x torch's.
     Row("native", kind="cell", torch_op=True, training=True),
@@ -88,15 +108,19 @@ TABLE: tuple[Row, ...] = (
 def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
     if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
         return False
-    return all(
-        getattr(row, key) is None or getattr(row, key) == value for key, value in features.items())
+    for key, value in features.items():
+        want = getattr(row, key)
+        if not (want is None or want == value or (type(want) is tuple and value in want)):
+            return False
+    return True
 
 
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
            training: bool, batch: int, table: tuple[Row, ...] = TABLE) -> str:
     """The engine for a call with these features (a pure function: no tensors, no device).
 
-    device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell"; dtype: a key of
+    device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell" | "mingru" |
+    "minlstm" | "slstm"; dtype: a key of
     ``DTYPES``' values or "other"; batch: the batch size N.
     """
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,

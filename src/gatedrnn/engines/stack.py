@@ -4,13 +4,15 @@
         y_ld, state_ld = engine.run(x_l, state_ld, weights_ld, batch_sizes, reverse=(d == 1), ...)
     and feeds concat_d(y_ld), with inter-layer dropout in training, to layer l + 1.
 
-No nn.Module lives here: ``modules.py`` validates, converts PackedSequence and batch_first, and calls
-``stacked`` with time-major, length-sorted tensors. The engines share one interface (see
-``reference.run``), so choosing one is a dictionary lookup.
+No nn.Module lives here: ``gatedrnn.modules.base`` validates, converts PackedSequence and
+batch_first, and calls ``stacked`` with time-major, length-sorted tensors, for every cell kind.
+The engines share one interface (see ``reference.run``) and each cell declares its own
+(``gatedrnn.equations.kinds``), so choosing one is a dictionary lookup.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..equations import reference
 from ..equations.cells import CellOptions, Weights
+from ..equations.kinds import CELLS
 
 
 @dataclass(frozen=True)
@@ -33,47 +35,59 @@ class StackSpec:
     training: bool = False
 
 
-def _fused_run(mode: str) -> Callable:
-    # Imported lazily so that the reference engine works where numba is missing or broken.
-    if mode == "lstm":
-        from .kernels import lstm
+_RUNS: dict[str, Callable] = {}  # "module:function" -> the imported run
 
-        return lstm.run
-    if mode == "gru":
-        from .kernels import gru
 
-        return gru.run
-    from .kernels import rnn
+def engine_run(mode: str, engine: str) -> Callable:
+    """The ``run`` function of ``engine`` for the cell kind ``mode``, as its declaration names it
+    (``kinds.CELLS[mode].engines``), imported on first use: numba, for one, is imported only
+    when a fused kernel first runs, so the reference engine works where numba is missing or broken
+    (ImportError then). Raises ValueError for an engine the cell does not have."""
+    engines = CELLS[mode].engines
+    if engine not in engines:
+        raise ValueError(f"cell kind {mode!r} has no engine {engine!r}; it has {sorted(engines)}")
+    path = engines[engine]
+    run = _RUNS.get(path)
+    if run is None:
+        module, _, name = path.partition(":")
+        run = _RUNS[path] = getattr(importlib.import_module(module), name)
+    return run
 
-    return rnn.run
+
+def has_engine(mode: str, engine: str) -> bool:
+    """True when the cell kind declares ``engine`` and its code imports here."""
+    try:
+        engine_run(mode, engine)
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def fused_available() -> bool:
-    """True when the fused CPU kernels import (numba present and working)."""
-    try:
-        _fused_run("lstm")
-        _fused_run("gru")
-        _fused_run("rnn_tanh")
-    except ImportError:
-        return False
-    return True
+    """True when the fused CPU kernels of LSTM, GRU and RNN import (numba present and working)."""
+    return all(has_engine(mode, "fused") for mode in ("lstm", "gru", "rnn_tanh"))
+
+
+def fusable(x: Tensor) -> bool:
+    """The fused kernels' inputs: CPU float32/float64 tensors (they are numba CPU code)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 def choose_engine(engine: str, mode: str, x: Tensor) -> Callable:
     """The ``run`` function of the requested engine.
 
     "auto" takes the fused kernels for CPU float32/float64 tensors and the reference engine
-    elsewhere (other devices, half precision), since the kernels are numba CPU code.
+    elsewhere (other devices, half precision); the modules resolve "auto" before they get here
+    (``gatedrnn.engines.dispatch``), so this rule is for direct callers.
     """
-    fusable = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-    if engine == "reference" or (engine == "auto" and not (fusable and fused_available())):
-        return reference.run
-    if engine == "fused" and not fusable:
+    if engine == "auto":
+        engine = "fused" if fusable(x) and has_engine(mode, "fused") else "reference"
+    if engine == "fused" and not fusable(x):
         raise RuntimeError(
             f"engine='fused' runs on CPU float32/float64 tensors only, got {x.dtype} on "
             f"{x.device}; use engine='auto' or engine='reference'"
         )
-    return _fused_run(mode)
+    return engine_run(mode, engine)
 
 
 def draw_masks(
@@ -114,9 +128,11 @@ def stacked(
 ) -> tuple[Tensor, list[tuple[Tensor, ...]], dict[str, Tensor] | None]:
     """Run the layer stack over a time-major, length-sorted batch.
 
-    Shapes: x (T, B, I); states[l·D + d] is (h0 (B, H_out),) or (h0, c0 (B, H)); weights[l·D + d]
-    the parameter dict of that layer and direction. Returns y (T, B, D·H_out), the final states in
-    the same order, and, when ``record``, gates stacked to (L·D, T, B, H).
+    Shapes: x (T, B, I); states[l·D + d] the state tuple of that layer and direction, each part
+    (B, ·) (``kinds.CellKind.state``: (h0 (B, H_out),), (h0, c0 (B, H)), ...); weights[l·D + d]
+    its parameter dict. ``opts.mode`` names the cell kind and ``engine`` one of its engines.
+    Returns y (T, B, D·H_out), the final states in the same order, and, when ``record``, gates
+    stacked to (L·D, T, B, H).
     """
     run = choose_engine(engine, opts.mode, x)
     T, B = x.shape[0], x.shape[1]

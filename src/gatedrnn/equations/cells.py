@@ -242,17 +242,11 @@ def rnn_cell(
 STEPS: dict[str, Step] = {"lstm": lstm_cell, "gru": gru_cell, "rnn_tanh": rnn_cell, "rnn_relu": rnn_cell}
 
 
-# --- the cells that came after (issue 10) ---------------------------------------------------------
+# --- minGRU, minLSTM and sLSTM ------------------------------------------------------------------
 # Their weights carry only what they have: minGRU and minLSTM have no recurrent weight (their gates
 # see x_t alone, which is what lets training run as a scan); sLSTM's recurrent weight may be split
-# into heads. Rows of w_ih are stacked per gate in the orders of NEW_GATE_ORDER.
-
-NEW_GATE_ORDER = {"mingru": ("z", "h"), "minlstm": ("f", "i", "h"), "slstm": ("i", "f", "z", "o")}
-NEW_GATE_NAMES = {
-    "mingru": ("update", "candidate"),
-    "minlstm": ("forget", "input", "candidate"),
-    "slstm": ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer"),
-}
+# into heads. Rows of w_ih are stacked per gate: z|h̃ (minGRU), f|i|h̃ (minLSTM), i|f|z|o (sLSTM).
+# Gates, state and engines of every cell are declared in ``kinds``.
 
 
 def positive(v: Tensor) -> Tensor:
@@ -373,5 +367,4 @@ def slstm_cell(
     return (h_new, cell, normalizer, stabilizer), gates
 
 
-NEW_STEPS: dict[str, Step] = {"mingru": mingru_cell, "minlstm": minlstm_cell, "slstm": slstm_cell}
 MIN_GATES = {"mingru": mingru_gates, "minlstm": minlstm_gates}

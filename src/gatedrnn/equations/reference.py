@@ -19,7 +19,8 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from .cells import GATE_NAMES, STEPS, CellOptions, Weights
+from .cells import CellOptions, Weights
+from .kinds import CELLS
 
 
 def _rows(v: Tensor | None, n: int) -> Tensor | None:
@@ -50,7 +51,8 @@ def run(
     Shapes: x (T, B, I); state (h0 (B, H_out),) or (h0, c0 (B, H)); returns y (T, B, H_out), the
     final state in the same layout, and, when ``record``, a dict of gates each (T, B, H).
     """
-    step = STEPS[opts.mode]
+    cell = CELLS[opts.mode]
+    step = cell.step
     T, B = x.shape[0], x.shape[1]
     sizes = [B] * T if batch_sizes is None else [int(b) for b in batch_sizes]
     zone_h, zone_c = masks.get("zoneout_h"), masks.get("zoneout_c")
@@ -60,12 +62,15 @@ def run(
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         n = sizes[t]
         active = tuple(s[:n] for s in state)
-        new, gates = step(
-            x[t, :n], active, w, opts,
-            recurrent_mask=_rows(recurrent, n),
-            zoneout_h=None if zone_h is None else _rows(zone_h if zone_h.dim() == 0 else zone_h[t], n),
-            zoneout_c=None if zone_c is None else _rows(zone_c if zone_c.dim() == 0 else zone_c[t], n),
-        )
+        if cell.variants:
+            new, gates = step(
+                x[t, :n], active, w, opts,
+                recurrent_mask=_rows(recurrent, n),
+                zoneout_h=None if zone_h is None else _rows(zone_h if zone_h.dim() == 0 else zone_h[t], n),
+                zoneout_c=None if zone_c is None else _rows(zone_c if zone_c.dim() == 0 else zone_c[t], n),
+            )
+        else:  # a cell without variants takes no options (``kinds.CellKind.step``)
+            new, gates = step(x[t, :n], active, w)
         # Rows past n have finished (forward) or not started (reverse): they keep their state.
         state = tuple(new_s if n == B else torch.cat([new_s, s[n:]]) for new_s, s in zip(new, state))
         ys[t] = _pad_rows(new[0], B)
@@ -75,7 +80,7 @@ def run(
     y = torch.stack(cast("list[Tensor]", ys))  # (T, B, H_out)
     if not record:
         return y, state, None
-    names = GATE_NAMES[opts.mode]
+    names = cell.gate_names
     if not names:
         return y, state, {}
     steps = cast("list[dict[str, Tensor]]", gate_steps)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cells import MIN_GATES, required
+from .cells import MIN_GATES, CellOptions, required
 
 
 def _log_positive(v: Tensor) -> Tensor:
@@ -66,13 +66,16 @@ def run(
     w: Mapping[str, Tensor | None],
     batch_sizes: Tensor | None,
     reverse: bool,
-    kind: str,
+    opts: CellOptions,
+    masks: Mapping[str, Tensor | None],
     record: bool,
 ) -> tuple[Tensor, tuple[Tensor], dict[str, Tensor] | None]:
     """One direction of one minGRU/minLSTM layer as a log-space scan; the engine contract of
-    ``gatedrnn.equations.reference.run``. Shapes: x (T, B, I), state (h0 (B, H),); returns y (T, B, H),
-    (h_n,), and the gates each (T, B, H) when ``record``."""
+    ``gatedrnn.equations.reference.run`` (``opts.mode`` "mingru" or "minlstm"; no masks). Shapes:
+    x (T, B, I), state (h0 (B, H),); returns y (T, B, H), (h_n,), and the gates each (T, B, H)
+    when ``record``."""
     (h0,) = state
+    kind = opts.mode
     T, B = x.shape[0], x.shape[1]
     a = x @ required(w, "w_ih").T  # (T, B, G·H)
     b_ih = w.get("b_ih")

@@ -1,8 +1,8 @@
 """What a gatedrnn module runs while ``torch.onnx.export`` or ``torch.export.export`` traces it.
 
 The eager engines loop in Python or in numba, which no exporter can trace into a graph that works
-for other sequence lengths. So while exporting, ``modules.RNNBase.forward`` hands over to
-``export_forward``, which builds the same network from ops the exporters understand:
+for other sequence lengths. So while exporting, the modules' forward (``gatedrnn.modules.base``)
+hands over to ``export_forward``, which builds the same network from ops the exporters understand:
 
 - ONNX export, either exporter: ONNX's own LSTM / GRU / RNN operators, one per layer (both
   directions in one op). They express everything torch.nn has plus peepholes (input P) and the
@@ -13,6 +13,10 @@ for other sequence lengths. So while exporting, ``modules.RNNBase.forward`` hand
   ``torch.export``: a ``scan`` over ``gatedrnn.equations.cells``, the same equations as eager, traced once
   with a symbolic sequence length. The dynamo ONNX exporter turns it into an ONNX ``Scan``; the
   TorchScript exporter cannot, so it refuses with an error that names the option.
+- The cells ONNX has no operator for (MinGRU, MinLSTM, SLSTM, any declared cell): always the scan
+  over their equations (``torch.export``: a ``scan`` node per layer and direction; the dynamo ONNX
+  exporter: an ONNX ``Scan``), gates included with ``return_gates``; the TorchScript exporter is
+  refused, as it would record the loop unrolled at the traced length.
 
 Random options in training mode (dropout, recurrent_dropout, zoneout, weight_drop) are refused:
 an exported graph cannot reproduce gatedrnn's masks, so ``model.eval()`` first. PackedSequence
@@ -41,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..equations.cells import STEPS
+from ..equations.kinds import CELLS
 from ..modules import checks
 
 # ONNX's block order, as indices into torch.nn's blocks (LSTM i|f|g|o, GRU r|z|n).
@@ -51,11 +55,13 @@ _ONNX_OP = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 _RANDOM_OPTIONS = ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "weight_drop")
 
 
-def export_forward(module: Any, input: Any, hx: Any = None) -> tuple[Tensor, Any]:
-    """``module(input, hx)`` built from exportable ops; returns what ``forward`` returns.
+def export_forward(module: Any, input: Any, hx: Any = None, return_gates: bool = False) -> Any:
+    """``module(input, hx, return_gates)`` built from exportable ops; returns what ``forward``
+    returns. The one entry point of the exporters, for every sequence module.
 
-    Called by ``modules.RNNBase.forward`` while ``torch.onnx.is_in_onnx_export()`` or
-    ``torch.compiler.is_exporting()`` is true; not meant to be called directly.
+    The house's forward (``gatedrnn.modules.base``) calls it while ``torch.onnx.is_in_onnx_export()``
+    or ``torch.compiler.is_exporting()`` is true (``gatedrnn.export`` installs it there); it is not
+    meant to be called directly. The torch.nn subclasses do not record gates while exporting.
 
     Example:
         >>> import torch, gatedrnn
@@ -64,20 +70,24 @@ def export_forward(module: Any, input: Any, hx: Any = None) -> tuple[Tensor, Any
         >>> x = torch.randn(6, 2, 3)
         >>> torch.allclose(ep.module()(x)[0], lstm(x)[0], atol=1e-6)
         True
+        >>> rnn = gatedrnn.MinGRU(3, 4, num_layers=2, bidirectional=True).eval()
+        >>> T = torch.export.Dim("T")
+        >>> ep = torch.export.export(rnn, (torch.randn(6, 2, 3),), dynamic_shapes=({0: T},))
+        >>> x = torch.randn(11, 2, 3)
+        >>> torch.allclose(ep.module()(x)[0], rnn(x)[0], atol=1e-6)
+        True
     """
     name = type(module).__name__
     _refuse_unexportable(module, input)
+    if getattr(module, "kind", ""):  # a module built from a declaration (MinGRU, ...)
+        return _declared_forward(module, input, hx, return_gates)
     # The TorchScript tracer records sizes as tensors, so a Python comparison of them would warn
     # (TracerWarning) and bake the traced size in; it validates nothing the ONNX model keeps.
     if not torch.jit.is_tracing():
         args = checks.module_args(module, input, hx)  # torch.nn's checks and exceptions
         x, states, unbatched = args.x, args.state, args.unbatched  # (T, B, I), each (L·D, B, ·)
     else:
-        unbatched = input.dim() == 2
-        if unbatched:
-            x = input.unsqueeze(1)
-        else:
-            x = input.transpose(0, 1) if module.batch_first else input  # (T, B, I)
+        x, unbatched = _time_major(module, input)
         states = _initial_states(module, hx, x, unbatched)
     onnx = torch.onnx.is_in_onnx_export()
     loop_only = _loop_only_options(module)
@@ -90,12 +100,46 @@ def export_forward(module: Any, input: Any, hx: Any = None) -> tuple[Tensor, Any
             "torch.onnx.export(..., dynamo=True), which emits an ONNX Scan."
         )
     else:
-        y, finals = _scan_stack(module, x, states)
+        y, finals, _ = _scan_stack(module, x, states, record=False)
+    return _shaped(module, y, finals, unbatched, None)
+
+
+def _declared_forward(module: Any, input: Any, hx: Any, return_gates: bool) -> Any:
+    """A module without an ONNX operator (MinGRU, MinLSTM, SLSTM, ...): a scan per layer and
+    direction over its cell (``kinds.CellKind.step``), with its own checks."""
+    name = type(module).__name__
+    if torch.onnx.is_in_onnx_export() and not torch.compiler.is_exporting():
+        raise RuntimeError(
+            f"{name} cannot be exported with the TorchScript-based exporter (dynamo=False): it "
+            "would record the time loop unrolled at the traced length, and it cannot emit an ONNX "
+            "Scan. Export with torch.onnx.export(..., dynamo=True) (the default), which emits a "
+            "Scan that runs at any sequence length."
+        )
+    checks.check_input(name, input, module.input_size, module.weight_ih_l0.dtype, packed=False)
+    x, unbatched = _time_major(module, input)
+    checks.check_length(name, x.shape[0])
+    states = module._initial_state(hx, x, unbatched, None)  # each (L·D, B, H)
+    y, finals, gates = _scan_stack(module, x, states, record=return_gates)
+    return _shaped(module, y, finals, unbatched, gates)
+
+
+def _time_major(module: Any, input: Tensor) -> tuple[Tensor, bool]:
+    """x (T, B, I) and whether the input was unbatched."""
+    if input.dim() == 2:
+        return input.unsqueeze(1), True
+    return (input.transpose(0, 1) if module.batch_first else input), False
+
+
+def _shaped(module: Any, y: Tensor, finals: list[Tensor], unbatched: bool,
+            gates: dict[str, Tensor] | None) -> Any:
+    """The output in the input's form: ``(output, state)``, and the gates when recorded."""
     if unbatched:
         y, finals = y.squeeze(1), [s.squeeze(1) for s in finals]
+        gates = None if gates is None else {g: v.squeeze(2) for g, v in gates.items()}
     elif module.batch_first:
         y = y.transpose(0, 1)
-    return y, (finals[0], finals[1]) if module.mode == "LSTM" else finals[0]
+    result = (y, finals[0] if len(finals) == 1 else tuple(finals))
+    return result if gates is None else result + (gates,)
 
 
 def _refuse_unexportable(module: Any, input: Any) -> None:
@@ -146,38 +190,49 @@ def _initial_states(module: Any, hx: Any, x: Tensor, unbatched: bool) -> list[Te
 # --- the loop: a scan over gatedrnn.equations.cells --------------------------------------------------------
 
 
-def _scan_stack(module: Any, x: Tensor, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-    """The layer stack as one ``scan`` per layer and direction; returns y (T, B, D·H_out), finals."""
+def _cell(module: Any) -> Any:
+    """The step the scan runs: the cell's equations (``kinds.CellKind.step``); for the torch.nn
+    cells with their options, evaluation-mode zoneout as the expectation p·old + (1 − p)·new (a
+    float p says so to the cell)."""
     opts = module._options()
-    D = 2 if module.bidirectional else 1
-    layer_in = x
-    finals: list[list[Tensor]] = [[] for _ in states]
-    for layer in range(module.num_layers):
-        outs = []
-        for d in range(D):
-            k = layer * D + d
-            y, final = _scan_direction(layer_in, tuple(s[k] for s in states), module._weights(k),
-                                       opts, reverse=d == 1)
-            outs.append(y)  # (T, B, H_out)
-            for acc, s in zip(finals, final):
-                acc.append(s)
-        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (T, B, D·H_out)
-    return layer_in, [torch.stack(acc) for acc in finals]
-
-
-def _scan_direction(x: Tensor, state: tuple[Tensor, ...], w: dict[str, Tensor | None], opts: Any,
-                    reverse: bool) -> tuple[Tensor, list[Tensor]]:
-    """One direction of one layer as a scan over time: y (T, B, H_out) and the final state."""
-    step = STEPS[opts.mode]
-    # Evaluation-mode zoneout is the expectation p·old + (1 − p)·new; a float p says so to the cell.
+    kind = CELLS[opts.mode]
+    if not kind.variants:
+        return kind.step
     zone_h, zone_c = opts.zoneout or None, opts.zoneout_cell or None
 
     def cell(x_t: Tensor, s: tuple[Tensor, ...], weights: dict[str, Tensor]
              ) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
-        return step(x_t, s, weights, opts, zoneout_h=zone_h, zoneout_c=zone_c)
+        return kind.step(x_t, s, weights, opts, zoneout_h=zone_h, zoneout_c=zone_c)
 
-    y, final, _ = scan_cell(cell, x, state, w, reverse)
-    return y, final
+    return cell
+
+
+def _scan_stack(module: Any, x: Tensor, states: list[Tensor], record: bool
+                ) -> tuple[Tensor, list[Tensor], dict[str, Tensor] | None]:
+    """The layer stack as one ``scan`` per layer and direction: y (T, B, D·H_out), the final
+    state's parts each (L·D, B, ·), and when ``record`` the gates each (L·D, T, B, H)."""
+    cell = _cell(module)
+    D = 2 if module.bidirectional else 1
+    layer_in = x
+    finals: list[list[Tensor]] = [[] for _ in states]
+    recorded: list[dict[str, Tensor]] = []
+    for layer in range(module.num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            y, final, gates = scan_cell(cell, layer_in, tuple(s[k] for s in states),
+                                        module._weights(k), reverse=d == 1, record=record)
+            outs.append(y)  # (T, B, H_out)
+            for acc, s in zip(finals, final):
+                acc.append(s)
+            if gates is not None:
+                recorded.append(gates)
+        # No dropout between layers: in training mode with dropout the export was refused.
+        layer_in = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (T, B, D·H_out)
+    gates_out = None
+    if record:
+        gates_out = {g: torch.stack([r[g] for r in recorded]) for g in (recorded[0] if recorded else ())}
+    return layer_in, [torch.stack(acc) for acc in finals], gates_out
 
 
 def scan_cell(cell: Any, x: Tensor, state: tuple[Tensor, ...], w: dict[str, Tensor | None],

@@ -105,7 +105,7 @@ def _torch_weights(kind: str, cfg: dict[str, Any], weights: list[np.ndarray], sf
     return out
 
 
-def from_keras(layer: Any, **options: Any) -> gatedrnn.modules.base.RNNBase:
+def from_keras(layer: Any, **options: Any) -> gatedrnn.modules.recurrent.RNNBase:
     """A batch-first gatedrnn module computing what the Keras ``layer`` computes.
 
     ``options`` go to the gatedrnn constructor (for example ``engine="fused"``). The layer must be

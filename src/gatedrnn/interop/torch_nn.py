@@ -44,7 +44,7 @@ def _kwargs(module: Any) -> dict[str, Any]:
     return kw
 
 
-def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.base.RNNBase:
+def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.recurrent.RNNBase:
     """The gatedrnn twin of a ``torch.nn.LSTM``, ``GRU`` or ``RNN``, with its weights.
 
     ``options`` are gatedrnn's keyword-only extras (engine, recurrent_dropout, ...). Options that

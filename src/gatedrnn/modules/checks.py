@@ -212,7 +212,7 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
     _check_op(x.unsqueeze(0), [state[0].unsqueeze(0)], cell.weight_ih)
     return x, state, unbatched
 
-# --- For the modules with no torch.nn twin (gatedrnn.modules.min_slstm) -------------------------------
+# --- For the modules with no torch.nn twin (gatedrnn.modules.declared) -----------------------------
 # torch.nn's classes validate through torch.nn itself (module_args, cell_args above). MinGRU,
 # MinLSTM and SLSTM have no torch.nn constructor or forward to defer to, so these checks follow
 # torch.nn.RNNBase's order and exception classes.
@@ -316,7 +316,7 @@ class StateTypeError(TypeError, AttributeError, IndexError, RuntimeError):
 
 def from_config(config: dict[str, Any], classes: dict[str, Any]) -> Any:
     """``classes[config["type"]](**rest)``, the "dtype" string turned back into a torch dtype: the
-    inverse of a module's ``get_config()`` (shared by ``modules`` and ``newcells``)."""
+    inverse of a module's ``get_config()``."""
     cfg = dict(config)
     kind = cfg.pop("type", None)
     if kind not in classes:

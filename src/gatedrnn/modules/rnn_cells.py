@@ -3,7 +3,7 @@
 ``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise). Shapes: input
 (N, H_in) or (H_in,) unbatched; h (N, H) and, for the LSTM, c (N, H). The equations are in
 ``gatedrnn.equations.cells``; a cell call runs exactly that step. Engines as the modules' (see
-``gatedrnn.modules.base``): without autograd a plain step runs the numba step kernel ("fused"), with
+``gatedrnn.modules.lstm_gru_rnn``): without autograd a plain step runs the numba step kernel ("fused"), with
 autograd torch's own cell op ("native", under "auto"), a variant the reference step;
 ``cell.last_engine`` names what ran.
 
@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from ..engines import dispatch, one_step, stack
 from ..equations.cells import STEPS, CellOptions
 from . import checks, init
-from .base import OPTIONS, explicit_engine, record_engine, refuse_native, take_options
+from .base import record_engine
+from .recurrent import OPTIONS, explicit_engine, refuse_native, take_options
 
 # (num_heads splits the recurrence of a whole module; a cell is torch.nn's dense step)
 _CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop",
@@ -46,7 +47,7 @@ else:
 
 class RNNCellBase(_TorchRNNCellBase):
     """gatedrnn's behaviour, mixed into torch.nn's cells (``class LSTMCell(RNNCellBase,
-    nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.base.RNNBase``."""
+    nn.LSTMCell)``); it derives from nothing, as ``gatedrnn.modules.recurrent.RNNBase``."""
 
     _TORCH: type[nn.RNNCellBase]
     # The cell's kind as a string, never as `self._TORCH is nn.LSTMCell`: under

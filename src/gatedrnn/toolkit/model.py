@@ -23,15 +23,14 @@ from torch.nn.utils.rnn import PackedSequence
 import gatedrnn
 
 from ..interop.io import CheckpointError, check_config
-from ..modules.base import RNNBase
-from ..modules.min_slstm import NewRNNBase
+from ..modules.base import SequenceModule
 
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "mingru": "MinGRU", "minlstm": "MinLSTM",
          "slstm": "SLSTM"}
 
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-             **options: Any) -> RNNBase | NewRNNBase:
+             **options: Any) -> SequenceModule:
     """A batch-first ``gatedrnn`` network; ``options`` are its keyword arguments (variants,
     bidirectional, dropout, engine, ...). Options left as None are dropped, so callers can pass
     every command-line flag and only the ones given reach the module."""
@@ -52,7 +51,7 @@ class SequenceModel(nn.Module):
         per_step: return (B, T, output_size) instead of (B, output_size).
     """
 
-    def __init__(self, rnn: RNNBase | NewRNNBase, output_size: int, vocab_size: int | None = None,
+    def __init__(self, rnn: SequenceModule, output_size: int, vocab_size: int | None = None,
                  per_step: bool = False) -> None:
         super().__init__()
         self.vocab_size, self.per_step = vocab_size, per_step

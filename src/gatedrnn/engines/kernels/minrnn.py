@@ -1,10 +1,11 @@
 """The fused CPU engine for minGRU and minLSTM: one direction of one layer, with a hand-derived
 backward pass.
 
-    run(x, state, w, batch_sizes, reverse, kind, record) -> (y, (h_n,), gates)
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n,), gates)
 
 follows the engine contract of ``gatedrnn.equations.reference.run`` (time-major, rows sorted by length,
-inactive rows output zeros and keep their state); ``kind`` is "mingru" or "minlstm" and w holds
+inactive rows output zeros and keep their state); ``opts.mode`` is "mingru" or "minlstm", masks
+are empty (these cells have no variants), and w holds
 w_ih (G·H, I) and b_ih (G·H,) or None. The equations are ``cells.mingru_cell`` and
 ``cells.minlstm_cell``. Almost every flop is a large GEMM:
 
@@ -18,10 +19,11 @@ Rows are independent, so large batches run their two halves on two threads (``sp
 Example:
     >>> import torch
     >>> from gatedrnn.engines.kernels import minrnn
+    >>> from gatedrnn.equations.cells import CellOptions
     >>> T, B, I, H = 5, 2, 3, 4
     >>> w = {"w_ih": torch.randn(2 * H, I), "b_ih": torch.randn(2 * H)}
     >>> y, (h,), _ = minrnn.run(torch.randn(T, B, I), (torch.zeros(B, H),), w, None, False,
-    ...                         "mingru", False)
+    ...                         CellOptions("mingru"), {}, False)
     >>> y.shape, h.shape
     (torch.Size([5, 2, 4]), torch.Size([2, 4]))
 """
@@ -29,6 +31,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,15 +108,17 @@ def run(
     w: Mapping[str, Tensor | None],
     batch_sizes: Tensor | None,
     reverse: bool,
-    kind: str,
+    opts: Any,
+    masks: Mapping[str, Tensor | None],
     record: bool,
 ) -> tuple[Tensor, tuple[Tensor], dict[str, Tensor] | None]:
     """One direction of one minGRU ("mingru") or minLSTM ("minlstm") layer on the fused engine.
 
     Shapes: x (T, B, I), state (h0 (B, H),); returns y (T, B, H), (h_n,), and the gates
-    (``cells.NEW_GATE_NAMES``) each (T, B, H) when ``record``.
+    (``kinds.CELLS[kind].gate_names``) each (T, B, H) when ``record``.
     """
     (h0,) = state
+    kind = opts.mode
     sizes, _ = step_sizes(batch_sizes, x.shape[0], x.shape[1])
     y, hn, A = _MinFunction.apply(sizes, bool(reverse), kind == "minlstm", x, w["w_ih"],
                                   w.get("b_ih"), h0)

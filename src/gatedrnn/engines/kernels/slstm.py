@@ -1,8 +1,9 @@
 """The fused CPU sLSTM engine: one direction of one layer, forward and hand-derived backward.
 
-    run(x, state, w, batch_sizes, reverse, record) -> (y, (h_n, c_n, n_n, m_n), gates)
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n, c_n, n_n, m_n), gates)
 
-follows the engine contract of ``gatedrnn.equations.reference.run``; the equations are
+follows the engine contract of ``gatedrnn.equations.reference.run`` (opts and masks are unused: sLSTM
+has no variants); the equations are
 ``cells.slstm_cell``. w holds w_ih (4H, I), w_hh (4H, H) or head-wise (num_heads, 4d, d), b_ih,
 b_hh (4H,) or None. The work:
 
@@ -19,7 +20,7 @@ Example:
     >>> T, B, I, H = 5, 2, 3, 4
     >>> w = {"w_ih": torch.randn(4 * H, I), "w_hh": torch.randn(2, 4 * 2, 2)}  # two heads
     >>> zeros = tuple(torch.zeros(B, H) for _ in range(4))
-    >>> y, (h, c, n, m), _ = slstm.run(torch.randn(T, B, I), zeros, w, None, False, False)
+    >>> y, (h, c, n, m), _ = slstm.run(torch.randn(T, B, I), zeros, w, None, False, None, {}, False)
     >>> y.shape, m.shape
     (torch.Size([5, 2, 4]), torch.Size([2, 4]))
 """
@@ -27,6 +28,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,6 +133,8 @@ def run(
     w: Mapping[str, Tensor | None],
     batch_sizes: Tensor | None,
     reverse: bool,
+    opts: Any,
+    masks: Mapping[str, Tensor | None],
     record: bool,
 ) -> tuple[Tensor, tuple[Tensor, ...], dict[str, Tensor] | None]:
     """One direction of one sLSTM layer on the fused engine.

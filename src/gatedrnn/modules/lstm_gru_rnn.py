@@ -1,0 +1,281 @@
+"""Drop-in ``LSTM``, ``GRU`` and ``RNN``: torch.nn's classes (subclasses of them), gatedrnn's engines
+and variants.
+
+Parameter names, shapes, gate order and default initialisation are torch.nn's, so ``state_dict``s
+load both ways (with ``num_heads`` > 1, weight_hh is head-wise: see ``LSTM``). The equations are in
+``gatedrnn.equations.cells``; the shared forward in ``gatedrnn.modules.base``; the machinery mixed
+into torch's classes in ``gatedrnn.modules.recurrent``.
+
+Example:
+    >>> import torch, gatedrnn
+    >>> lstm = gatedrnn.LSTM(10, 20, num_layers=2)
+    >>> isinstance(lstm, torch.nn.LSTM)
+    True
+    >>> ref = torch.nn.LSTM(10, 20, num_layers=2)
+    >>> _ = ref.load_state_dict(lstm.state_dict())
+    >>> x = torch.randn(5, 3, 10)
+    >>> torch.allclose(lstm(x)[0], ref(x)[0], atol=1e-5)
+    True
+    >>> lstm.last_engine in ("native", "fused")
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from . import checks
+from .declared import CLASSES
+from .recurrent import OPTIONS, RNNBase
+
+# Imported for their registration in ``declared.CLASSES`` (from_config finds them there).
+from . import minimal, slstm  # noqa: E402, F401  isort: skip
+
+
+class LSTM(RNNBase, nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (a subclass of it): a multi-layer LSTM over a sequence.
+
+    Equations in ``gatedrnn.equations.cells.lstm_cell`` (gates i|f|g|o, torch.nn's order).
+
+    Args:
+        input_size: H_in, the features of each input step.
+        hidden_size: H_cell, the features of the cell state (and of h unless ``proj_size``).
+        num_layers: stacked layers; layer k > 0 reads layer k − 1's output.
+        bias: whether the layers have bias_ih and bias_hh.
+        batch_first: input and output as (N, L, ·) instead of (L, N, ·); not the state.
+        dropout: dropout on the outputs of every layer but the last, in training.
+        bidirectional: a second direction per layer, reading the sequence backwards.
+        proj_size: H_out > 0 projects h to H_out features (weight_hr); 0 for none.
+        device: where the parameters are created.
+        dtype: their dtype.
+        engine: "auto" (the measured table of ``gatedrnn.engines.dispatch``), "fused" (numba,
+            CPU), "reference" (the equations under autograd) or "native" (torch's own op).
+        layer_norm: layer normalisation of W_ih x, W_hh h and c (Ba et al. 2016).
+        peephole: peephole connections from c to i, f, o (Gers & Schmidhuber 2000).
+        recurrent_dropout: dropout on h in the recurrence, one mask per sequence (Gal &
+            Ghahramani 2016); in training.
+        zoneout: probability that a unit of h keeps its previous value (Krueger et al. 2016).
+        zoneout_cell: the same for c.
+        weight_drop: DropConnect on weight_hh in training (Merity et al. 2017).
+        forget_bias: a constant added to the forget gate's bias at initialisation (None: none).
+        init: "torch" (U(−1/√H, 1/√H)), "orthogonal" or "chrono" (Tallec & Ollivier 2018).
+        chrono_max_len: the longest dependency to expect, for ``init="chrono"``.
+        num_heads: nh > 1 makes the recurrence head-wise (block-diagonal): H splits into nh blocks
+            of d = H / nh units whose gates see only their own block of h. Not with proj_size.
+
+    Inputs: input, hx, return_gates
+        - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
+          ``PackedSequence`` of such a sequence.
+        - **hx**: ``(h_0, c_0)`` or None (zeros): h_0 (D·num_layers, N, H_out), c_0
+          (D·num_layers, N, H_cell); without the N axis for an unbatched input. D = 2 if
+          bidirectional else 1, H_out = proj_size or hidden_size.
+        - **return_gates**: also return the activated gates of every step.
+
+    Outputs: output, (h_n, c_n)[, gates]
+        - **output**: (L, N, D·H_out), (N, L, D·H_out) with ``batch_first``, (L, D·H_out)
+          unbatched, or a ``PackedSequence`` for a packed input: h of the last layer at every
+          step, the two directions concatenated.
+        - **h_n**, **c_n**: the final states, shaped as h_0 and c_0.
+        - **gates** (with ``return_gates``): a dict with keys "input", "forget", "candidate",
+          "output", "cell", each (D·num_layers, L, N, H_cell); (D·num_layers, L, H_cell)
+          unbatched; zeros past a packed sequence's end.
+
+    Weights:
+        Per layer k and direction (the reverse one with the suffix ``_reverse``), as torch.nn:
+        ``weight_ih_l{k}`` (4·H_cell, H_in for k = 0, else D·H_out), ``weight_hh_l{k}``
+        (4·H_cell, H_out), or (nh, 4d, d) with num_heads = nh > 1 (head j's rows stacked per
+        gate), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4·H_cell), ``weight_hr_l{k}`` (H_out, H_cell)
+        with proj_size. With ``layer_norm``: ``layer_norm_{x,h}_{weight,bias}_l{k}`` (4·H_cell),
+        ``layer_norm_c_{weight,bias}_l{k}`` (H_cell); with ``peephole``: ``weight_peephole_l{k}``
+        (3, H_cell), rows i, f, o. All start at U(−1/√H_cell, 1/√H_cell), as torch.nn's (layer
+        norm gains at 1, biases at 0), unless ``init``/``forget_bias`` say otherwise.
+
+    Engines:
+        ``engine="auto"`` picks per call from a measured table: torch's op ("native": cuDNN on a
+        GPU, oneDNN for some float32 LSTM calls on the CPU) where it is the fastest and computes
+        the call; the fused numba kernels on the CPU otherwise, bfloat16/float16 computed in
+        float32 ("fused-float32"); the reference engine elsewhere (a variant or num_heads > 1 off
+        the CPU). ``last_engine`` names the engine of the last call. Engines agree to about 1e-6
+        in float32 (1e-12 in float64), not bit for bit; each is deterministic on one machine
+        whatever the thread count (the fused kernels split rows, never a sum, across threads), so
+        fix ``engine=`` for bitwise reproducible runs. numba compiles the fused kernels on their
+        first call (seconds) and caches them on disk (numba's ``cache=True``: beside the package,
+        or in ``NUMBA_CACHE_DIR``), so later processes start fast.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> lstm = gatedrnn.LSTM(3, 8, num_layers=2, batch_first=True, layer_norm=True)
+        >>> out, (h, c), gates = lstm(torch.randn(4, 5, 3), return_gates=True)
+        >>> out.shape, h.shape, gates["forget"].shape
+        (torch.Size([4, 5, 8]), torch.Size([2, 4, 8]), torch.Size([2, 5, 4, 8]))
+        >>> gatedrnn.LSTM(3, 8, num_heads=2).weight_hh_l0.shape
+        torch.Size([2, 16, 4])
+    """
+
+    _TORCH = nn.LSTM
+    _ACCEPTS = tuple(k for k in OPTIONS if k != "reset_after")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device: Any = None, dtype: Any = None, *, engine: str = "auto",
+                 layer_norm: bool = False, peephole: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0, zoneout_cell: float = 0.0, weight_drop: float = 0.0,
+                 forget_bias: float | None = None, init: str = "torch",
+                 chrono_max_len: int | None = None, num_heads: int = 1) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype, engine=engine,
+                         layer_norm=layer_norm, peephole=peephole,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         zoneout_cell=zoneout_cell, weight_drop=weight_drop,
+                         forget_bias=forget_bias, init=init, chrono_max_len=chrono_max_len,
+                         num_heads=num_heads)
+
+
+class GRU(RNNBase, nn.GRU):
+    """Drop-in ``torch.nn.GRU`` (a subclass of it): a multi-layer GRU over a sequence.
+
+    Equations in ``gatedrnn.equations.cells.gru_cell`` (gates r|z|n, torch.nn's order).
+
+    Args:
+        input_size: H_in, the features of each input step.
+        hidden_size: H, the features of h.
+        num_layers: stacked layers; layer k > 0 reads layer k − 1's output.
+        bias: whether the layers have bias_ih and bias_hh.
+        batch_first: input and output as (N, L, ·) instead of (L, N, ·); not the state.
+        dropout: dropout on the outputs of every layer but the last, in training.
+        bidirectional: a second direction per layer, reading the sequence backwards.
+        device: where the parameters are created.
+        dtype: their dtype.
+        engine: "auto", "fused", "reference" or "native" (see ``LSTM``).
+        reset_after: True is torch.nn's and cuDNN's GRU (the reset gate after W_hh h); False is
+            Cho et al. 2014's original (Keras' ``reset_after=False``).
+        layer_norm: layer normalisation of W_ih x and W_hh h (needs reset_after=True).
+        recurrent_dropout: dropout on h in the recurrence, one mask per sequence; in training.
+        zoneout: probability that a unit of h keeps its previous value.
+        weight_drop: DropConnect on weight_hh in training.
+        forget_bias: a constant added to the update gate's bias at initialisation (None: none).
+        init: "torch", "orthogonal" or "chrono".
+        chrono_max_len: the longest dependency to expect, for ``init="chrono"``.
+        num_heads: nh > 1 makes the recurrence head-wise (block-diagonal), as ``LSTM``'s.
+
+    Inputs: input, hx, return_gates
+        - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
+          ``PackedSequence``.
+        - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
+        - **return_gates**: also return the activated gates of every step.
+
+    Outputs: output, h_n[, gates]
+        - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
+          ``PackedSequence`` for a packed input.
+        - **h_n**: the final state, shaped as h_0.
+        - **gates** (with ``return_gates``): keys "reset", "update", "candidate", each
+          (D·num_layers, L, N, H); (D·num_layers, L, H) unbatched.
+
+    Weights:
+        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (3H, H_in for k = 0,
+        else D·H), ``weight_hh_l{k}`` (3H, H) or (nh, 3d, d) with num_heads = nh > 1,
+        ``bias_ih_l{k}``, ``bias_hh_l{k}`` (3H); with ``layer_norm``
+        ``layer_norm_{x,h}_{weight,bias}_l{k}`` (3H). Initialisation as ``LSTM``'s.
+
+    Engines:
+        As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the
+        CPU otherwise, the reference engine elsewhere; ``last_engine`` says which ran.
+        Deterministic per engine on one machine; numba compiles on first use and caches on disk.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> gru = gatedrnn.GRU(3, 5, reset_after=False)
+        >>> out, h = gru(torch.randn(7, 3))  # unbatched
+        >>> out.shape, h.shape
+        (torch.Size([7, 5]), torch.Size([1, 5]))
+    """
+
+    _TORCH = nn.GRU
+    _ACCEPTS = tuple(k for k in OPTIONS if k not in ("peephole", "zoneout_cell"))
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device: Any = None, dtype: Any = None, *, engine: str = "auto",
+                 reset_after: bool = True, layer_norm: bool = False,
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0, weight_drop: float = 0.0,
+                 forget_bias: float | None = None, init: str = "torch",
+                 chrono_max_len: int | None = None, num_heads: int = 1) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device=device, dtype=dtype, engine=engine,
+                         reset_after=reset_after, layer_norm=layer_norm,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         weight_drop=weight_drop, forget_bias=forget_bias, init=init,
+                         chrono_max_len=chrono_max_len, num_heads=num_heads)
+
+
+class RNN(RNNBase, nn.RNN):
+    """Drop-in ``torch.nn.RNN`` (a subclass of it): the Elman RNN, tanh or relu, the ungated
+    baseline. Equations in ``gatedrnn.equations.cells.rnn_cell``.
+
+    Args:
+        input_size: H_in, the features of each input step.
+        hidden_size: H, the features of h.
+        num_layers: stacked layers.
+        nonlinearity: "tanh" or "relu".
+        bias: whether the layers have bias_ih and bias_hh.
+        batch_first: input and output as (N, L, ·) instead of (L, N, ·); not the state.
+        dropout: dropout on the outputs of every layer but the last, in training.
+        bidirectional: a second direction per layer, reading the sequence backwards.
+        device: where the parameters are created.
+        dtype: their dtype.
+        engine: "auto", "fused", "reference" or "native" (see ``LSTM``).
+
+    Inputs: input, hx
+        - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
+          ``PackedSequence``.
+        - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
+        - **return_gates**: accepted for symmetry; the RNN has no gates (an empty dict).
+
+    Outputs: output, h_n[, gates]
+        - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
+          ``PackedSequence`` for a packed input.
+        - **h_n**: the final state, shaped as h_0.
+        - **gates** (with ``return_gates``): ``{}``.
+
+    Weights:
+        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (H, H_in for k = 0,
+        else D·H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H), all
+        U(−1/√H, 1/√H) as torch.nn's.
+
+    Engines:
+        As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the
+        CPU otherwise, the reference engine elsewhere; ``last_engine`` says which ran.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> rnn = gatedrnn.RNN(3, 4, 2, "relu", bidirectional=True)
+        >>> out, h = rnn(torch.randn(6, 2, 3))
+        >>> out.shape, h.shape
+        (torch.Size([6, 2, 8]), torch.Size([4, 2, 4]))
+    """
+
+    _TORCH = nn.RNN
+    _ACCEPTS = ("engine",)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device: Any = None,
+                 dtype: Any = None, *, engine: str = "auto") -> None:
+        # device and dtype by keyword: torch.nn.RNN drops nonlinearity from its positional
+        # arguments, so a positional device would land in proj_size's place.
+        super().__init__(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
+                         dropout, bidirectional, device=device, dtype=dtype, engine=engine)
+
+
+def from_config(config: dict[str, Any]) -> Any:
+    """Build a module from ``module.get_config()``; the inverse of get_config (every gatedrnn
+    module: LSTM, GRU, RNN, MinGRU, MinLSTM, SLSTM).
+
+    Example:
+        >>> import gatedrnn
+        >>> gatedrnn.from_config(gatedrnn.GRU(3, 5, reset_after=False).get_config())
+        GRU(3, 5, reset_after=False)
+    """
+    return checks.from_config(config, {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, **CLASSES})
