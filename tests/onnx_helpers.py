@@ -1,5 +1,5 @@
 """What the ONNX export tests of the core modules (``test_export_onnx.py``) and of the newer cells
-(``test_export_newcells.py``) share: the models they export and the ONNX Runtime session."""
+(``test_export_minimal_and_slstm.py``) share: the models they export and the ONNX Runtime session."""
 
 from __future__ import annotations
 

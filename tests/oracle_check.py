@@ -2,7 +2,7 @@
 per-sequence implementation (an "oracle"): outputs, final states and every gradient.
 
 Shared by the head-wise LSTM/GRU test (``test_heads.py``) and the newer cells' test
-(``test_newcells.py``), whose oracles are written in those files.
+(``test_minimal_and_slstm.py``), whose oracles are written in those files.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ _DECLARED = ("mingru", "minlstm", "slstm")
 
 TABLE: tuple[Row, ...] = (
     # minGRU, minLSTM, sLSTM: torch has no op for them. Their numba kernels on the CPU in float32
-    # and float64 (measured against the reference loop and the scan by benchmarks/newcells.py:
+    # and float64 (measured against the reference loop and the scan by benchmarks/cell_targets.py:
     # the fused scan is both faster and more accurate than the log-space scan on a CPU, see
     # gatedrnn.equations.scan). Off the CPU the log-space scan's parallel depth pays off for the
     # minimal cells; sLSTM's gates see h, so it has no scan. Everything else (a CPU's bfloat16,

@@ -22,7 +22,8 @@ Random options in training mode (dropout, recurrent_dropout, zoneout, weight_dro
 an exported graph cannot reproduce gatedrnn's masks, so ``model.eval()`` first. PackedSequence
 inputs are refused (pytorch #49936): export with padded tensors.
 
-ONNX layouts (REFERENCE.md §1): LSTM gates i, o, f, c and peepholes i, o, f; GRU gates z, r, h;
+ONNX layouts (the ONNX operator specification, https://onnx.ai/onnx/operators/onnx__LSTM.html and
+onnx__GRU.html): LSTM gates i, o, f, c and peepholes i, o, f; GRU gates z, r, h;
 W (D, G·H, I), R (D, G·H, H), B (D, 2·G·H) = [W_b, R_b]; Y (T, D, B, H), Y_h / Y_c (D, B, H).
 
 Example:

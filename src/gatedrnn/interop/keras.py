@@ -5,7 +5,7 @@ Covers ``keras.layers.LSTM``, ``GRU`` (reset_after True and False), ``SimpleRNN`
 ``from_keras`` builds ``batch_first=True`` modules. Only the weights and the options that change
 what a layer computes are translated; the conversion never runs either framework's forward.
 
-The layouts (REFERENCE.md §1), for one direction with U units:
+The layouts (Keras' LSTM and GRU layers against torch.nn's), for one direction with U units:
     Keras kernel (I, G·U), recurrent_kernel (U, G·U): columns per gate; torch stores rows.
     LSTM: gates i, f, c, o in both. Keras has one bias (4U); torch has two, which only add.
     GRU:  Keras z, r, h against torch r, z, n (keras #8720, #15915: the usual trap).

@@ -84,7 +84,7 @@ def to_torch(module: Any) -> nn.RNNBase:
         'RNN_RELU'
     """
     name = type(module).__name__
-    if not isinstance(module, gatedrnn.modules.base.RNNBase):
+    if not isinstance(module, gatedrnn.modules.recurrent.RNNBase):
         raise TypeError(f"to_torch takes gatedrnn.LSTM, GRU or RNN, got {name}")
     cfg = module.get_config()
     blocked = {"peephole": False, "layer_norm": False, "reset_after": True, "zoneout": 0.0,

@@ -136,6 +136,11 @@ class RNNBase(_TorchRNNBase):
                 raise TypeError(f"{name} got an unexpected keyword argument '{key}' ({owner} only)")
         if "proj_size" in kwargs and name != "LSTM":
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if name == "RNN":  # torch.nn.RNN checks it first, before a missing argument
+            nonlinearity = args[3] if len(args) > 3 else kwargs.get("nonlinearity", "tanh")
+            if nonlinearity not in ("tanh", "relu"):
+                raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or "
+                                 "'relu'.")
         return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

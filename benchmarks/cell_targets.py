@@ -2,7 +2,7 @@
 head-wise recurrence: issue 10's speed targets. A thin script over ``gatedrnn bench --modes
 targets,heads`` (``gatedrnn.toolkit.bench_cells``).
 
-Usage: python benchmarks/newcells.py [--quick] [--repeats N] [--threads N] [--cells lstm,gru,slstm]
+Usage: python benchmarks/cell_targets.py [--quick] [--repeats N] [--threads N] [--cells lstm,gru,slstm]
 
 Groups (shape T, B, I, H), each timed interleaved, fastest of ``--repeats`` runs after a warm-up:
 - MinGRU, MinLSTM (fused; and their log-space scan) vs gatedrnn.GRU(engine="fused") and
