@@ -98,6 +98,7 @@ class SequenceModule(_Module):
         batch_first: bool
         dropout: float
         bidirectional: bool
+        proj_size: int
         last_engine: str | None
 
     # --- the hooks of a family ----------------------------------------------------------------
@@ -120,6 +121,10 @@ class SequenceModule(_Module):
         raise NotImplementedError
 
     def _options(self) -> CellOptions:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON-serialisable values (see ``gatedrnn.from_config``)."""
         raise NotImplementedError
 
     # --- forward --------------------------------------------------------------------------------

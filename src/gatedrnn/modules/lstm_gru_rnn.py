@@ -65,7 +65,9 @@ class LSTM(RNNBase, nn.LSTM):
         num_heads: nh > 1 makes the recurrence head-wise (block-diagonal): H splits into nh blocks
             of d = H / nh units whose gates see only their own block of h. Not with proj_size.
 
-    Inputs: input, hx, return_gates
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence`` of such a sequence.
         - **hx**: ``(h_0, c_0)`` or None (zeros): h_0 (D·num_layers, N, H_out), c_0
@@ -73,7 +75,9 @@ class LSTM(RNNBase, nn.LSTM):
           bidirectional else 1, H_out = proj_size or hidden_size.
         - **return_gates**: also return the activated gates of every step.
 
-    Outputs: output, (h_n, c_n)[, gates]
+    Outputs:
+        output, (h_n, c_n)[, gates]
+
         - **output**: (L, N, D·H_out), (N, L, D·H_out) with ``batch_first``, (L, D·H_out)
           unbatched, or a ``PackedSequence`` for a packed input: h of the last layer at every
           step, the two directions concatenated.
@@ -160,13 +164,17 @@ class GRU(RNNBase, nn.GRU):
         chrono_max_len: the longest dependency to expect, for ``init="chrono"``.
         num_heads: nh > 1 makes the recurrence head-wise (block-diagonal), as ``LSTM``'s.
 
-    Inputs: input, hx, return_gates
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence``.
         - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
         - **return_gates**: also return the activated gates of every step.
 
-    Outputs: output, h_n[, gates]
+    Outputs:
+        output, h_n[, gates]
+
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
           ``PackedSequence`` for a packed input.
         - **h_n**: the final state, shaped as h_0.
@@ -227,13 +235,17 @@ class RNN(RNNBase, nn.RNN):
         dtype: their dtype.
         engine: "auto", "fused", "reference" or "native" (see ``LSTM``).
 
-    Inputs: input, hx
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence``.
         - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
         - **return_gates**: accepted for symmetry; the RNN has no gates (an empty dict).
 
-    Outputs: output, h_n[, gates]
+    Outputs:
+        output, h_n[, gates]
+
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
           ``PackedSequence`` for a packed input.
         - **h_n**: the final state, shaped as h_0.

@@ -33,14 +33,18 @@ class MinGRU(DeclaredRNN):
         engine: "auto", "fused" (numba's sequential scan, CPU float32/float64), "scan" (the
             log-space parallel scan, ``gatedrnn.equations.scan``) or "reference".
 
-    Inputs: input, hx, return_gates
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence``.
         - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
           D = 2 if bidirectional else 1.
         - **return_gates**: also return the activated gates of every step.
 
-    Outputs: output, h_n[, gates]
+    Outputs:
+        output, h_n[, gates]
+
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
           ``PackedSequence`` for a packed input.
         - **h_n**: the final state, shaped as h_0.
@@ -96,13 +100,17 @@ class MinLSTM(DeclaredRNN):
         dtype: their dtype.
         engine: "auto", "fused", "scan" or "reference" (see ``MinGRU``).
 
-    Inputs: input, hx, return_gates
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence``.
         - **hx**: h_0 (D·num_layers, N, H) or None (zeros); (D·num_layers, H) unbatched.
         - **return_gates**: also return the activated gates of every step.
 
-    Outputs: output, h_n[, gates]
+    Outputs:
+        output, h_n[, gates]
+
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
           ``PackedSequence`` for a packed input.
         - **h_n**: the final state, shaped as h_0.

@@ -33,14 +33,18 @@ class SLSTM(DeclaredRNN):
         num_heads: nh > 1 makes the recurrence head-wise (block-diagonal): H splits into nh
             blocks of d = H / nh units whose gates see only their own block of h.
 
-    Inputs: input, hx, return_gates
+    Inputs:
+        input, hx, return_gates
+
         - **input**: (L, H_in) unbatched, (L, N, H_in), (N, L, H_in) with ``batch_first``, or a
           ``PackedSequence``.
         - **hx**: ``(h_0, c_0, n_0, m_0)``, each (D·num_layers, N, H), or None (zeros); without
           the N axis unbatched. D = 2 if bidirectional else 1.
         - **return_gates**: also return the activated gates of every step.
 
-    Outputs: output, (h_n, c_n, n_n, m_n)[, gates]
+    Outputs:
+        output, (h_n, c_n, n_n, m_n)[, gates]
+
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
           ``PackedSequence`` for a packed input.
         - **h_n**, **c_n**, **n_n**, **m_n**: the final state, shaped as hx's parts.
