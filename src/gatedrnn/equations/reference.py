@@ -8,8 +8,9 @@ kernel is tested against. Its signature is the engine interface shared with ``ga
 ``opts.mode`` names the cell kind, whose declaration (``kinds.CELLS``) gives the step; the cells
 with variants also get ``opts`` and the masks. x (T, B, I) is time-major and padded, with the
 batch sorted by length (longest first), so that at time t exactly the rows [0, batch_sizes[t])
-are active. Rows that are not active carry their state unchanged and output zeros. With ``reverse`` the loop runs from t = T − 1 down to 0, which starts
-every row at its own last step because a row is active exactly at t < its length.
+are active. Rows that are not active carry their state unchanged and output zeros. With
+``reverse`` the loop runs from t = T − 1 down to 0, which starts every row at its own last step
+because a row is active exactly at t < its length.
 """
 
 from __future__ import annotations
