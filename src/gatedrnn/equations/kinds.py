@@ -10,6 +10,8 @@ adding an engine to a cell is one entry in its ``engines``.
 Engines are named by the dotted path of their ``run`` ("package.module:function"), imported on
 first use (``gatedrnn.engines.stack.engine_run``), so numba, Triton and the like stay unimported
 until a call needs them. Every ``run`` keeps the contract of ``gatedrnn.equations.reference.run``.
+A GPU engine for the LSTM is then one more keyword below, in the LSTM's ``_engines(...)``:
+``triton="gatedrnn.engines.triton.lstm:run"``; the modules accept ``engine="triton"`` from then on.
 
 Example:
     >>> from gatedrnn.equations import kinds
@@ -71,25 +73,34 @@ def register(kind: CellKind) -> CellKind:
     return kind
 
 
-def _kernel(cell: str) -> dict[str, str]:
-    return {"reference": REFERENCE, "fused": f"gatedrnn.engines.kernels.{cell}:run"}
+def _engines(**more: str) -> dict[str, str]:
+    return {"reference": REFERENCE, **more}
 
 
-# torch.nn's cells: torch.nn's parameter layout and gate order, every variant, head-wise LSTM/GRU.
-for _mode, _state in (("lstm", ("h", "c")), ("gru", ("h",)), ("rnn_tanh", ("h",)),
-                      ("rnn_relu", ("h",))):
-    register(CellKind(_mode, cells.STEPS[_mode], cells.GATES[_mode], cells.GATE_NAMES[_mode],
-                      _state, headwise=_mode in ("lstm", "gru"), variants=True,
-                      engines=_kernel(_mode[:3] if _mode.startswith("rnn") else _mode)))
+# torch.nn's cells: torch.nn's parameter layout and gate order, every variant (the step takes the
+# options and masks), head-wise LSTM and GRU.
+register(CellKind("lstm", cells.lstm_cell, 4, cells.GATE_NAMES["lstm"], ("h", "c"),
+                  headwise=True, variants=True,
+                  engines=_engines(fused="gatedrnn.engines.kernels.lstm:run")))
+register(CellKind("gru", cells.gru_cell, 3, cells.GATE_NAMES["gru"], headwise=True, variants=True,
+                  engines=_engines(fused="gatedrnn.engines.kernels.gru:run")))
+register(CellKind("rnn_tanh", cells.rnn_cell, 1, (), variants=True,
+                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run")))
+register(CellKind("rnn_relu", cells.rnn_cell, 1, (), variants=True,
+                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run")))
 
 # The minimal cells (Feng et al. 2024): gates of x alone, so no recurrent weight, and a scan.
-_MINIMAL = {**_kernel("minrnn"), "scan": "gatedrnn.equations.scan:run"}
 register(CellKind("mingru", cells.mingru_cell, 2, ("update", "candidate"),
-                  weights=("weight_ih", "bias_ih"), engines=_MINIMAL))
+                  weights=("weight_ih", "bias_ih"),
+                  engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
+                                   scan="gatedrnn.equations.scan:run")))
 register(CellKind("minlstm", cells.minlstm_cell, 3, ("forget", "input", "candidate"),
-                  weights=("weight_ih", "bias_ih"), engines=_MINIMAL))
+                  weights=("weight_ih", "bias_ih"),
+                  engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
+                                   scan="gatedrnn.equations.scan:run")))
 
 # sLSTM (Beck et al. 2024): exponential gating with a stabiliser, optionally head-wise.
 register(CellKind("slstm", cells.slstm_cell, 4,
                   ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer"),
-                  ("h", "c", "n", "m"), headwise=True, engines=_kernel("slstm")))
+                  ("h", "c", "n", "m"), headwise=True,
+                  engines=_engines(fused="gatedrnn.engines.kernels.slstm:run")))
