@@ -1,0 +1,50 @@
+"""The Triton engine: GPU kernels for the variants, head-wise recurrence, sLSTM and the minimal cells.
+
+One ``run`` per cell, with the engine contract of ``gatedrnn.reference.run``:
+
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, state_n, gates)
+
+- ``lstm.run``: LSTM with layer norm, peepholes, zoneout, recurrent dropout, ``num_heads``;
+- ``gru.run``: GRU in both forms (``opts.reset_after``), with the same variants;
+- ``slstm.run``: sLSTM, dense or head-wise;
+- ``minrnn.run``: minGRU and minLSTM (``opts.mode``) as a linear-space ``tl.associative_scan``.
+
+The kernels run on CUDA tensors, and on CPU tensors only under Triton's interpreter
+(``TRITON_INTERPRET=1``, which is how they are tested). Nothing here imports triton until a ``run``
+module is imported, so ``available`` and ``check`` work where triton is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from torch import Tensor
+
+FALLBACK_ENGINES = ('"auto"', '"fused"', '"reference"')
+
+
+def interpreting() -> bool:
+    """True when Triton's interpreter is switched on (kernels then run on CPU tensors)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(x: Tensor) -> bool:
+    """Whether the Triton engine can run on ``x``: triton importable, and x on CUDA or the
+    interpreter switched on."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return x.is_cuda or interpreting()
+
+
+def check(x: Tensor) -> None:
+    """Raise a RuntimeError that says why the Triton engine cannot run on ``x`` and which
+    engines can."""
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError('engine="triton" needs triton: pip install "gatedrnn[gpu]"; or use '
+                           f"engine={' / '.join(FALLBACK_ENGINES)}")
+    if not (x.is_cuda or interpreting()):
+        raise RuntimeError(
+            f'engine="triton" runs on CUDA tensors (got one on {x.device}); on the CPU only '
+            "under Triton's interpreter (TRITON_INTERPRET=1, for tests). Use "
+            f"engine={' / '.join(FALLBACK_ENGINES)} here")
