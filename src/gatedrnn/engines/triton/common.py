@@ -103,7 +103,7 @@ def rec_product(h: Tensor, w_hh: Tensor) -> Tensor:
     if w_hh.dim() == 2:
         return h @ w_hh.t()
     nh, Gd, d = w_hh.shape
-    per_head = torch.bmm(h.view(-1, nh, d).transpose(0, 1), w_hh.transpose(1, 2))  # (nh, n, G·d)
+    per_head = torch.bmm(h.reshape(-1, nh, d).transpose(0, 1), w_hh.transpose(1, 2))  # (nh, n, G·d)
     return per_head.view(nh, -1, Gd // d, d).permute(1, 2, 0, 3).reshape(-1, nh * Gd)
 
 
@@ -112,7 +112,7 @@ def rec_product_t(dz: Tensor, w_hh: Tensor) -> Tensor:
     if w_hh.dim() == 2:
         return dz @ w_hh
     nh, Gd, d = w_hh.shape
-    heads = dz.view(-1, Gd // d, nh, d).permute(2, 0, 1, 3).reshape(nh, -1, Gd)  # (nh, n, G·d)
+    heads = dz.reshape(-1, Gd // d, nh, d).permute(2, 0, 1, 3).reshape(nh, -1, Gd)  # (nh, n, G·d)
     return torch.bmm(heads, w_hh).transpose(0, 1).reshape(-1, nh * d)
 
 
@@ -124,7 +124,7 @@ def rec_weight_grad(dz: Tensor, h: Tensor, w_hh: Tensor) -> Tensor:
     if w_hh.dim() == 2:
         return dz2.t() @ h2
     nh, Gd, d = w_hh.shape
-    heads = dz2.view(-1, Gd // d, nh, d).permute(2, 0, 1, 3).reshape(nh, -1, Gd)  # (nh, N, G·d)
+    heads = dz2.reshape(-1, Gd // d, nh, d).permute(2, 0, 1, 3).reshape(nh, -1, Gd)  # (nh, N, G·d)
     return torch.bmm(heads.transpose(1, 2), h2.view(-1, nh, d).transpose(0, 1))  # (nh, G·d, d)
 
 
