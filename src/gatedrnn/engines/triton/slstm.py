@@ -1,0 +1,213 @@
+"""sLSTM on Triton: one direction of one layer, forward and hand-derived backward.
+
+    run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h, c, n, m), gates)
+
+The contract is ``gatedrnn.reference.run`` (opts.mode "slstm"; masks are ignored: the cell has no
+dropout or zoneout variants); the equations are ``gatedrnn.cells.slstm_cell``. The same
+alternating form as ``lstm.py``: G = x W_ih^T + b_ih + b_hh for all steps in one GEMM; per step
+the recurrent product as a torch GEMM (batched over heads for a head-wise w_hh (nh, 4d, d)) and
+one Triton program per active row for the stabilised gates (``_step``); backward per step in
+reverse (``_step_back``) and dR = Σ dz^T h as one GEMM after the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import common as cm
+from .common import sigmoid, tanh
+
+GATE_NAMES = ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer")
+
+
+@triton.jit
+def _log_sigmoid(x):
+    """log σ(x) = min(x, 0) − log(1 + exp(−|x|)), finite for every finite x."""
+    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _step(G, Z, h, c, nrm, m, Y, A, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr):
+    """One step of row b. G, Z (B, 4H): input part and R h; h, c, nrm, m (B, H) the state, updated
+    in place; saves the pre-activations A (B, 4H), c and n before (CP, NP) and after (C, N) the
+    step, u = log σ(f̃) + m (LF) and m' (M)::
+
+        m' = max(u, ĩ),  i = exp(ĩ − m'),  f = exp(u − m'),  c' = f c + i tanh(z̃),
+        n' = f n + i,  h' = σ(õ) c' / n'
+    """
+    b = tl.program_id(0)
+    j = tl.arange(0, BLOCK)
+    mk = j < H
+    g = b * 4 * H + j
+    r = b * H + j
+    a_i = tl.load(G + g, mask=mk, other=0.0) + tl.load(Z + g, mask=mk, other=0.0)
+    a_f = tl.load(G + g + H, mask=mk, other=0.0) + tl.load(Z + g + H, mask=mk, other=0.0)
+    a_z = tl.load(G + g + 2 * H, mask=mk, other=0.0) + tl.load(Z + g + 2 * H, mask=mk, other=0.0)
+    a_o = tl.load(G + g + 3 * H, mask=mk, other=0.0) + tl.load(Z + g + 3 * H, mask=mk, other=0.0)
+    cp = tl.load(c + r, mask=mk, other=0.0)
+    np_ = tl.load(nrm + r, mask=mk, other=1.0)
+    u = _log_sigmoid(a_f) + tl.load(m + r, mask=mk, other=0.0)
+    mn = tl.maximum(u, a_i)
+    ig = tl.exp(a_i - mn)
+    fg = tl.exp(u - mn)
+    cn = fg * cp + ig * tanh(a_z)
+    nn = fg * np_ + ig
+    hn = sigmoid(a_o) * cn / nn
+    tl.store(A + g, a_i, mask=mk)
+    tl.store(A + g + H, a_f, mask=mk)
+    tl.store(A + g + 2 * H, a_z, mask=mk)
+    tl.store(A + g + 3 * H, a_o, mask=mk)
+    tl.store(CP + r, cp, mask=mk)
+    tl.store(NP + r, np_, mask=mk)
+    tl.store(C + r, cn, mask=mk)
+    tl.store(N + r, nn, mask=mk)
+    tl.store(LF + r, u, mask=mk)
+    tl.store(M + r, mn, mask=mk)
+    tl.store(Y + r, hn, mask=mk)
+    tl.store(h + r, hn, mask=mk)
+    tl.store(c + r, cn, mask=mk)
+    tl.store(nrm + r, nn, mask=mk)
+    tl.store(m + r, mn, mask=mk)
+
+
+@triton.jit
+def _step_back(A, CP, NP, C, N, LF, DY, dh, dc, dn, dm, DA, H, BLOCK: tl.constexpr):
+    """The derivatives of ``_step`` for row b. dh, dc, dn, dm (B, H) enter as dL/d(state after the
+    step); dc, dn, dm leave as dL/d(state before it), dh is left to the product (dz R); DA (B, 4H)
+    gets dL/d(pre-activations)::
+
+        δh = dh + dY;  δc' = dc + δh σ(õ)/n';  δn' = dn − δh σ(õ) c'/n'²;  δõ = δh c'/n' σ'(õ)
+        δf = δc' c + δn' n;  δi = δc' tanh(z̃) + δn';  δz̃ = δc' i (1 − tanh² z̃)
+        δĩ = δi i,  δu = δf f;  δm' = dm − δĩ − δu goes to the larger of u, ĩ (half each on a tie)
+        δf̃ = δu σ(−f̃);  dc ← δc' f,  dn ← δn' f,  dm ← δu
+    """
+    b = tl.program_id(0)
+    j = tl.arange(0, BLOCK)
+    mk = j < H
+    g = b * 4 * H + j
+    r = b * H + j
+    a_i = tl.load(A + g, mask=mk, other=0.0)
+    a_f = tl.load(A + g + H, mask=mk, other=0.0)
+    a_z = tl.load(A + g + 2 * H, mask=mk, other=0.0)
+    a_o = tl.load(A + g + 3 * H, mask=mk, other=0.0)
+    u = tl.load(LF + r, mask=mk, other=0.0)
+    mn = tl.maximum(u, a_i)
+    ig = tl.exp(a_i - mn)
+    fg = tl.exp(u - mn)
+    tz = tanh(a_z)
+    so = sigmoid(a_o)
+    cn = tl.load(C + r, mask=mk, other=0.0)
+    nn = tl.load(N + r, mask=mk, other=1.0)
+    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0)
+    gc = tl.load(dc + r, mask=mk, other=0.0) + gh * so / nn
+    gn = tl.load(dn + r, mask=mk, other=0.0) - gh * so * cn / (nn * nn)
+    dao = gh * cn / nn * so * (1.0 - so)
+    gf = gc * tl.load(CP + r, mask=mk, other=0.0) + gn * tl.load(NP + r, mask=mk, other=0.0)
+    gi = gc * tz + gn
+    daz = gc * ig * (1.0 - tz * tz)
+    dai = gi * ig
+    du = gf * fg
+    gm = tl.load(dm + r, mask=mk, other=0.0) - dai - du
+    share = tl.where(u > a_i, 1.0, tl.where(a_i > u, 0.0, 0.5))  # the max's gradient to u
+    du += share * gm
+    dai += (1.0 - share) * gm
+    daf = du * sigmoid(-a_f)
+    tl.store(DA + g, dai, mask=mk)
+    tl.store(DA + g + H, daf, mask=mk)
+    tl.store(DA + g + 2 * H, daz, mask=mk)
+    tl.store(DA + g + 3 * H, dao, mask=mk)
+    tl.store(dc + r, gc * fg, mask=mk)
+    tl.store(dn + r, gn * fg, mask=mk)
+    tl.store(dm + r, du, mask=mk)
+
+
+class _Loop(cm.Loop):
+    """inputs (G, w_hh, h0, c0, n0, m0); outs (y, h_n, c_n, n_n, m_n)."""
+
+    def __init__(self, sizes: list[int], reverse: bool) -> None:
+        self.sizes, self.reverse = sizes, reverse
+        self.bufs: tuple = ()
+
+    def forward(self, G, w_hh, *state):
+        T, B, GH = G.shape
+        H = GH // 4
+        h, c, nrm, m = (s.detach().clone().contiguous() for s in state)
+        Y, HP, CP, NP, C, N, LF, M = (cm.zeros(T, B, H, like=G) for _ in range(8))
+        A = cm.zeros(T, B, GH, like=G)
+        for t in cm.order(T, self.reverse):
+            n = self.sizes[t]
+            if n == 0:
+                continue
+            HP[t, :n] = h[:n]
+            z = cm.rec_product(HP[t, :n], w_hh).contiguous()  # (n, 4H)
+            _step[(n,)](G[t], z, h, c, nrm, m, Y[t], A[t], CP[t], NP[t], C[t], N[t], LF[t], M[t],
+                        H, BLOCK=cm.block(H))
+        self.bufs = (A, C, N, LF, M)
+        return (Y, h, c, nrm, m), (w_hh, A, HP, CP, NP, C, N, LF)
+
+    def backward(self, saved, grads):
+        w_hh, A, HP, CP, NP, C, N, LF = saved
+        T, B, H = HP.shape
+        dY = torch.zeros_like(HP) if grads[0] is None else grads[0].contiguous()
+        dh, dc, dn, dm = (torch.zeros_like(HP[0]) if d is None else d.contiguous().clone()
+                          for d in grads[1:])
+        DA = torch.zeros_like(A)
+        for t in cm.order(T, not self.reverse):
+            n = self.sizes[t]
+            if n == 0:
+                continue
+            _step_back[(n,)](A[t], CP[t], NP[t], C[t], N[t], LF[t], dY[t], dh, dc, dn, dm, DA[t],
+                             H, BLOCK=cm.block(H))
+            dh[:n] = cm.rec_product_t(DA[t, :n], w_hh)
+        return DA, cm.rec_weight_grad(DA, HP, w_hh), dh, dc, dn, dm
+
+
+def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
+         batch_sizes: Tensor | None, reverse: bool, opts: Any,
+         masks: Mapping[str, Tensor | None], record: bool):
+    """One direction of one sLSTM layer on the Triton engine (contract: ``gatedrnn.reference.run``).
+
+    Shapes: x (T, B, I); state (h, c, n, m) each (B, H); w_hh (4H, H) or (nh, 4d, d); returns
+    y (T, B, H), the final (h, c, n, m), and the gates of ``GATE_NAMES`` each (T, B, H) when
+    ``record``.
+    """
+    T, B = x.shape[0], x.shape[1]
+    H = state[0].shape[-1]
+    w_ih = w["w_ih"]
+    assert w_ih is not None
+    bias = None
+    for b in (w.get("b_ih"), w.get("b_hh")):
+        bias = b if bias is None else (bias if b is None else bias + b)
+    G = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
+    G = G.reshape(T, B, 4 * H).contiguous()  # (T, B, 4H)
+    loop = _Loop(cm.step_sizes(batch_sizes, T, B), bool(reverse))
+    loop.inputs = (G, w["w_hh"], *state)
+    originals, keys = cm.originals_of(x, state, w)
+
+    def recompute(*o: Tensor) -> tuple[Tensor, ...]:
+        xr, sr, wr = cm.rebuild(o, keys, 4, w)
+        y, final, _ = cm.newcells_engines.reference_run(xr, sr, wr, batch_sizes, reverse, "slstm",
+                                                        False)
+        return (y, *final)
+
+    loop.recompute = recompute  # type: ignore[method-assign]
+    y, *final = cm.launch(loop, x, originals)
+    gates = None
+    if record:
+        A, C, N, LF, M = (v.detach() for v in loop.bufs)
+        a_i, _, a_z, a_o = A.chunk(4, dim=-1)
+        sizes = torch.tensor(loop.sizes, device=x.device)
+        live = (torch.arange(B, device=x.device)[None, :] < sizes[:, None])[..., None]  # (T, B, 1)
+        values = (torch.exp(a_i - M), torch.exp(LF - M), torch.tanh(a_z), torch.sigmoid(a_o), C, N,
+                  M)
+        gates = {k: torch.where(live, v, 0.0) for k, v in zip(GATE_NAMES, values)}
+    return y, tuple(final), gates
+
+
+run = cm.dense_run(_run)
