@@ -226,3 +226,19 @@ def test_refuses_without_cuda_or_interpreter(monkeypatch):
                  {}, False)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert engine.available(x)
+
+
+def test_benchmark_smoke_runs():
+    """benchmarks/gpu.py --smoke: the GPU script on tiny shapes through the interpreter."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env.pop("OUT", None)
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu.py"), "--smoke"],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("summary: checks 20/20 passed"), last
