@@ -212,8 +212,8 @@ def launch(loop: Loop, x: Tensor, originals: tuple) -> tuple[Tensor, ...]:
 def originals_of(x: Tensor, state: Sequence[Tensor],
                  w: Mapping[str, Tensor | None]) -> tuple[tuple[Tensor, ...], tuple[str, ...]]:
     """(x, *state, *present weights) and the weight keys, for ``LoopFunction``."""
-    keys = tuple(k for k, v in w.items() if v is not None)
-    return (x, *state, *(w[k] for k in keys)), keys
+    present = {k: v for k, v in w.items() if v is not None}
+    return (x, *state, *present.values()), tuple(present)
 
 
 def rebuild(originals: Sequence[Tensor], keys: Sequence[str], n_state: int,
