@@ -55,11 +55,15 @@ def _coefficients(P, off, m, H, KIND: tl.constexpr):
     if KIND == 0:  # minGRU: a = 1 − z, b = z h̃
         z = sigmoid(tl.load(P + off, mask=m, other=0.0))
         ht, _ = _positive(tl.load(P + off + H, mask=m, other=0.0))
-        return 1.0 - z, z * ht
-    f = sigmoid(tl.load(P + off, mask=m, other=0.0))  # minLSTM: a = f', b = i' h̃
-    i = sigmoid(tl.load(P + off + H, mask=m, other=0.0))
-    ht, _ = _positive(tl.load(P + off + 2 * H, mask=m, other=0.0))
-    return f / (f + i), i / (f + i) * ht
+        a = 1.0 - z
+        c = z * ht
+    else:  # minLSTM: a = f', b = i' h̃
+        f = sigmoid(tl.load(P + off, mask=m, other=0.0))
+        i = sigmoid(tl.load(P + off + H, mask=m, other=0.0))
+        ht, _ = _positive(tl.load(P + off + 2 * H, mask=m, other=0.0))
+        a = f / (f + i)
+        c = i / (f + i) * ht
+    return a, c
 
 
 @triton.jit
