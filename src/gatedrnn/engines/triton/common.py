@@ -116,6 +116,14 @@ def rec_product_t(dz: Tensor, w_hh: Tensor) -> Tensor:
     return torch.bmm(heads, w_hh).transpose(0, 1).reshape(-1, nh * d)
 
 
+def product_t(dz: Tensor, w_hh: Tensor, out: Tensor) -> None:
+    """``rec_product_t`` written into ``out`` (n, H): one GEMM with no copy for dense w_hh."""
+    if w_hh.dim() == 2:
+        torch.mm(dz, w_hh, out=out)
+    else:
+        out.copy_(rec_product_t(dz, w_hh))
+
+
 def rec_weight_grad(dz: Tensor, h: Tensor, w_hh: Tensor) -> Tensor:
     """dL/dR = Σ_t dz_t^T h_t over all steps in one GEMM (per head: one batched GEMM).
     dz (T, B, G·H) with zeros on inactive rows, h (T, B, H) the product's inputs."""

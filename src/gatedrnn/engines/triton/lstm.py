@@ -36,9 +36,9 @@ from .common import (
     launch,
     order,
     originals_of,
+    product_t,
     rebuild,
     rec_product,
-    rec_product_t,
     rec_weight_grad,
     reference,
     sigmoid,
@@ -63,16 +63,19 @@ def _ln_fwd4(z_i, z_f, z_g, z_o, mk, n, eps):
 
 
 @triton.jit
-def _step(G, Z, h, c, Y, A, CP, CN, XH, XC, RS, P, LHW, LHB, LCW, LCB, ZH, ZC, H, eps,
-          PEEP: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr,
-          BLOCK: tl.constexpr):
+def _step(G, Z, h, c, HIN, M, HM, Y, A, CP, CN, XH, XC, RS, P, LHW, LHB, LCW, LCB, ZH, ZC, H,
+          eps, MASK: tl.constexpr, PEEP: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr,
+          ZONE_C: tl.constexpr, BLOCK: tl.constexpr):
     """One step of row b (``cells.lstm_cell``). G, Z (B, 4H): input part and R (m ⊙ h); h, c
-    (B, H) the state, updated in place; writes Y (B, H), the gates A (B, 4H), c before the step CP
-    and c' before zoneout CN (B, H); with LN the normalised XH (B, 4H), XC (B, H) and 1/std RS (B, 2)."""
+    (B, H) the state, updated in place; HIN (B, H) the product's input m ⊙ h (h itself without a
+    mask): saved to HM, then set to m ⊙ h' for the next step's product (no separate launch for
+    the mask). Writes Y (B, H), the gates A (B, 4H), c before the step CP and c' before zoneout
+    CN (B, H); with LN the normalised XH (B, 4H), XC (B, H) and 1/std RS (B, 2)."""
     b = tl.program_id(0)
     j = tl.arange(0, BLOCK)
     mk = j < H
     g = b * 4 * H + j
+    tl.store(HM + b * H + j, tl.load(HIN + b * H + j, mask=mk), mask=mk)
     z_i = tl.load(Z + g, mask=mk, other=0.0)
     z_f = tl.load(Z + g + H, mask=mk, other=0.0)
     z_g = tl.load(Z + g + 2 * H, mask=mk, other=0.0)
@@ -130,17 +133,20 @@ def _step(G, Z, h, c, Y, A, CP, CN, XH, XC, RS, P, LHW, LHB, LCW, LCB, ZH, ZC, H
     tl.store(Y + r, hn, mask=mk)
     tl.store(h + r, hn, mask=mk)
     tl.store(c + r, cc, mask=mk)
+    if MASK:
+        tl.store(HIN + r, hn * tl.load(M + r, mask=mk), mask=mk)
 
 
 @triton.jit
-def _step_back(A, CP, CN, XH, XC, RS, DY, dh, dc, DA, DZ, DS, P, LHW, LCW, LCB, ZH, ZC, H,
-               PEEP: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr, ZONE_C: tl.constexpr,
-               BLOCK: tl.constexpr):
-    """The derivatives of ``_step`` for row b (δv = dL/dv). In: dh, dc (B, H) = dL/d(state after
-    the step); out: dc = dL/dc_{t−1} and dh = its part that skips the product (d_h δh); DA (B, 4H)
-    = dL/da (= dL/dG), DZ = dL/dz (LN_h backward of DA), DS (B, H) = dL/d LN_c(c')::
+def _step_back(A, CP, CN, XH, XC, RS, DY, dh, BACK, M, dc, DA, DZ, DS, P, LHW, LCW, LCB, ZH, ZC,
+               H, MASK: tl.constexpr, PEEP: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr,
+               ZONE_C: tl.constexpr, BLOCK: tl.constexpr):
+    """The derivatives of ``_step`` for row b (δv = dL/dv). In: dh + m ⊙ BACK, dc (B, H) =
+    dL/d(state after the step), BACK the row's pending dz R of the later step (zero if none);
+    out: dc = dL/dc_{t−1} and dh = its part that skips the product (d_h δh); DA (B, 4H) = dL/da
+    (= dL/dG), DZ = dL/dz (LN_h backward of DA), DS (B, H) = dL/d LN_c(c')::
 
-        δh = dh + dY;  δĥ = (1 − d_h) δh;  δo = δĥ tanh(s);  δs = δĥ o (1 − tanh² s)
+        δh = dh + m ⊙ BACK + dY;  δĥ = (1 − d_h) δh;  δo = δĥ tanh(s);  δs = δĥ o (1 − tanh² s)
         δc' = δs (or LN_c backward) + (1 − d_c) δc + P_o δa_o
         δa_i = δc' g i(1 − i),  δa_f = δc' c f(1 − f),  δa_g = δc' i (1 − g²),  δa_o = δo o(1 − o)
         δc_{t−1} = δc' f + d_c δc + P_i δa_i + P_f δa_f
@@ -156,7 +162,10 @@ def _step_back(A, CP, CN, XH, XC, RS, DY, dh, dc, DA, DZ, DS, P, LHW, LCW, LCB, 
     og = tl.load(A + g + 3 * H, mask=mk, other=0.0)
     cp = tl.load(CP + r, mask=mk, other=0.0)
     cn = tl.load(CN + r, mask=mk, other=0.0)
-    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0)
+    back = tl.load(BACK + r, mask=mk, other=0.0)
+    if MASK:
+        back = back * tl.load(M + r, mask=mk, other=0.0)
+    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0) + back
     e = gh
     kept = gh * 0.0
     if ZONE_H:
@@ -236,16 +245,16 @@ class _Loop(Loop):
         A = zeros(T, B, GH, like=G)
         XH, XC, RS = ((zeros(T, B, GH, like=G), zeros(T, B, H, like=G), zeros(T, B, 2, like=G))
                       if self.ln else (G, G, G))  # (G: a placeholder pointer, never read)
-        flags = dict(PEEP=P is not None, LN=self.ln, ZONE_H=self.zh is not None,
-                     ZONE_C=self.zc is not None, BLOCK=block(H))
+        flags = dict(MASK=self.m is not None, PEEP=P is not None, LN=self.ln,
+                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, BLOCK=block(H))
+        hin = h if self.m is None else h * self.m  # (B, H) the products' input, kept by _step
         for t in order(T, self.reverse):
             n = self.sizes[t]
             if n == 0:
                 continue
-            hm = HM[t, :n]
-            torch.mul(h[:n], self.m[:n], out=hm) if self.m is not None else hm.copy_(h[:n])
-            z = rec_product(hm, w_hh).contiguous()  # (n, 4H)
-            _step[(n,)](G[t], z, h, c, Y[t], A[t], CP[t], CN[t], XH[t], XC[t], RS[t],
+            z = rec_product(hin[:n], w_hh).contiguous()  # (n, 4H)
+            _step[(n,)](G[t], z, h, c, hin, _or(self.m, G), HM[t], Y[t], A[t], CP[t], CN[t], XH[t],
+                        XC[t], RS[t],
                         _or(P, G), _or(lhw, G), _or(lhb, G), _or(lcw, G), _or(lcb, G),
                         _at(self.zh, t, G), _at(self.zc, t, G), H, self.eps, **flags)
         self.bufs = (A, CP, CN)
@@ -260,17 +269,19 @@ class _Loop(Loop):
         dc = torch.zeros_like(CP[0]) if dcn is None else dcn.contiguous().clone()
         DA = torch.zeros_like(A)
         DZ, DS = (torch.zeros_like(A), torch.zeros_like(CP)) if self.ln else (DA, CP)
-        flags = dict(PEEP=P is not None, LN=self.ln, ZONE_H=self.zh is not None,
-                     ZONE_C=self.zc is not None, BLOCK=block(H))
+        flags = dict(MASK=self.m is not None, PEEP=P is not None, LN=self.ln,
+                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, BLOCK=block(H))
+        back = torch.zeros_like(dh)  # per row: dz R of its last step done, not yet in dh
         for t in order(T, not self.reverse):
             n = self.sizes[t]
             if n == 0:
                 continue
-            _step_back[(n,)](A[t], CP[t], CN[t], XH[t], XC[t], RS[t], dY[t], dh, dc, DA[t],
-                             DZ[t], DS[t], _or(P, A), _or(lhw, A), _or(lcw, A), _or(lcb, A),
-                             _at(self.zh, t, A), _at(self.zc, t, A), H, **flags)
-            back = rec_product_t(DZ[t, :n], w_hh)  # (n, H)
-            dh[:n] += back if self.m is None else back * self.m[:n]
+            _step_back[(n,)](A[t], CP[t], CN[t], XH[t], XC[t], RS[t], dY[t], dh, back,
+                             _or(self.m, A), dc, DA[t], DZ[t], DS[t], _or(P, A), _or(lhw, A),
+                             _or(lcw, A), _or(lcb, A), _at(self.zh, t, A), _at(self.zc, t, A), H,
+                             **flags)
+            product_t(DZ[t, :n], w_hh, back[:n])  # (n, H)
+        dh += back if self.m is None else back * self.m
         dP = None
         if P is not None:
             dP = torch.stack([(DA[..., :H] * CP).sum((0, 1)), (DA[..., H:2 * H] * CP).sum((0, 1)),
