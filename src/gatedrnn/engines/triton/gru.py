@@ -38,16 +38,20 @@ def _zoned(hn, hp, ZH, r, mk, ZONE_H: tl.constexpr):
 
 
 @triton.jit
-def _step_after(U, Z, BH, h, Y, A, HP, VN, XH, RS, LHW, LHB, ZH, H, eps, HAS_BH: tl.constexpr,
-                LN: tl.constexpr, ZONE_H: tl.constexpr, BLOCK: tl.constexpr):
+def _step_after(U, Z, BH, h, HIN, M, HM, Y, A, HP, VN, XH, RS, LHW, LHB, ZH, H, eps,
+                MASK: tl.constexpr, HAS_BH: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr,
+                BLOCK: tl.constexpr):
     """One reset_after=True step of row b. U, Z (B, 3H): u and R (m ⊙ h); h (B, H) updated in
-    place; writes Y, the gates A (B, 3H), h before the step HP and v_n = LN_h(z)_n + b_hn VN
-    (B, H); with LN the normalised XH (B, 3H) and 1/std RS (B,)."""
+    place; HIN (B, H) the product's input m ⊙ h (h itself without a mask), saved to HM and set
+    to m ⊙ h' for the next step (as the LSTM's ``_step``). Writes Y, the gates A (B, 3H), h before
+    the step HP and v_n = LN_h(z)_n + b_hn VN (B, H); with LN the normalised XH (B, 3H) and
+    1/std RS (B,)."""
     b = tl.program_id(0)
     j = tl.arange(0, BLOCK)
     mk = j < H
     g = b * 3 * H + j
     r = b * H + j
+    tl.store(HM + r, tl.load(HIN + r, mask=mk), mask=mk)
     v_r = tl.load(Z + g, mask=mk, other=0.0)
     v_z = tl.load(Z + g + H, mask=mk, other=0.0)
     v_n = tl.load(Z + g + 2 * H, mask=mk, other=0.0)
@@ -81,15 +85,19 @@ def _step_after(U, Z, BH, h, Y, A, HP, VN, XH, RS, LHW, LHB, ZH, H, eps, HAS_BH:
     tl.store(VN + r, v_n, mask=mk)
     tl.store(Y + r, hn, mask=mk)
     tl.store(h + r, hn, mask=mk)
+    if MASK:
+        tl.store(HIN + r, hn * tl.load(M + r, mask=mk), mask=mk)
 
 
 @triton.jit
-def _step_after_back(A, HP, VN, XH, RS, DY, dh, DU, DV, DZ, LHW, ZH, H, LN: tl.constexpr,
-                     ZONE_H: tl.constexpr, BLOCK: tl.constexpr):
-    """The derivatives of ``_step_after``: dh in = dL/dh', out = its part that skips the product;
-    DU = dL/du, DV = dL/dv (v after LN and b_hh), DZ = dL/dz (LN_h backward of DV)::
+def _step_after_back(A, HP, VN, XH, RS, DY, dh, BACK, M, DU, DV, DZ, LHW, ZH, H,
+                     MASK: tl.constexpr, LN: tl.constexpr, ZONE_H: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """The derivatives of ``_step_after``: dh + m ⊙ BACK in = dL/dh' (BACK: the row's pending
+    dz R, as the LSTM's ``_step_back``), dh out = its part that skips the product; DU = dL/du,
+    DV = dL/dv (v after LN and b_hh), DZ = dL/dz (LN_h backward of DV)::
 
-        δh = dh + dY;  δĥ = (1 − d) δh;  δa_z = δĥ (h − n) z(1 − z);  δa_n = δĥ (1 − z)(1 − n²)
+        δh = dh + m ⊙ BACK + dY;  δĥ = (1 − d) δh;  δa_z = δĥ (h − n) z(1 − z);  δa_n = δĥ (1 − z)(1 − n²)
         δa_r = δa_n v_n r(1 − r);  δv = (δa_r, δa_z, r δa_n);  δh_{t−1} ⊇ d δh + z δĥ
     """
     b = tl.program_id(0)
@@ -101,7 +109,10 @@ def _step_after_back(A, HP, VN, XH, RS, DY, dh, DU, DV, DZ, LHW, ZH, H, LN: tl.c
     zg = tl.load(A + g + H, mask=mk, other=0.0)
     ng = tl.load(A + g + 2 * H, mask=mk, other=0.0)
     hp = tl.load(HP + r, mask=mk, other=0.0)
-    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0)
+    back = tl.load(BACK + r, mask=mk, other=0.0)
+    if MASK:
+        back = back * tl.load(M + r, mask=mk, other=0.0)
+    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0) + back
     e = gh
     kept = gh * 0.0
     if ZONE_H:
@@ -229,20 +240,22 @@ class _Loop(cm.Loop):
         XH, RS = (cm.zeros(T, B, GH, like=U), cm.zeros(T, B, like=U)) if self.ln else (U, U)
         zh = self.zh
         w_rz, w_n = cm.cells.gate_rows(w_hh, 0, 2), cm.cells.gate_rows(w_hh, 2, 3)
+        m = self.m
+        hin = h if m is None else h * m  # (B, H) the products' input, kept by _step_after
         for t in cm.order(T, self.reverse):
             n = self.sizes[t]
             if n == 0:
                 continue
-            hm = self._masked(h, HM[t, :n], n)
             Zh = U if zh is None else zh[t]
             if self.after:
-                z = cm.rec_product(hm, w_hh).contiguous()  # (n, 3H)
-                _step_after[(n,)](U[t], z, U if b_hh is None else b_hh, h, Y[t], A[t], HP[t],
-                                  VN[t], XH[t], RS[t], U if lhw is None else lhw,
-                                  U if lhb is None else lhb, Zh, H, self.eps,
-                                  HAS_BH=b_hh is not None, LN=self.ln, ZONE_H=zh is not None,
-                                  BLOCK=cm.block(H))
+                z = cm.rec_product(hin[:n], w_hh).contiguous()  # (n, 3H)
+                _step_after[(n,)](U[t], z, U if b_hh is None else b_hh, h, hin,
+                                  U if m is None else m, HM[t], Y[t], A[t], HP[t], VN[t], XH[t],
+                                  RS[t], U if lhw is None else lhw, U if lhb is None else lhb, Zh,
+                                  H, self.eps, MASK=m is not None, HAS_BH=b_hh is not None,
+                                  LN=self.ln, ZONE_H=zh is not None, BLOCK=cm.block(H))
             else:
+                hm = self._masked(h, HM[t, :n], n)
                 z = cm.rec_product(hm, w_rz).contiguous()  # (n, 2H)
                 _step_rz[(n,)](U[t], z, hm, A[t], RH[t], H, BLOCK=cm.block(H))
                 z = cm.rec_product(RH[t, :n], w_n).contiguous()  # (n, H)
@@ -262,25 +275,29 @@ class _Loop(cm.Loop):
         DZ = torch.zeros_like(A) if self.ln else DV
         zh = self.zh
         w_rz, w_n = cm.cells.gate_rows(w_hh, 0, 2), cm.cells.gate_rows(w_hh, 2, 3)
+        m = self.m
+        back = torch.zeros_like(dh)  # per row: dz R of its last step done, not yet in dh
         for t in cm.order(T, not self.reverse):
             n = self.sizes[t]
             if n == 0:
                 continue
             Zh = A if zh is None else zh[t]
             if self.after:
-                _step_after_back[(n,)](A[t], HP[t], VN[t], XH[t], RS[t], dY[t], dh, DU[t], DV[t],
-                                       DZ[t], A if lhw is None else lhw, Zh, H, LN=self.ln,
-                                       ZONE_H=zh is not None, BLOCK=cm.block(H))
-                dhm = cm.rec_product_t(DZ[t, :n], w_hh)  # (n, H)
-            else:
-                _step_n_back[(n,)](A[t], HP[t], dY[t], dh, DU[t], Zh, H, ZONE_H=zh is not None,
-                                   BLOCK=cm.block(H))
-                drh = cm.rec_product_t(DU[t, :n, 2 * H:], w_n).contiguous()  # (n, H)
-                dhm = torch.empty_like(drh)
-                _step_rz_back[(n,)](A[t], HM[t], drh, DU[t], dhm, H, BLOCK=cm.block(H))
-                dhm += cm.rec_product_t(DU[t, :n, :2 * H], w_rz)
-            dh[:n] += dhm if self.m is None else dhm * self.m[:n]
+                _step_after_back[(n,)](A[t], HP[t], VN[t], XH[t], RS[t], dY[t], dh, back,
+                                       A if m is None else m, DU[t], DV[t], DZ[t],
+                                       A if lhw is None else lhw, Zh, H, MASK=m is not None,
+                                       LN=self.ln, ZONE_H=zh is not None, BLOCK=cm.block(H))
+                cm.product_t(DZ[t, :n], w_hh, back[:n])  # (n, H)
+                continue
+            _step_n_back[(n,)](A[t], HP[t], dY[t], dh, DU[t], Zh, H, ZONE_H=zh is not None,
+                               BLOCK=cm.block(H))
+            drh = cm.rec_product_t(DU[t, :n, 2 * H:], w_n).contiguous()  # (n, H)
+            dhm = torch.empty_like(drh)
+            _step_rz_back[(n,)](A[t], HM[t], drh, DU[t], dhm, H, BLOCK=cm.block(H))
+            dhm += cm.rec_product_t(DU[t, :n, :2 * H], w_rz)
+            dh[:n] += dhm if m is None else dhm * m[:n]
         if self.after:
+            dh += back if m is None else back * m
             dw_hh = cm.rec_weight_grad(DZ, HM, w_hh)
         else:
             dw_hh = torch.cat([cm.rec_weight_grad(DU[..., :2 * H], HM, w_rz),

@@ -33,10 +33,10 @@ def _log_sigmoid(x):
 
 
 @triton.jit
-def _step(G, Z, h, c, nrm, m, Y, A, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr):
+def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr):
     """One step of row b. G, Z (B, 4H): input part and R h; h, c, nrm, m (B, H) the state, updated
-    in place; saves the pre-activations A (B, 4H), c and n before (CP, NP) and after (C, N) the
-    step, u = log σ(f̃) + m (LF) and m' (M)::
+    in place; saves the pre-activations A (B, 4H), h, c and n before (HP, CP, NP) and c, n after
+    (C, N) the step, u = log σ(f̃) + m (LF) and m' (M)::
 
         m' = max(u, ĩ),  i = exp(ĩ − m'),  f = exp(u − m'),  c' = f c + i tanh(z̃),
         n' = f n + i,  h' = σ(õ) c' / n'
@@ -52,6 +52,7 @@ def _step(G, Z, h, c, nrm, m, Y, A, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr)
     a_o = tl.load(G + g + 3 * H, mask=mk, other=0.0) + tl.load(Z + g + 3 * H, mask=mk, other=0.0)
     cp = tl.load(c + r, mask=mk, other=0.0)
     np_ = tl.load(nrm + r, mask=mk, other=1.0)
+    tl.store(HP + r, tl.load(h + r, mask=mk, other=0.0), mask=mk)
     u = _log_sigmoid(a_f) + tl.load(m + r, mask=mk, other=0.0)
     mn = tl.maximum(u, a_i)
     ig = tl.exp(a_i - mn)
@@ -144,9 +145,8 @@ class _Loop(cm.Loop):
             n = self.sizes[t]
             if n == 0:
                 continue
-            HP[t, :n] = h[:n]
-            z = cm.rec_product(HP[t, :n], w_hh).contiguous()  # (n, 4H)
-            _step[(n,)](G[t], z, h, c, nrm, m, Y[t], A[t], CP[t], NP[t], C[t], N[t], LF[t], M[t],
+            z = cm.rec_product(h[:n], w_hh).contiguous()  # (n, 4H)
+            _step[(n,)](G[t], z, h, c, nrm, m, Y[t], A[t], HP[t], CP[t], NP[t], C[t], N[t], LF[t], M[t],
                         H, BLOCK=cm.block(H))
         self.bufs = (A, C, N, LF, M)
         return (Y, h, c, nrm, m), (w_hh, A, HP, CP, NP, C, N, LF)
@@ -164,7 +164,7 @@ class _Loop(cm.Loop):
                 continue
             _step_back[(n,)](A[t], CP[t], NP[t], C[t], N[t], LF[t], dY[t], dh, dc, dn, dm, DA[t],
                              H, BLOCK=cm.block(H))
-            dh[:n] = cm.rec_product_t(DA[t, :n], w_hh)
+            cm.product_t(DA[t, :n], w_hh, dh[:n])  # all of δh_{t−1} comes through R
         return DA, cm.rec_weight_grad(DA, HP, w_hh), dh, dc, dn, dm
 
 
