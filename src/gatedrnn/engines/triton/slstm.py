@@ -33,14 +33,56 @@ def _log_sigmoid(x):
 
 
 @triton.jit
-def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr):
-    """One step of row b. G, Z (B, 4H): input part and R h; h, c, nrm, m (B, H) the state, updated
-    in place; saves the pre-activations A (B, 4H), h, c and n before (HP, CP, NP) and c, n after
-    (C, N) the step, u = log σ(f̃) + m (LF) and m' (M)::
+def cell(a_i, a_f, a_z, a_o, cp, np_, mp):
+    """One step on blocks of pre-activations ĩ, f̃, z̃, õ and the state c, n, m before it;
+    returns (h', c', n', m', u) with u = log σ(f̃) + m (kept for the backward)::
 
         m' = max(u, ĩ),  i = exp(ĩ − m'),  f = exp(u − m'),  c' = f c + i tanh(z̃),
         n' = f n + i,  h' = σ(õ) c' / n'
     """
+    u = _log_sigmoid(a_f) + mp
+    mn = tl.maximum(u, a_i)
+    ig = tl.exp(a_i - mn)
+    fg = tl.exp(u - mn)
+    cn = fg * cp + ig * tanh(a_z)
+    nn = fg * np_ + ig
+    return sigmoid(a_o) * cn / nn, cn, nn, mn, u
+
+
+@triton.jit
+def cell_back(a_i, a_f, a_z, a_o, u, cp, np_, cn, nn, gh, dc, dn, dm):
+    """The derivatives of ``cell`` from δh = dL/dh' (incl. the output's) and dc, dn, dm =
+    dL/d(c', n', m'); returns (δĩ, δf̃, δz̃, δõ, dL/dc, dL/dn, dL/dm) of the step's inputs::
+
+        δc' = dc + δh σ(õ)/n';  δn' = dn − δh σ(õ) c'/n'²;  δõ = δh c'/n' σ'(õ)
+        δf = δc' c + δn' n;  δi = δc' tanh(z̃) + δn';  δz̃ = δc' i (1 − tanh² z̃)
+        δĩ = δi i,  δu = δf f;  δm' = dm − δĩ − δu goes to the larger of u, ĩ (half each on a tie)
+        δf̃ = δu σ(−f̃);  dL/dc = δc' f,  dL/dn = δn' f,  dL/dm = δu
+    """
+    mn = tl.maximum(u, a_i)
+    ig = tl.exp(a_i - mn)
+    fg = tl.exp(u - mn)
+    tz = tanh(a_z)
+    so = sigmoid(a_o)
+    gc = dc + gh * so / nn
+    gn = dn - gh * so * cn / (nn * nn)
+    dao = gh * cn / nn * so * (1.0 - so)
+    gf = gc * cp + gn * np_
+    daz = gc * ig * (1.0 - tz * tz)
+    dai = (gc * tz + gn) * ig
+    du = gf * fg
+    gm = dm - dai - du
+    share = tl.where(u > a_i, 1.0, tl.where(a_i > u, 0.0, 0.5))  # the max's gradient to u
+    du += share * gm
+    dai += (1.0 - share) * gm
+    return dai, du * sigmoid(-a_f), daz, dao, gc * fg, gn * fg, du
+
+
+@triton.jit
+def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.constexpr):
+    """One step (``cell``) of row b. G, Z (B, 4H): input part and R h; h, c, nrm, m (B, H) the
+    state, updated in place; saves the pre-activations A (B, 4H), h, c and n before (HP, CP, NP)
+    and c, n after (C, N) the step, u (LF) and m' (M)."""
     b = tl.program_id(0)
     j = tl.arange(0, BLOCK)
     mk = j < H
@@ -53,13 +95,7 @@ def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.conste
     cp = tl.load(c + r, mask=mk, other=0.0)
     np_ = tl.load(nrm + r, mask=mk, other=1.0)
     tl.store(HP + r, tl.load(h + r, mask=mk, other=0.0), mask=mk)
-    u = _log_sigmoid(a_f) + tl.load(m + r, mask=mk, other=0.0)
-    mn = tl.maximum(u, a_i)
-    ig = tl.exp(a_i - mn)
-    fg = tl.exp(u - mn)
-    cn = fg * cp + ig * tanh(a_z)
-    nn = fg * np_ + ig
-    hn = sigmoid(a_o) * cn / nn
+    hn, cn, nn, mn, u = cell(a_i, a_f, a_z, a_o, cp, np_, tl.load(m + r, mask=mk, other=0.0))
     tl.store(A + g, a_i, mask=mk)
     tl.store(A + g + H, a_f, mask=mk)
     tl.store(A + g + 2 * H, a_z, mask=mk)
@@ -79,53 +115,30 @@ def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.conste
 
 @triton.jit
 def _step_back(A, CP, NP, C, N, LF, DY, dh, dc, dn, dm, DA, H, BLOCK: tl.constexpr):
-    """The derivatives of ``_step`` for row b. dh, dc, dn, dm (B, H) enter as dL/d(state after the
-    step); dc, dn, dm leave as dL/d(state before it), dh is left to the product (dz R); DA (B, 4H)
-    gets dL/d(pre-activations)::
-
-        δh = dh + dY;  δc' = dc + δh σ(õ)/n';  δn' = dn − δh σ(õ) c'/n'²;  δõ = δh c'/n' σ'(õ)
-        δf = δc' c + δn' n;  δi = δc' tanh(z̃) + δn';  δz̃ = δc' i (1 − tanh² z̃)
-        δĩ = δi i,  δu = δf f;  δm' = dm − δĩ − δu goes to the larger of u, ĩ (half each on a tie)
-        δf̃ = δu σ(−f̃);  dc ← δc' f,  dn ← δn' f,  dm ← δu
-    """
+    """The derivatives of ``_step`` for row b (``cell_back``). dh, dc, dn, dm (B, H) enter as
+    dL/d(state after the step); dc, dn, dm leave as dL/d(state before it), dh is left to the
+    product (dz R); DA (B, 4H) gets dL/d(pre-activations)."""
     b = tl.program_id(0)
     j = tl.arange(0, BLOCK)
     mk = j < H
     g = b * 4 * H + j
     r = b * H + j
-    a_i = tl.load(A + g, mask=mk, other=0.0)
-    a_f = tl.load(A + g + H, mask=mk, other=0.0)
-    a_z = tl.load(A + g + 2 * H, mask=mk, other=0.0)
-    a_o = tl.load(A + g + 3 * H, mask=mk, other=0.0)
-    u = tl.load(LF + r, mask=mk, other=0.0)
-    mn = tl.maximum(u, a_i)
-    ig = tl.exp(a_i - mn)
-    fg = tl.exp(u - mn)
-    tz = tanh(a_z)
-    so = sigmoid(a_o)
-    cn = tl.load(C + r, mask=mk, other=0.0)
-    nn = tl.load(N + r, mask=mk, other=1.0)
-    gh = tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0)
-    gc = tl.load(dc + r, mask=mk, other=0.0) + gh * so / nn
-    gn = tl.load(dn + r, mask=mk, other=0.0) - gh * so * cn / (nn * nn)
-    dao = gh * cn / nn * so * (1.0 - so)
-    gf = gc * tl.load(CP + r, mask=mk, other=0.0) + gn * tl.load(NP + r, mask=mk, other=0.0)
-    gi = gc * tz + gn
-    daz = gc * ig * (1.0 - tz * tz)
-    dai = gi * ig
-    du = gf * fg
-    gm = tl.load(dm + r, mask=mk, other=0.0) - dai - du
-    share = tl.where(u > a_i, 1.0, tl.where(a_i > u, 0.0, 0.5))  # the max's gradient to u
-    du += share * gm
-    dai += (1.0 - share) * gm
-    daf = du * sigmoid(-a_f)
+    dai, daf, daz, dao, gc, gn, gm = cell_back(
+        tl.load(A + g, mask=mk, other=0.0), tl.load(A + g + H, mask=mk, other=0.0),
+        tl.load(A + g + 2 * H, mask=mk, other=0.0), tl.load(A + g + 3 * H, mask=mk, other=0.0),
+        tl.load(LF + r, mask=mk, other=0.0), tl.load(CP + r, mask=mk, other=0.0),
+        tl.load(NP + r, mask=mk, other=0.0), tl.load(C + r, mask=mk, other=0.0),
+        tl.load(N + r, mask=mk, other=1.0),
+        tl.load(dh + r, mask=mk, other=0.0) + tl.load(DY + r, mask=mk, other=0.0),
+        tl.load(dc + r, mask=mk, other=0.0), tl.load(dn + r, mask=mk, other=0.0),
+        tl.load(dm + r, mask=mk, other=0.0))
     tl.store(DA + g, dai, mask=mk)
     tl.store(DA + g + H, daf, mask=mk)
     tl.store(DA + g + 2 * H, daz, mask=mk)
     tl.store(DA + g + 3 * H, dao, mask=mk)
-    tl.store(dc + r, gc * fg, mask=mk)
-    tl.store(dn + r, gn * fg, mask=mk)
-    tl.store(dm + r, du, mask=mk)
+    tl.store(dc + r, gc, mask=mk)
+    tl.store(dn + r, gn, mask=mk)
+    tl.store(dm + r, gm, mask=mk)
 
 
 class _Loop(cm.Loop):
