@@ -21,7 +21,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from gatedrnn.engines.triton import gru, lstm, minrnn, slstm  # noqa: E402
+from gatedrnn.engines.triton import gru, lstm, minrnn, slstm, slstm_heads  # noqa: E402
 
 INTS, FLOATS, INT_POINTERS = {"H", "T", "B", "n_chunks"}, {"eps"}, {"LEN"}
 ON = dict.fromkeys(("PEEP", "LN", "ZONE_H", "ZONE_C", "HAS_BH"), True)
@@ -44,6 +44,9 @@ def kernels() -> list:
     for fn in (minrnn._scan, minrnn._scan_back):
         for kind, gates in ((0, 2), (1, 3)):
             out.append((fn, {"KIND": kind, "GATES": gates, "CHUNK": 64, "BLOCK": 64}))
+    for fn in (slstm_heads._loop, slstm_heads._loop_back):
+        for reverse, prec, d in ((False, "ieee", 16), (True, "tf32", 64)):
+            out.append((fn, {"REVERSE": reverse, "PREC": prec, "D": d, "BB": 16}))
     return out
 
 

@@ -199,7 +199,12 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
         bias = b if bias is None else (bias if b is None else bias + b)
     G = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     G = G.reshape(T, B, 4 * H).contiguous()  # (T, B, 4H)
-    loop = _Loop(cm.step_sizes(batch_sizes, T, B), bool(reverse))
+    from . import slstm_heads  # (it imports this module's cell)
+
+    sizes = cm.step_sizes(batch_sizes, T, B)
+    w_hh = w["w_hh"]
+    assert w_hh is not None
+    loop = (slstm_heads.HeadsLoop if slstm_heads.usable(w_hh) else _Loop)(sizes, bool(reverse))
     loop.inputs = (G, w["w_hh"], *state)
     originals, keys = cm.originals_of(x, state, w)
 
