@@ -205,7 +205,7 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     w_hh = w["w_hh"]
     assert w_hh is not None
     loop = (slstm_heads.HeadsLoop if slstm_heads.usable(w_hh) else _Loop)(sizes, bool(reverse))
-    loop.inputs = (G, w["w_hh"], *state)
+    loop.inputs = (G, w_hh, *state)
     originals, keys = cm.originals_of(x, state, w)
 
     def recompute(*o: Tensor) -> tuple[Tensor, ...]:
@@ -220,8 +220,8 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     if record:
         A, C, N, LF, M = (v.detach() for v in loop.bufs)
         a_i, _, a_z, a_o = A.chunk(4, dim=-1)
-        sizes = torch.tensor(loop.sizes, device=x.device)
-        live = (torch.arange(B, device=x.device)[None, :] < sizes[:, None])[..., None]  # (T, B, 1)
+        active = torch.tensor(sizes, device=x.device)
+        live = (torch.arange(B, device=x.device)[None, :] < active[:, None])[..., None]  # (T, B, 1)
         values = (torch.exp(a_i - M), torch.exp(LF - M), torch.tanh(a_z), torch.sigmoid(a_o), C, N,
                   M)
         gates = {k: torch.where(live, v, 0.0) for k, v in zip(GATE_NAMES, values)}
