@@ -219,6 +219,13 @@ def test_bidirectional_packed_stack(monkeypatch):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
 
 
+def test_run_for_every_mode():
+    for mode, run in RUNS.items():
+        assert engine.run_for(mode) is run
+    with pytest.raises(ValueError, match="rnn_tanh"):
+        engine.run_for("rnn_tanh")
+
+
 def test_refuses_without_cuda_or_interpreter(monkeypatch):
     x = torch.zeros(2, 1, 3)
     w = weights("lstm", 3, 4)

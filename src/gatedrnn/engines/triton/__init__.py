@@ -16,12 +16,26 @@ module is imported, so ``available`` and ``check`` work where triton is missing.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+from collections.abc import Callable
 
 from torch import Tensor
 
 FALLBACK_ENGINES = ('"auto"', '"fused"', '"reference"')
+MODULES = {"lstm": "lstm", "gru": "gru", "slstm": "slstm", "mingru": "minrnn", "minlstm": "minrnn"}
+"""CellOptions.mode -> the module whose ``run`` computes it (the Elman RNN has no Triton kernel:
+cuDNN covers it, and its variants are few)."""
+
+
+def run_for(mode: str) -> Callable:
+    """The Triton engine's ``run`` for a cell mode, importing triton on first use. Raises
+    ValueError for a mode it does not have."""
+    if mode not in MODULES:
+        raise ValueError(f'engine="triton" has no kernel for mode {mode!r}; it runs '
+                         f"{', '.join(MODULES)}")
+    return importlib.import_module(f"{__name__}.{MODULES[mode]}").run
 
 
 def interpreting() -> bool:
