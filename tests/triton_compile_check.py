@@ -15,13 +15,11 @@ import warnings
 
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     sys.exit("run without TRITON_INTERPRET=1: the interpreter has no compiler")
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # 3.9 warns when it is unset
-
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from gatedrnn.engines.triton import gru, lstm, minrnn, slstm, slstm_heads  # noqa: E402
+from gatedrnn.engines.triton import common, gru, lstm, minrnn, slstm, slstm_heads  # noqa: E402
 
 INTS, FLOATS, INT_POINTERS = {"H", "T", "B", "n_chunks"}, {"eps"}, {"LEN"}
 ON = dict.fromkeys(("PEEP", "LN", "ZONE_H", "ZONE_C", "HAS_BH"), True)
@@ -58,7 +56,7 @@ def compile_one(fn, constexprs: dict, target: GPUTarget) -> int:
                         "fp32" if n in FLOATS else "*i32" if n in INT_POINTERS else "*fp32")
     src = ASTSource(fn=fn, signature=signature,
                     constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return len(triton.compile(src, target=target).asm["cubin"])
+    return len(triton.compile(src, target=target, options=dict(common.LAUNCH)).asm["cubin"])
 
 
 def main() -> None:

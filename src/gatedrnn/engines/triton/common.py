@@ -27,6 +27,10 @@ from gatedrnn import cells, newcells_engines, reference  # noqa: F401
 
 from . import check
 
+LAUNCH = {"enable_fp_fusion": True}
+"""Options of every launch: fused multiply-adds on, as triton has always defaulted to (saying so
+keeps triton 3.9 from warning that its default will change)."""
+
 TF32 = False
 """Let the float32 GEMMs of the loops use TF32 on a GPU (faster, about 1e-3 relative error).
 Off by default: the engine then matches the reference engine to float32 rounding."""

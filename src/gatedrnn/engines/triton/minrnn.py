@@ -163,7 +163,7 @@ class _Loop(cm.Loop):
         h0 = h0.detach().contiguous()
         chunk, blk = _launch_shape(T, H)
         _scan[(B, triton.cdiv(H, blk))](P, h0, HS, Y, self.lengths, T, B, H, KIND=KINDS[self.kind],
-                                        GATES=GH // H, CHUNK=chunk, BLOCK=blk)
+                                        GATES=GH // H, CHUNK=chunk, BLOCK=blk, **cm.LAUNCH)
         return (Y, HS[T - 1].clone()), (P, h0, HS)
 
     def backward(self, saved, grads):
@@ -176,7 +176,7 @@ class _Loop(cm.Loop):
         chunk, blk = _launch_shape(T, H)
         _scan_back[(B, triton.cdiv(H, blk))](P, h0, HS, dY, dhn, DP, DH0, self.lengths, T, B, H,
                                              triton.cdiv(T, chunk), KIND=KINDS[self.kind],
-                                             GATES=GH // H, CHUNK=chunk, BLOCK=blk)
+                                             GATES=GH // H, CHUNK=chunk, BLOCK=blk, **cm.LAUNCH)
         return DP, DH0
 
 

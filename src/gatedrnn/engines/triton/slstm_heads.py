@@ -165,7 +165,7 @@ class HeadsLoop(cm.Loop):
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=G.device)
         _loop[(nh, triton.cdiv(B, BB))](G, R, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, sizes,
                                        T, B, H, REVERSE=self.reverse, PREC=_precision(), D=d,
-                                       BB=BB)
+                                       BB=BB, **cm.LAUNCH)
         self.bufs = (A, C, N, LF, M)
         return (Y, h, c, nrm, m), (w_hh, A, HP, CP, NP, C, N, LF)
 
@@ -181,5 +181,5 @@ class HeadsLoop(cm.Loop):
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=A.device)
         _loop_back[(nh, triton.cdiv(B, BB))](R, A, CP, NP, C, N, LF, dY, dh, dc, dn, dm, DA, sizes,
                                             T, B, H, REVERSE=self.reverse, PREC=_precision(),
-                                            D=d, BB=BB)
+                                            D=d, BB=BB, **cm.LAUNCH)
         return DA, cm.rec_weight_grad(DA, HP, w_hh), dh, dc, dn, dm
