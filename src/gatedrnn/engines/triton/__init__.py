@@ -11,7 +11,23 @@ One ``run`` per cell, with the engine contract of ``gatedrnn.reference.run``:
 
 The kernels run on CUDA tensors, and on CPU tensors only under Triton's interpreter
 (``TRITON_INTERPRET=1``, which is how they are tested). Nothing here imports triton until a ``run``
-module is imported, so ``available`` and ``check`` work where triton is missing.
+module is imported, so ``available``, ``check`` and ``run_for`` work where triton is missing.
+
+Example (on a GPU; skipped where there is none):
+    >>> import torch
+    >>> from gatedrnn.cells import CellOptions
+    >>> from gatedrnn.engines.triton import run_for
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> w = {"w_ih": torch.randn(4 * H, I), "w_hh": torch.randn(4 * H, H),
+    ...      "ln_x_w": torch.ones(4 * H), "ln_x_b": torch.zeros(4 * H),
+    ...      "ln_h_w": torch.ones(4 * H), "ln_h_b": torch.zeros(4 * H),
+    ...      "ln_c_w": torch.ones(H), "ln_c_b": torch.zeros(H)}
+    >>> w = {k: v.cuda() for k, v in w.items()}  # doctest: +SKIP
+    >>> state = (torch.zeros(B, H, device="cuda"), torch.zeros(B, H, device="cuda"))  # doctest: +SKIP
+    >>> y, (h, c), _ = run_for("lstm")(torch.randn(T, B, I, device="cuda"), state, w, None, False,
+    ...                                CellOptions("lstm", layer_norm=True), {}, False)  # doctest: +SKIP
+    >>> y.shape  # doctest: +SKIP
+    torch.Size([5, 2, 4])
 """
 
 from __future__ import annotations
