@@ -43,7 +43,7 @@ def flags(fn, values: dict) -> dict:
 def kernels() -> list:
     """(kernel, constexprs, launch options): every kernel with its variants all on and all off."""
     out = []
-    row = common.opts(1024)
+    row = {k: v for k, v in common.row_launch(1024).items() if k != "BLOCK"}
     for fn in (lstm._step, lstm._step_back, gru._step_after, gru._step_after_back, gru._step_n,
                gru._step_n_back):
         for v in (ON, OFF):

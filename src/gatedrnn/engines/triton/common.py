@@ -54,13 +54,13 @@ def block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def opts(n: int) -> dict:
-    """Launch options of a row kernel over n units: more warps for wider rows, so that a row of
+def row_launch(n: int) -> dict:
+    """BLOCK and the launch options of a row kernel over n units: more warps for wider rows, so that a row of
     H = 1024 (four gate blocks of it, with layer norm) stays in registers. Chosen from ptxas's
     register counts for sm_90 (``tests/triton_compile_check.py`` checks there are no spills):
     4 warps up to 256 units, 8 up to 1024, 16 beyond."""
     b = block(n)
-    return {**LAUNCH, "num_warps": 4 if b <= 256 else 8 if b <= 1024 else 16}
+    return {**LAUNCH, "num_warps": 4 if b <= 256 else 8 if b <= 1024 else 16, "BLOCK": b}
 
 
 @contextlib.contextmanager

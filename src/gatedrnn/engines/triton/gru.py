@@ -253,14 +253,14 @@ class _Loop(cm.Loop):
                                   U if m is None else m, HM[t], Y[t], A[t], HP[t], VN[t], XH[t],
                                   RS[t], U if lhw is None else lhw, U if lhb is None else lhb, Zh,
                                   H, self.eps, MASK=m is not None, HAS_BH=b_hh is not None,
-                                  LN=self.ln, ZONE_H=zh is not None, BLOCK=cm.block(H), **cm.opts(H))
+                                  LN=self.ln, ZONE_H=zh is not None, **cm.row_launch(H))
             else:
                 hm = self._masked(h, HM[t, :n], n)
                 z = cm.rec_product(hm, w_rz).contiguous()  # (n, 2H)
-                _step_rz[(n,)](U[t], z, hm, A[t], RH[t], H, BLOCK=cm.block(H), **cm.opts(H))
+                _step_rz[(n,)](U[t], z, hm, A[t], RH[t], H, **cm.row_launch(H))
                 z = cm.rec_product(RH[t, :n], w_n).contiguous()  # (n, H)
                 _step_n[(n,)](U[t], z, h, Y[t], A[t], HP[t], Zh, H, ZONE_H=zh is not None,
-                              BLOCK=cm.block(H), **cm.opts(H))
+                              **cm.row_launch(H))
         self.gates = A
         return (Y, h), (w_hh, lhw, A, HP, HM, RH, VN, XH, RS)
 
@@ -286,14 +286,14 @@ class _Loop(cm.Loop):
                 _step_after_back[(n,)](A[t], HP[t], VN[t], XH[t], RS[t], dY[t], dh, back,
                                        A if m is None else m, DU[t], DV[t], DZ[t],
                                        A if lhw is None else lhw, Zh, H, MASK=m is not None,
-                                       LN=self.ln, ZONE_H=zh is not None, BLOCK=cm.block(H), **cm.opts(H))
+                                       LN=self.ln, ZONE_H=zh is not None, **cm.row_launch(H))
                 cm.product_t(DZ[t, :n], w_hh, back[:n])  # (n, H)
                 continue
             _step_n_back[(n,)](A[t], HP[t], dY[t], dh, DU[t], Zh, H, ZONE_H=zh is not None,
-                               BLOCK=cm.block(H), **cm.opts(H))
+                               **cm.row_launch(H))
             drh = cm.rec_product_t(DU[t, :n, 2 * H:], w_n).contiguous()  # (n, H)
             dhm = torch.empty_like(drh)
-            _step_rz_back[(n,)](A[t], HM[t], drh, DU[t], dhm, H, BLOCK=cm.block(H), **cm.opts(H))
+            _step_rz_back[(n,)](A[t], HM[t], drh, DU[t], dhm, H, **cm.row_launch(H))
             dhm += cm.rec_product_t(DU[t, :n, :2 * H], w_rz)
             dh[:n] += dhm if m is None else dhm * m[:n]
         if self.after:

@@ -30,11 +30,9 @@ from torch import Tensor
 
 from .common import (
     Loop,
-    block,
     dense_run,
     keep_weights,
     launch,
-    opts,
     order,
     originals_of,
     product_t,
@@ -42,6 +40,7 @@ from .common import (
     rec_product,
     rec_weight_grad,
     reference,
+    row_launch,
     sigmoid,
     step_sizes,
     tanh,
@@ -247,7 +246,7 @@ class _Loop(Loop):
         XH, XC, RS = ((zeros(T, B, GH, like=G), zeros(T, B, H, like=G), zeros(T, B, 2, like=G))
                       if self.ln else (G, G, G))  # (G: a placeholder pointer, never read)
         flags = dict(MASK=self.m is not None, PEEP=P is not None, LN=self.ln,
-                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, BLOCK=block(H), **opts(H))
+                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, **row_launch(H))
         hin = h if self.m is None else h * self.m  # (B, H) the products' input, kept by _step
         for t in order(T, self.reverse):
             n = self.sizes[t]
@@ -271,7 +270,7 @@ class _Loop(Loop):
         DA = torch.zeros_like(A)
         DZ, DS = (torch.zeros_like(A), torch.zeros_like(CP)) if self.ln else (DA, CP)
         flags = dict(MASK=self.m is not None, PEEP=P is not None, LN=self.ln,
-                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, BLOCK=block(H), **opts(H))
+                     ZONE_H=self.zh is not None, ZONE_C=self.zc is not None, **row_launch(H))
         back = torch.zeros_like(dh)  # per row: dz R of its last step done, not yet in dh
         for t in order(T, not self.reverse):
             n = self.sizes[t]

@@ -160,7 +160,7 @@ class _Loop(cm.Loop):
                 continue
             z = cm.rec_product(h[:n], w_hh).contiguous()  # (n, 4H)
             _step[(n,)](G[t], z, h, c, nrm, m, Y[t], A[t], HP[t], CP[t], NP[t], C[t], N[t], LF[t], M[t],
-                        H, BLOCK=cm.block(H), **cm.opts(H))
+                        H, **cm.row_launch(H))
         self.bufs = (A, C, N, LF, M)
         return (Y, h, c, nrm, m), (w_hh, A, HP, CP, NP, C, N, LF)
 
@@ -176,7 +176,7 @@ class _Loop(cm.Loop):
             if n == 0:
                 continue
             _step_back[(n,)](A[t], CP[t], NP[t], C[t], N[t], LF[t], dY[t], dh, dc, dn, dm, DA[t],
-                             H, BLOCK=cm.block(H), **cm.opts(H))
+                             H, **cm.row_launch(H))
             cm.product_t(DA[t, :n], w_hh, dh[:n])  # all of δh_{t−1} comes through R
         return DA, cm.rec_weight_grad(DA, HP, w_hh), dh, dc, dn, dm
 
