@@ -49,6 +49,57 @@ from .common import (
 
 
 @triton.jit
+def gates(a_i, a_f, a_g, a_o, cp, p_i, p_f, p_o, PEEP: tl.constexpr):
+    """The gates and c' from the pre-activations and c (blocks of any shape)::
+
+        i = σ(a_i + P_i c),  f = σ(a_f + P_f c),  g = tanh(a_g),  c' = f c + i g,  o = σ(a_o + P_o c')
+    """
+    if PEEP:
+        a_i += p_i * cp
+        a_f += p_f * cp
+    ig = sigmoid(a_i)
+    fg = sigmoid(a_f)
+    gg = tanh(a_g)
+    cn = fg * cp + ig * gg
+    if PEEP:
+        a_o += p_o * cn
+    return ig, fg, gg, sigmoid(a_o), cn
+
+
+@triton.jit
+def gates_back(dcn, dct, dao, ig, fg, gg, cp, p_i, p_f, p_o, PEEP: tl.constexpr):
+    """The derivatives of ``gates`` from δc' (all that reaches c' but its peephole to o), δa_o
+    and dct, the part of dL/dc that skips the step (zoneout); returns (δa_i, δa_f, δa_g, δc)::
+
+        δc' += P_o δa_o;  δa_i = δc' g i(1 − i),  δa_f = δc' c f(1 − f),  δa_g = δc' i (1 − g²)
+        δc = δc' f + dct + P_i δa_i + P_f δa_f
+    """
+    if PEEP:
+        dcn += p_o * dao
+    dai = dcn * gg * ig * (1.0 - ig)
+    daf = dcn * cp * fg * (1.0 - fg)
+    dag = dcn * ig * (1.0 - gg * gg)
+    dcprev = dcn * fg + dct
+    if PEEP:
+        dcprev += p_i * dai + p_f * daf
+    return dai, daf, dag, dcprev
+
+
+@triton.jit
+def _peepholes(P, j, mk, H, PEEP: tl.constexpr):
+    """P_i, P_f, P_o at units j of P (3, H); zeros (never read) without peepholes."""
+    if PEEP:
+        p_i = tl.load(P + j, mask=mk, other=0.0)
+        p_f = tl.load(P + H + j, mask=mk, other=0.0)
+        p_o = tl.load(P + 2 * H + j, mask=mk, other=0.0)
+    else:
+        p_i = tl.zeros_like(j).to(tl.float32)
+        p_f = p_i
+        p_o = p_i
+    return p_i, p_f, p_o
+
+
+@triton.jit
 def _ln_fwd4(z_i, z_f, z_g, z_o, mk, n, eps):
     """Normalise the four gate blocks of one row as one vector of n = 4H: (x̂ per block, 1/std)."""
     mean = (tl.sum(z_i, 0) + tl.sum(z_f, 0) + tl.sum(z_g, 0) + tl.sum(z_o, 0)) / n
@@ -97,16 +148,8 @@ def _step(G, Z, h, c, HIN, M, HM, Y, A, CP, CN, XH, XC, RS, P, LHW, LHB, LCW, LC
     a_o = tl.load(G + g + 3 * H, mask=mk) + z_o
     r = b * H + j
     cp = tl.load(c + r, mask=mk)
-    if PEEP:
-        a_i += tl.load(P + j, mask=mk) * cp
-        a_f += tl.load(P + H + j, mask=mk) * cp
-    ig = sigmoid(a_i)
-    fg = sigmoid(a_f)
-    gg = tanh(a_g)
-    cn = fg * cp + ig * gg  # c'
-    if PEEP:
-        a_o += tl.load(P + 2 * H + j, mask=mk) * cn
-    og = sigmoid(a_o)
+    p_i, p_f, p_o = _peepholes(P, j, mk, H, PEEP)
+    ig, fg, gg, og, cn = gates(a_i, a_f, a_g, a_o, cp, p_i, p_f, p_o, PEEP)
     s = cn
     if LN:  # h' = o ⊙ tanh(LN_c(c'))
         mean = tl.sum(tl.where(mk, cn, 0.0), 0) / H
@@ -194,14 +237,8 @@ def _step_back(A, CP, CN, XH, XC, RS, DY, dh, BACK, M, dc, DA, DZ, DS, P, LHW, L
     else:
         dcn += dct
         dct = dct * 0.0
-    if PEEP:
-        dcn += tl.load(P + 2 * H + j, mask=mk, other=0.0) * dao
-    dai = dcn * gg * ig * (1.0 - ig)
-    daf = dcn * cp * fg * (1.0 - fg)
-    dag = dcn * ig * (1.0 - gg * gg)
-    dcprev = dcn * fg + dct
-    if PEEP:
-        dcprev += tl.load(P + j, mask=mk, other=0.0) * dai + tl.load(P + H + j, mask=mk, other=0.0) * daf
+    p_i, p_f, p_o = _peepholes(P, j, mk, H, PEEP)
+    dai, daf, dag, dcprev = gates_back(dcn, dct, dao, ig, fg, gg, cp, p_i, p_f, p_o, PEEP)
     tl.store(DA + g, dai, mask=mk)
     tl.store(DA + g + H, daf, mask=mk)
     tl.store(DA + g + 2 * H, dag, mask=mk)
