@@ -26,7 +26,15 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from gatedrnn.engines.triton import common, gru, lstm, minrnn, slstm, slstm_heads  # noqa: E402
+from gatedrnn.engines.triton import (  # noqa: E402
+    common,
+    gru,
+    lstm,
+    lstm_heads,
+    minrnn,
+    slstm,
+    slstm_heads,
+)
 
 INTS, FLOATS, INT_POINTERS = {"H", "T", "B", "n_chunks"}, {"eps"}, {"LEN", "SIZES"}
 ON = dict.fromkeys(("MASK", "PEEP", "LN", "ZONE_H", "ZONE_C", "HAS_BH"), True)
@@ -55,10 +63,10 @@ def kernels() -> list:
         for kind, gates in ((0, 2), (1, 3)):
             out.append((fn, {"KIND": kind, "GATES": gates, "CHUNK": chunk, "BLOCK": blk},
                         common.LAUNCH))
-    for fn in (slstm_heads._loop, slstm_heads._loop_back):
-        for reverse, prec, d in ((False, "ieee", 16), (True, "tf32", 64)):
-            out.append((fn, {"REVERSE": reverse, "PREC": prec, "D": d, "BB": slstm_heads.BB},
-                        slstm_heads._opts(d)))
+    for fn in (slstm_heads._loop, slstm_heads._loop_back, lstm_heads._loop, lstm_heads._loop_back):
+        for v, reverse, prec, d in ((ON, False, "ieee", 16), (OFF, True, "tf32", 64)):
+            out.append((fn, {**flags(fn, v), "REVERSE": reverse, "PREC": prec, "D": d,
+                             "BB": slstm_heads.BB}, slstm_heads._opts(d)))
     return out
 
 

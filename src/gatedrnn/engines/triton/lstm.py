@@ -319,14 +319,21 @@ class _Loop(Loop):
                              **flags)
             product_t(DZ[t, :n], w_hh, back[:n])  # (n, H)
         dh += back if self.m is None else back * self.m
-        dP = None
-        if P is not None:
-            dP = torch.stack([(DA[..., :H] * CP).sum((0, 1)), (DA[..., H:2 * H] * CP).sum((0, 1)),
-                              (DA[..., 3 * H:] * CN).sum((0, 1))])
+        dP = peephole_grad(DA, CP, CN, P)
         ln = [None] * 4
         if self.ln:
             ln = [(DA * XH).sum((0, 1)), DA.sum((0, 1)), (DS * XC).sum((0, 1)), DS.sum((0, 1))]
         return (DA, rec_weight_grad(DZ, HM, w_hh), dh, dc, dP, *ln)
+
+
+def peephole_grad(DA: Tensor, CP: Tensor, CN: Tensor, P: Tensor | None) -> Tensor | None:
+    """dL/dP = Σ over steps and rows of (δa_i c, δa_f c, δa_o c'): reductions over saved values
+    (no atomics, so the sum is deterministic). DA (T, B, 4H), CP, CN (T, B, H)."""
+    if P is None:
+        return None
+    H = CP.shape[-1]
+    return torch.stack([(DA[..., :H] * CP).sum((0, 1)), (DA[..., H:2 * H] * CP).sum((0, 1)),
+                        (DA[..., 3 * H:] * CN).sum((0, 1))])
 
 
 def _or(v: Tensor | None, placeholder: Tensor) -> Tensor:
@@ -365,12 +372,19 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     else:
         G = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     G = G.reshape(T, B, 4 * H).contiguous()  # (T, B, 4H)
+    from . import lstm_heads  # (it imports this module's helpers)
+
     m = masks.get("recurrent")
-    loop = _Loop(step_sizes(batch_sizes, T, B), bool(reverse), None if m is None else m.to(dt),
-                 keep_weights(masks.get("zoneout_h"), T, B, H, dt),
-                 keep_weights(masks.get("zoneout_c"), T, B, H, dt), float(opts.ln_eps), ln)
+    sizes, w_hh = step_sizes(batch_sizes, T, B), w["w_hh"]
+    assert w_hh is not None
+    args = (sizes, bool(reverse), None if m is None else m.to(dt),
+            keep_weights(masks.get("zoneout_h"), T, B, H, dt),
+            keep_weights(masks.get("zoneout_c"), T, B, H, dt))
+    loop: _Loop | lstm_heads.HeadsLoop = (lstm_heads.HeadsLoop(*args)
+                                          if lstm_heads.usable(w_hh, ln, w.get("peephole"))
+                                          else _Loop(*args, float(opts.ln_eps), ln))
     lnw = [w.get(k) if ln else None for k in ("ln_h_w", "ln_h_b", "ln_c_w", "ln_c_b")]
-    loop.inputs = (G, w["w_hh"], h0, c0, w.get("peephole"), *lnw)
+    loop.inputs = (G, w_hh, h0, c0, w.get("peephole"), *lnw)
     originals, keys = originals_of(x, state, w)
 
     def recompute(*o: Tensor) -> tuple[Tensor, ...]:
