@@ -29,6 +29,30 @@ from .common import sigmoid, tanh
 
 
 @triton.jit
+def gates_after(u_r, u_z, u_n, v_r, v_z, v_n, hp):
+    """The reset_after=True gates and h' before zoneout, from u, v (blocks of any shape) and h::
+
+        r = σ(u_r + v_r),  z = σ(u_z + v_z),  n = tanh(u_n + r v_n),  h' = (1 − z) n + z h
+    """
+    rg = sigmoid(u_r + v_r)
+    zg = sigmoid(u_z + v_z)
+    ng = tanh(u_n + rg * v_n)
+    return rg, zg, ng, (1.0 - zg) * ng + zg * hp
+
+
+@triton.jit
+def gates_after_back(e, rg, zg, ng, hp, v_n):
+    """The derivatives of ``gates_after`` from e = dL/dh'; returns (δa_r, δa_z, δa_n, δv_n, and
+    the part of dL/dh through z)::
+
+        δa_z = e (h − n) z(1 − z),  δa_n = e (1 − z)(1 − n²),  δa_r = δa_n v_n r(1 − r),
+        δv_n = r δa_n,  dL/dh ⊇ z e
+    """
+    dan = e * (1.0 - zg) * (1.0 - ng * ng)
+    return dan * v_n * rg * (1.0 - rg), e * (hp - ng) * zg * (1.0 - zg), dan, dan * rg, e * zg
+
+
+@triton.jit
 def _zoned(hn, hp, ZH, r, mk, ZONE_H: tl.constexpr):
     """Zoneout: d h + (1 − d) h'."""
     if ZONE_H:
@@ -73,11 +97,10 @@ def _step_after(U, Z, BH, h, HIN, M, HM, Y, A, HP, VN, XH, RS, LHW, LHB, ZH, H, 
         v_r += tl.load(BH + j, mask=mk)
         v_z += tl.load(BH + H + j, mask=mk)
         v_n += tl.load(BH + 2 * H + j, mask=mk)
-    rg = sigmoid(tl.load(U + g, mask=mk) + v_r)
-    zg = sigmoid(tl.load(U + g + H, mask=mk) + v_z)
-    ng = tanh(tl.load(U + g + 2 * H, mask=mk) + rg * v_n)
     hp = tl.load(h + r, mask=mk)
-    hn = _zoned((1.0 - zg) * ng + zg * hp, hp, ZH, r, mk, ZONE_H)
+    rg, zg, ng, hn = gates_after(tl.load(U + g, mask=mk), tl.load(U + g + H, mask=mk),
+                                 tl.load(U + g + 2 * H, mask=mk), v_r, v_z, v_n, hp)
+    hn = _zoned(hn, hp, ZH, r, mk, ZONE_H)
     tl.store(A + g, rg, mask=mk)
     tl.store(A + g + H, zg, mask=mk)
     tl.store(A + g + 2 * H, ng, mask=mk)
@@ -119,17 +142,14 @@ def _step_after_back(A, HP, VN, XH, RS, DY, dh, BACK, M, DU, DV, DZ, LHW, ZH, H,
         d = tl.load(ZH + r, mask=mk, other=0.0)
         kept = d * gh
         e = (1.0 - d) * gh
-    daz = e * (hp - ng) * zg * (1.0 - zg)
-    dan = e * (1.0 - zg) * (1.0 - ng * ng)
-    dar = dan * tl.load(VN + r, mask=mk, other=0.0) * rg * (1.0 - rg)
-    dvn = dan * rg
+    dar, daz, dan, dvn, dhz = gates_after_back(e, rg, zg, ng, hp, tl.load(VN + r, mask=mk, other=0.0))
     tl.store(DU + g, dar, mask=mk)
     tl.store(DU + g + H, daz, mask=mk)
     tl.store(DU + g + 2 * H, dan, mask=mk)
     tl.store(DV + g, dar, mask=mk)
     tl.store(DV + g + H, daz, mask=mk)
     tl.store(DV + g + 2 * H, dvn, mask=mk)
-    tl.store(dh + r, kept + e * zg, mask=mk)
+    tl.store(dh + r, kept + dhz, mask=mk)
     if LN:
         x_r = tl.load(XH + g, mask=mk, other=0.0)
         x_z = tl.load(XH + g + H, mask=mk, other=0.0)
