@@ -29,6 +29,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from gatedrnn.engines.triton import (  # noqa: E402
     common,
     gru,
+    gru_heads,
     lstm,
     lstm_heads,
     minrnn,
@@ -63,7 +64,8 @@ def kernels() -> list:
         for kind, gates in ((0, 2), (1, 3)):
             out.append((fn, {"KIND": kind, "GATES": gates, "CHUNK": chunk, "BLOCK": blk},
                         common.LAUNCH))
-    for fn in (slstm_heads._loop, slstm_heads._loop_back, lstm_heads._loop, lstm_heads._loop_back):
+    for fn in (slstm_heads._loop, slstm_heads._loop_back, lstm_heads._loop, lstm_heads._loop_back,
+               gru_heads._loop, gru_heads._loop_back):
         for v, reverse, prec, d in ((ON, False, "ieee", 16), (OFF, True, "tf32", 64)):
             out.append((fn, {**flags(fn, v), "REVERSE": reverse, "PREC": prec, "D": d,
                              "BB": slstm_heads.BB}, slstm_heads._opts(d)))

@@ -353,11 +353,17 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     else:
         U = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     U = U.reshape(T, B, 3 * H).contiguous()  # (T, B, 3H)
+    from . import gru_heads  # (it imports this module's helpers)
+
     m = masks.get("recurrent")
-    loop = _Loop(cm.step_sizes(batch_sizes, T, B), bool(reverse), None if m is None else m.to(dt),
-                 cm.keep_weights(masks.get("zoneout_h"), T, B, H, dt), float(opts.ln_eps), ln,
-                 after)
-    loop.inputs = (U, w["w_hh"], h0, b_hh if after else None,
+    w_hh = w["w_hh"]
+    assert w_hh is not None
+    args = (cm.step_sizes(batch_sizes, T, B), bool(reverse), None if m is None else m.to(dt),
+            cm.keep_weights(masks.get("zoneout_h"), T, B, H, dt))
+    loop: _Loop | gru_heads.HeadsLoop = (gru_heads.HeadsLoop(*args)
+                                         if gru_heads.usable(w_hh, ln, after)
+                                         else _Loop(*args, float(opts.ln_eps), ln, after))
+    loop.inputs = (U, w_hh, h0, b_hh if after else None,
                    w.get("ln_h_w") if ln else None, w.get("ln_h_b") if ln else None)
     originals, keys = cm.originals_of(x, state, w)
 
