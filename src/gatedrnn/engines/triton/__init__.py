@@ -9,6 +9,11 @@ One ``run`` per cell, with the engine contract of ``gatedrnn.reference.run``:
 - ``slstm.run``: sLSTM, dense or head-wise;
 - ``minrnn.run``: minGRU and minLSTM (``opts.mode``) as a linear-space ``tl.associative_scan``.
 
+The LSTM, GRU and sLSTM alternate a torch GEMM (the recurrent product) and one Triton kernel per
+step (``common`` has the shared plumbing); with heads of 16-64 units they run as one persistent
+kernel per direction instead (``lstm_heads``, ``gru_heads``, ``slstm_heads``), where the variants
+allow it.
+
 The kernels run on CUDA tensors, and on CPU tensors only under Triton's interpreter
 (``TRITON_INTERPRET=1``, which is how they are tested). Nothing here imports triton until a ``run``
 module is imported, so ``available``, ``check`` and ``run_for`` work where triton is missing.
