@@ -68,7 +68,7 @@ def kernels() -> list:
                gru_heads._loop, gru_heads._loop_back):
         for v, reverse, prec, d in ((ON, False, "ieee", 16), (OFF, True, "tf32", 64)):
             out.append((fn, {**flags(fn, v), "REVERSE": reverse, "PREC": prec, "D": d,
-                             "BB": slstm_heads.BB}, slstm_heads._opts(d)))
+                             "BB": common.HEAD_ROWS}, common.head_launch(d)))
     return out
 
 

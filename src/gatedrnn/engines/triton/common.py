@@ -63,6 +63,21 @@ def row_launch(n: int) -> dict:
     return {**LAUNCH, "num_warps": 4 if b <= 256 else 8 if b <= 1024 else 16, "BLOCK": b}
 
 
+HEAD_ROWS = 16  # rows per program of the persistent head-wise kernels: tl.dot's smallest M on a GPU
+
+
+def head_launch(d: int) -> dict:
+    """Launch options of a persistent head-wise kernel by head size d: the warps that keep R_j
+    and a step's blocks in registers (ptxas for sm_90: no spills at d = 16 with 4 warps, d = 32
+    with 8, d = 64 with 16)."""
+    return {**LAUNCH, "num_warps": 4 if d <= 16 else 8 if d <= 32 else 16}
+
+
+def dot_precision() -> str:
+    """``tl.dot``'s input_precision: "ieee" unless ``TF32`` is set."""
+    return "tf32" if TF32 else "ieee"
+
+
 @contextlib.contextmanager
 def precision() -> Iterator[None]:
     """The GEMM precision of a loop: IEEE float32 unless ``TF32`` is set."""

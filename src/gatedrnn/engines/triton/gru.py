@@ -25,31 +25,9 @@ import triton.language as tl
 from torch import Tensor
 
 from . import common as cm
+from . import gru_heads
 from .common import sigmoid, tanh
-
-
-@triton.jit
-def gates_after(u_r, u_z, u_n, v_r, v_z, v_n, hp):
-    """The reset_after=True gates and h' before zoneout, from u, v (blocks of any shape) and h::
-
-        r = σ(u_r + v_r),  z = σ(u_z + v_z),  n = tanh(u_n + r v_n),  h' = (1 − z) n + z h
-    """
-    rg = sigmoid(u_r + v_r)
-    zg = sigmoid(u_z + v_z)
-    ng = tanh(u_n + rg * v_n)
-    return rg, zg, ng, (1.0 - zg) * ng + zg * hp
-
-
-@triton.jit
-def gates_after_back(e, rg, zg, ng, hp, v_n):
-    """The derivatives of ``gates_after`` from e = dL/dh'; returns (δa_r, δa_z, δa_n, δv_n, and
-    the part of dL/dh through z)::
-
-        δa_z = e (h − n) z(1 − z),  δa_n = e (1 − z)(1 − n²),  δa_r = δa_n v_n r(1 − r),
-        δv_n = r δa_n,  dL/dh ⊇ z e
-    """
-    dan = e * (1.0 - zg) * (1.0 - ng * ng)
-    return dan * v_n * rg * (1.0 - rg), e * (hp - ng) * zg * (1.0 - zg), dan, dan * rg, e * zg
+from .pointwise import gru_gates, gru_gates_back
 
 
 @triton.jit
@@ -98,7 +76,7 @@ def _step_after(U, Z, BH, h, HIN, M, HM, Y, A, HP, VN, XH, RS, LHW, LHB, ZH, H, 
         v_z += tl.load(BH + H + j, mask=mk)
         v_n += tl.load(BH + 2 * H + j, mask=mk)
     hp = tl.load(h + r, mask=mk)
-    rg, zg, ng, hn = gates_after(tl.load(U + g, mask=mk), tl.load(U + g + H, mask=mk),
+    rg, zg, ng, hn = gru_gates(tl.load(U + g, mask=mk), tl.load(U + g + H, mask=mk),
                                  tl.load(U + g + 2 * H, mask=mk), v_r, v_z, v_n, hp)
     hn = _zoned(hn, hp, ZH, r, mk, ZONE_H)
     tl.store(A + g, rg, mask=mk)
@@ -142,7 +120,7 @@ def _step_after_back(A, HP, VN, XH, RS, DY, dh, BACK, M, DU, DV, DZ, LHW, ZH, H,
         d = tl.load(ZH + r, mask=mk, other=0.0)
         kept = d * gh
         e = (1.0 - d) * gh
-    dar, daz, dan, dvn, dhz = gates_after_back(e, rg, zg, ng, hp, tl.load(VN + r, mask=mk, other=0.0))
+    dar, daz, dan, dvn, dhz = gru_gates_back(e, rg, zg, ng, hp, tl.load(VN + r, mask=mk, other=0.0))
     tl.store(DU + g, dar, mask=mk)
     tl.store(DU + g + H, daz, mask=mk)
     tl.store(DU + g + 2 * H, dan, mask=mk)
@@ -353,8 +331,6 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     else:
         U = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     U = U.reshape(T, B, 3 * H).contiguous()  # (T, B, 3H)
-    from . import gru_heads  # (it imports this module's helpers)
-
     m = masks.get("recurrent")
     w_hh = w["w_hh"]
     assert w_hh is not None

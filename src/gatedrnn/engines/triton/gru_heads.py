@@ -6,7 +6,7 @@ along. Layer norm (across all heads of a row), Cho's form (its candidate's produ
 which is fine per head, but is left to the alternating form for now) and heads of other sizes
 than 16, 32 or 64 units run the alternating form of ``gru.py``.
 
-The backward kernel walks the steps in reverse with ``gru.gates_after_back``;
+The backward kernel walks the steps in reverse with ``pointwise.gru_gates_back``;
 dR = Σ_t δvᵀ (m ⊙ h_{t−1}) and db_hh = Σ_t δv after it.
 """
 
@@ -18,8 +18,9 @@ import triton.language as tl
 from torch import Tensor
 
 from . import common as cm
-from .gru import gates_after, gates_after_back
-from .slstm_heads import BB, _opts, _precision
+from .pointwise import gru_gates, gru_gates_back
+
+BB = cm.HEAD_ROWS
 
 
 def usable(w_hh: Tensor, layer_norm: bool, reset_after: bool) -> bool:
@@ -69,7 +70,7 @@ def _loop(U, R, BH, h, Y, A, HP, VN, HM, M, ZH, SIZES, T, B, H, HAS_BH: tl.const
         v_r = tl.dot(hin, rt_r, input_precision=PREC) + b_r
         v_z = tl.dot(hin, rt_z, input_precision=PREC) + b_z
         v_n = tl.dot(hin, rt_n, input_precision=PREC) + b_n
-        rg, zg, ng, hn = gates_after(tl.load(U + g3, mask=act, other=0.0),
+        rg, zg, ng, hn = gru_gates(tl.load(U + g3, mask=act, other=0.0),
                                      tl.load(U + g3 + H, mask=act, other=0.0),
                                      tl.load(U + g3 + 2 * H, mask=act, other=0.0), v_r, v_z, v_n, hh)
         if ZONE_H:  # h = d h + (1 − d) h'
@@ -119,7 +120,7 @@ def _loop_back(R, A, HP, VN, DY, dh, DU, DV, M, ZH, SIZES, T, B, H, MASK: tl.con
             d = tl.load(ZH + s3, mask=act, other=0.0)
             kept = d * dht
             dht = (1.0 - d) * dht
-        dar, daz, dan, dvn, dhz = gates_after_back(
+        dar, daz, dan, dvn, dhz = gru_gates_back(
             dht, tl.load(A + g3, mask=act, other=0.0), tl.load(A + g3 + H, mask=act, other=0.0),
             tl.load(A + g3 + 2 * H, mask=act, other=0.0), tl.load(HP + s3, mask=act, other=0.0),
             tl.load(VN + s3, mask=act, other=0.0))
@@ -150,7 +151,7 @@ class HeadsLoop(cm.Loop):
 
     def _flags(self, d: int) -> dict:
         return dict(MASK=self.m is not None, ZONE_H=self.zh is not None, REVERSE=self.reverse,
-                    PREC=_precision(), D=d, BB=BB, **_opts(d))
+                    PREC=cm.dot_precision(), D=d, BB=BB, **cm.head_launch(d))
 
     def _extras(self, like: Tensor) -> tuple:
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=like.device)

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import lstm_heads
 from .common import (
     Loop,
     dense_run,
@@ -41,48 +42,11 @@ from .common import (
     rec_weight_grad,
     reference,
     row_launch,
-    sigmoid,
     step_sizes,
     tanh,
     zeros,
 )
-
-
-@triton.jit
-def gates(a_i, a_f, a_g, a_o, cp, p_i, p_f, p_o, PEEP: tl.constexpr):
-    """The gates and c' from the pre-activations and c (blocks of any shape)::
-
-        i = σ(a_i + P_i c),  f = σ(a_f + P_f c),  g = tanh(a_g),  c' = f c + i g,  o = σ(a_o + P_o c')
-    """
-    if PEEP:
-        a_i += p_i * cp
-        a_f += p_f * cp
-    ig = sigmoid(a_i)
-    fg = sigmoid(a_f)
-    gg = tanh(a_g)
-    cn = fg * cp + ig * gg
-    if PEEP:
-        a_o += p_o * cn
-    return ig, fg, gg, sigmoid(a_o), cn
-
-
-@triton.jit
-def gates_back(dcn, dct, dao, ig, fg, gg, cp, p_i, p_f, p_o, PEEP: tl.constexpr):
-    """The derivatives of ``gates`` from δc' (all that reaches c' but its peephole to o), δa_o
-    and dct, the part of dL/dc that skips the step (zoneout); returns (δa_i, δa_f, δa_g, δc)::
-
-        δc' += P_o δa_o;  δa_i = δc' g i(1 − i),  δa_f = δc' c f(1 − f),  δa_g = δc' i (1 − g²)
-        δc = δc' f + dct + P_i δa_i + P_f δa_f
-    """
-    if PEEP:
-        dcn += p_o * dao
-    dai = dcn * gg * ig * (1.0 - ig)
-    daf = dcn * cp * fg * (1.0 - fg)
-    dag = dcn * ig * (1.0 - gg * gg)
-    dcprev = dcn * fg + dct
-    if PEEP:
-        dcprev += p_i * dai + p_f * daf
-    return dai, daf, dag, dcprev
+from .pointwise import lstm_gates, lstm_gates_back
 
 
 @triton.jit
@@ -149,7 +113,7 @@ def _step(G, Z, h, c, HIN, M, HM, Y, A, CP, CN, XH, XC, RS, P, LHW, LHB, LCW, LC
     r = b * H + j
     cp = tl.load(c + r, mask=mk)
     p_i, p_f, p_o = _peepholes(P, j, mk, H, PEEP)
-    ig, fg, gg, og, cn = gates(a_i, a_f, a_g, a_o, cp, p_i, p_f, p_o, PEEP)
+    ig, fg, gg, og, cn = lstm_gates(a_i, a_f, a_g, a_o, cp, p_i, p_f, p_o, PEEP)
     s = cn
     if LN:  # h' = o ⊙ tanh(LN_c(c'))
         mean = tl.sum(tl.where(mk, cn, 0.0), 0) / H
@@ -238,7 +202,7 @@ def _step_back(A, CP, CN, XH, XC, RS, DY, dh, BACK, M, dc, DA, DZ, DS, P, LHW, L
         dcn += dct
         dct = dct * 0.0
     p_i, p_f, p_o = _peepholes(P, j, mk, H, PEEP)
-    dai, daf, dag, dcprev = gates_back(dcn, dct, dao, ig, fg, gg, cp, p_i, p_f, p_o, PEEP)
+    dai, daf, dag, dcprev = lstm_gates_back(dcn, dct, dao, ig, fg, gg, cp, p_i, p_f, p_o, PEEP)
     tl.store(DA + g, dai, mask=mk)
     tl.store(DA + g + H, daf, mask=mk)
     tl.store(DA + g + 2 * H, dag, mask=mk)
@@ -372,8 +336,6 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     else:
         G = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     G = G.reshape(T, B, 4 * H).contiguous()  # (T, B, 4H)
-    from . import lstm_heads  # (it imports this module's helpers)
-
     m = masks.get("recurrent")
     sizes, w_hh = step_sizes(batch_sizes, T, B), w["w_hh"]
     assert w_hh is not None

@@ -9,7 +9,7 @@ could, but their backward crashed LLVM's SLP vectoriser when compiled for sm_90 
 ``tests/triton_compile_check.py`` found it). Those calls, and heads of other sizes than 16, 32
 or 64 units, run the alternating form of ``lstm.py``.
 
-The backward kernel walks the steps in reverse with ``lstm.gates_back`` and
+The backward kernel walks the steps in reverse with ``pointwise.lstm_gates_back`` and
 dL/d(m ⊙ h_{t−1}) = Σ_gates δa_g R_{j,g}; dR = Σ_t δaᵀ (m ⊙ h_{t−1}) is one batched GEMM after it.
 """
 
@@ -22,8 +22,9 @@ from torch import Tensor
 
 from . import common as cm
 from .common import tanh
-from .lstm import gates, gates_back
-from .slstm_heads import BB, _opts, _precision
+from .pointwise import lstm_gates, lstm_gates_back
+
+BB = cm.HEAD_ROWS
 
 
 def usable(w_hh: Tensor, layer_norm: bool, peephole: Tensor | None) -> bool:
@@ -68,7 +69,7 @@ def _loop(G, R, h, c, Y, A, CP, CN, HM, M, ZH, ZC, SIZES, T, B, H, MASK: tl.cons
         a_f = tl.load(G + g4 + H, mask=act, other=0.0) + tl.dot(hin, rt_f, input_precision=PREC)
         a_g = tl.load(G + g4 + 2 * H, mask=act, other=0.0) + tl.dot(hin, rt_g, input_precision=PREC)
         a_o = tl.load(G + g4 + 3 * H, mask=act, other=0.0) + tl.dot(hin, rt_o, input_precision=PREC)
-        ig, fg, gg, og, cn = gates(a_i, a_f, a_g, a_o, cc, 0.0, 0.0, 0.0, False)
+        ig, fg, gg, og, cn = lstm_gates(a_i, a_f, a_g, a_o, cc, 0.0, 0.0, 0.0, False)
         hn = og * tanh(cn)
         if ZONE_H:  # h = d h + (1 − d) h'
             d = tl.load(ZH + s3, mask=act, other=0.0)
@@ -144,7 +145,7 @@ def _loop_back(R, A, CP, CN, DY, dh, dc, DA, M, ZH, ZC, SIZES, T, B, H, MASK: tl
         else:
             dcn += dct
             dct = dct * 0.0
-        dai, daf, dag, dcprev = gates_back(dcn, dct, dao, ig, fg, gg, cp, 0.0, 0.0, 0.0, False)
+        dai, daf, dag, dcprev = lstm_gates_back(dcn, dct, dao, ig, fg, gg, cp, 0.0, 0.0, 0.0, False)
         dai = tl.where(act, dai, 0.0)
         daf = tl.where(act, daf, 0.0)
         dag = tl.where(act, dag, 0.0)
@@ -172,8 +173,8 @@ class HeadsLoop(cm.Loop):
 
     def _flags(self, d: int) -> dict:
         return dict(MASK=self.m is not None, ZONE_H=self.zh is not None,
-                    ZONE_C=self.zc is not None, REVERSE=self.reverse, PREC=_precision(), D=d,
-                    BB=BB, **_opts(d))
+                    ZONE_C=self.zc is not None, REVERSE=self.reverse, PREC=cm.dot_precision(), D=d,
+                    BB=BB, **cm.head_launch(d))
 
     def _extras(self, like: Tensor) -> tuple:
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=like.device)

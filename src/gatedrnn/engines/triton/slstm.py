@@ -21,61 +21,10 @@ import triton.language as tl
 from torch import Tensor
 
 from . import common as cm
-from .common import sigmoid, tanh
+from . import slstm_heads
+from .pointwise import slstm_step, slstm_step_back
 
 GATE_NAMES = ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer")
-
-
-@triton.jit
-def _log_sigmoid(x):
-    """log σ(x) = min(x, 0) − log(1 + exp(−|x|)), finite for every finite x."""
-    return tl.minimum(x, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(x)))
-
-
-@triton.jit
-def cell(a_i, a_f, a_z, a_o, cp, np_, mp):
-    """One step on blocks of pre-activations ĩ, f̃, z̃, õ and the state c, n, m before it;
-    returns (h', c', n', m', u) with u = log σ(f̃) + m (kept for the backward)::
-
-        m' = max(u, ĩ),  i = exp(ĩ − m'),  f = exp(u − m'),  c' = f c + i tanh(z̃),
-        n' = f n + i,  h' = σ(õ) c' / n'
-    """
-    u = _log_sigmoid(a_f) + mp
-    mn = tl.maximum(u, a_i)
-    ig = tl.exp(a_i - mn)
-    fg = tl.exp(u - mn)
-    cn = fg * cp + ig * tanh(a_z)
-    nn = fg * np_ + ig
-    return sigmoid(a_o) * cn / nn, cn, nn, mn, u
-
-
-@triton.jit
-def cell_back(a_i, a_f, a_z, a_o, u, cp, np_, cn, nn, gh, dc, dn, dm):
-    """The derivatives of ``cell`` from δh = dL/dh' (incl. the output's) and dc, dn, dm =
-    dL/d(c', n', m'); returns (δĩ, δf̃, δz̃, δõ, dL/dc, dL/dn, dL/dm) of the step's inputs::
-
-        δc' = dc + δh σ(õ)/n';  δn' = dn − δh σ(õ) c'/n'²;  δõ = δh c'/n' σ'(õ)
-        δf = δc' c + δn' n;  δi = δc' tanh(z̃) + δn';  δz̃ = δc' i (1 − tanh² z̃)
-        δĩ = δi i,  δu = δf f;  δm' = dm − δĩ − δu goes to the larger of u, ĩ (half each on a tie)
-        δf̃ = δu σ(−f̃);  dL/dc = δc' f,  dL/dn = δn' f,  dL/dm = δu
-    """
-    mn = tl.maximum(u, a_i)
-    ig = tl.exp(a_i - mn)
-    fg = tl.exp(u - mn)
-    tz = tanh(a_z)
-    so = sigmoid(a_o)
-    gc = dc + gh * so / nn
-    gn = dn - gh * so * cn / (nn * nn)
-    dao = gh * cn / nn * so * (1.0 - so)
-    gf = gc * cp + gn * np_
-    daz = gc * ig * (1.0 - tz * tz)
-    dai = (gc * tz + gn) * ig
-    du = gf * fg
-    gm = dm - dai - du
-    share = tl.where(u > a_i, 1.0, tl.where(a_i > u, 0.0, 0.5))  # the max's gradient to u
-    du += share * gm
-    dai += (1.0 - share) * gm
-    return dai, du * sigmoid(-a_f), daz, dao, gc * fg, gn * fg, du
 
 
 @triton.jit
@@ -95,7 +44,7 @@ def _step(G, Z, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, H, BLOCK: tl.conste
     cp = tl.load(c + r, mask=mk, other=0.0)
     np_ = tl.load(nrm + r, mask=mk, other=1.0)
     tl.store(HP + r, tl.load(h + r, mask=mk, other=0.0), mask=mk)
-    hn, cn, nn, mn, u = cell(a_i, a_f, a_z, a_o, cp, np_, tl.load(m + r, mask=mk, other=0.0))
+    hn, cn, nn, mn, u = slstm_step(a_i, a_f, a_z, a_o, cp, np_, tl.load(m + r, mask=mk, other=0.0))
     tl.store(A + g, a_i, mask=mk)
     tl.store(A + g + H, a_f, mask=mk)
     tl.store(A + g + 2 * H, a_z, mask=mk)
@@ -123,7 +72,7 @@ def _step_back(A, CP, NP, C, N, LF, DY, dh, dc, dn, dm, DA, H, BLOCK: tl.constex
     mk = j < H
     g = b * 4 * H + j
     r = b * H + j
-    dai, daf, daz, dao, gc, gn, gm = cell_back(
+    dai, daf, daz, dao, gc, gn, gm = slstm_step_back(
         tl.load(A + g, mask=mk, other=0.0), tl.load(A + g + H, mask=mk, other=0.0),
         tl.load(A + g + 2 * H, mask=mk, other=0.0), tl.load(A + g + 3 * H, mask=mk, other=0.0),
         tl.load(LF + r, mask=mk, other=0.0), tl.load(CP + r, mask=mk, other=0.0),
@@ -199,8 +148,6 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
         bias = b if bias is None else (bias if b is None else bias + b)
     G = x @ w_ih.t() if bias is None else torch.addmm(bias, x.reshape(T * B, -1), w_ih.t())
     G = G.reshape(T, B, 4 * H).contiguous()  # (T, B, 4H)
-    from . import slstm_heads  # (it imports this module's cell)
-
     sizes = cm.step_sizes(batch_sizes, T, B)
     w_hh = w["w_hh"]
     assert w_hh is not None

@@ -8,8 +8,9 @@ Triton's interpreter (programs there run one after another). A whole direction i
 launch forward and one backward, instead of two per step (``slstm._Loop``).
 
 Per step the program computes ĩ, f̃, z̃, õ = G_t + h R_jᵀ with four ``tl.dot`` of (BB, d) × (d, d),
-then ``slstm.cell``; the backward kernel walks the steps in reverse with ``slstm.cell_back``
-and dL/dh_{t−1} = Σ_gates δa_g R_{j,g}. dR = Σ_t δaᵀ h_{t−1} is one batched GEMM after it.
+then ``pointwise.slstm_step``; the backward kernel walks the steps in reverse with
+``pointwise.slstm_step_back`` and dL/dh_{t−1} = Σ_gates δa_g R_{j,g}. dR = Σ_t δaᵀ h_{t−1} is one
+batched GEMM after it.
 
 tl.dot needs d and BB of at least 16 on a GPU, so this runs for d ∈ {16, 32, 64} (``usable``);
 other head sizes use the alternating form. d = 64 keeps 4·64·64 weights per program, the size
@@ -24,9 +25,9 @@ import triton.language as tl
 from torch import Tensor
 
 from . import common as cm
-from .slstm import cell, cell_back
+from .pointwise import slstm_step, slstm_step_back
 
-BB = 16  # rows per program: tl.dot's smallest M on a GPU
+BB = cm.HEAD_ROWS
 
 
 def usable(w_hh: Tensor) -> bool:
@@ -65,7 +66,7 @@ def _loop(G, R, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, SIZES, T, B, H,
         a_f = tl.load(G + g4 + H, mask=act, other=0.0) + tl.dot(hh, rt_f, input_precision=PREC)
         a_z = tl.load(G + g4 + 2 * H, mask=act, other=0.0) + tl.dot(hh, rt_z, input_precision=PREC)
         a_o = tl.load(G + g4 + 3 * H, mask=act, other=0.0) + tl.dot(hh, rt_o, input_precision=PREC)
-        hn, cn, nw, mn, u = cell(a_i, a_f, a_z, a_o, cc, nn, mm)
+        hn, cn, nw, mn, u = slstm_step(a_i, a_f, a_z, a_o, cc, nn, mm)
         tl.store(A + g4, a_i, mask=act)
         tl.store(A + g4 + H, a_f, mask=act)
         tl.store(A + g4 + 2 * H, a_z, mask=act)
@@ -115,7 +116,7 @@ def _loop_back(R, A, CP, NP, C, N, LF, DY, dh, dc, dn, dm, DA, SIZES, T, B, H,
         act = (rows < tl.load(SIZES + t))[:, None] & mk
         g4 = (t * B + rows)[:, None] * (4 * H) + j * D + e[None, :]
         s3 = (t * B + rows)[:, None] * H + j * D + e[None, :]
-        dai, daf, daz, dao, dcp, dnp, dmp = cell_back(
+        dai, daf, daz, dao, dcp, dnp, dmp = slstm_step_back(
             tl.load(A + g4, mask=act, other=0.0), tl.load(A + g4 + H, mask=act, other=0.0),
             tl.load(A + g4 + 2 * H, mask=act, other=0.0),
             tl.load(A + g4 + 3 * H, mask=act, other=0.0), tl.load(LF + s3, mask=act, other=0.0),
@@ -142,17 +143,6 @@ def _loop_back(R, A, CP, NP, C, N, LF, DY, dh, dc, dn, dm, DA, SIZES, T, B, H,
     tl.store(dm + st, gm, mask=mk)
 
 
-def _opts(d: int) -> dict:
-    """Launch options by head size: the warps that keep R_j and the step's blocks in registers
-    (ptxas for sm_90: no spills at d = 16 with 4 warps and d = 32 with 8; 32 bytes at d = 64
-    with 16)."""
-    return {**cm.LAUNCH, "num_warps": 4 if d <= 16 else 8 if d <= 32 else 16}
-
-
-def _precision() -> str:
-    return "tf32" if cm.TF32 else "ieee"
-
-
 class HeadsLoop(cm.Loop):
     """``slstm._Loop`` as two launches: inputs (G, w_hh (nh, 4d, d), h0, c0, n0, m0); outs
     (y, h_n, c_n, n_n, m_n); the same saved buffers."""
@@ -171,8 +161,8 @@ class HeadsLoop(cm.Loop):
         nh, _, d = R.shape
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=G.device)
         _loop[(nh, triton.cdiv(B, BB))](G, R, h, c, nrm, m, Y, A, HP, CP, NP, C, N, LF, M, sizes,
-                                       T, B, H, REVERSE=self.reverse, PREC=_precision(), D=d,
-                                       BB=BB, **_opts(d))
+                                       T, B, H, REVERSE=self.reverse, PREC=cm.dot_precision(), D=d,
+                                       BB=BB, **cm.head_launch(d))
         self.bufs = (A, C, N, LF, M)
         return (Y, h, c, nrm, m), (w_hh, A, HP, CP, NP, C, N, LF)
 
@@ -187,6 +177,6 @@ class HeadsLoop(cm.Loop):
         nh, _, d = R.shape
         sizes = torch.tensor(self.sizes, dtype=torch.int32, device=A.device)
         _loop_back[(nh, triton.cdiv(B, BB))](R, A, CP, NP, C, N, LF, dY, dh, dc, dn, dm, DA, sizes,
-                                            T, B, H, REVERSE=self.reverse, PREC=_precision(),
-                                            D=d, BB=BB, **_opts(d))
+                                            T, B, H, REVERSE=self.reverse, PREC=cm.dot_precision(),
+                                            D=d, BB=BB, **cm.head_launch(d))
         return DA, cm.rec_weight_grad(DA, HP, w_hh), dh, dc, dn, dm
