@@ -3,9 +3,11 @@
 Every cell and variant equals the reference engine in float32 (outputs, final states, recorded
 gates, and the gradients of x, every state and every weight), forward and reverse, packed or not,
 as a hypothesis property over tiny configurations (the interpreter costs milliseconds per kernel
-call). Each autograd Function passes gradcheck in float64; double backward goes through the
-reference engine; half-precision storage computes in float32; the layer stack (two layers,
-bidirectional, packed) runs; and without CUDA or the interpreter the engine refuses clearly.
+call); heads of 16 or more units take the persistent head-wise kernels. Each autograd Function
+passes gradcheck in float64; double backward goes through the reference engine; half-precision
+storage computes in float32; the layer stack (two layers, bidirectional, packed) runs; without
+CUDA or the interpreter the engine refuses clearly; every kernel compiles for sm_80 and sm_90
+without spilling (``triton_compile_check.py``); and ``benchmarks/gpu.py --smoke`` runs.
 """
 
 from __future__ import annotations
