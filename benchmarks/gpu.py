@@ -40,10 +40,9 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 import gatedrnn  # noqa: E402
-from gatedrnn import cells, reference, scan  # noqa: E402
-from gatedrnn.cells import CellOptions  # noqa: E402
 from gatedrnn.engines.triton import common, gru, lstm, minrnn, slstm  # noqa: E402
-from gatedrnn.newcells_engines import reference_run  # noqa: E402
+from gatedrnn.equations import cells, reference, scan  # noqa: E402
+from gatedrnn.equations.cells import CellOptions  # noqa: E402
 
 G = {"lstm": 4, "gru": 3, "slstm": 4, "mingru": 2, "minlstm": 3}
 # name: (cell, options, num_heads, the engines timed)
@@ -97,7 +96,7 @@ def engine_call(name: str, cell: str, opts: CellOptions) -> Callable:
     if name == "triton":
         return TRITON_RUN[cell]
     if name == "scan":
-        return lambda x, s, w, bs, rev, o, m, rec: scan.run(x, s, w, bs, rev, cell, rec)
+        return lambda x, s, w, bs, rev, o, m, rec: scan.run(x, s, w, bs, rev, o, m, rec)
     if name == "compiled":
         step = COMPILED.setdefault(cell, torch.compile(cells.STEPS[cell]))
 
@@ -109,9 +108,7 @@ def engine_call(name: str, cell: str, opts: CellOptions) -> Callable:
                 ys.append(s[0])
             return torch.stack(ys), s, None
         return compiled
-    if cell in ("lstm", "gru"):
-        return reference.run
-    return lambda x, s, w, bs, rev, o, m, rec: reference_run(x, s, w, bs, rev, cell, rec)
+    return reference.run  # one contract for every cell kind (opts.mode names it)
 
 
 def module_pair(cell: str, H: int, dtype, device):

@@ -23,10 +23,10 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gatedrnn import functional, reference  # noqa: E402
-from gatedrnn.cells import CellOptions  # noqa: E402
+from gatedrnn.engines import stack  # noqa: E402
 from gatedrnn.engines import triton as engine  # noqa: E402
-from gatedrnn.newcells_engines import reference_run  # noqa: E402
+from gatedrnn.equations import reference  # noqa: E402
+from gatedrnn.equations.cells import CellOptions  # noqa: E402
 from triton_helpers import assert_same, case, masks, outputs_and_grads, weights  # noqa: E402
 
 if not (torch.cuda.is_available() or engine.interpreting()):
@@ -42,9 +42,7 @@ RUNS = {"lstm": lstm.run, "gru": gru.run, "slstm": slstm.run, "mingru": minrnn.r
 
 def reference_of(mode: str):
     """The reference engine with the unified signature."""
-    if mode in ("lstm", "gru"):
-        return reference.run
-    return lambda x, s, w, bs, rev, opts, m, rec: reference_run(x, s, w, bs, rev, mode, rec)
+    return reference.run  # one contract for every cell kind (opts.mode names it)
 
 
 def check_against_reference(mode: str, opts: CellOptions, *, T: int, B: int, H: int, heads: int,
@@ -124,17 +122,18 @@ def test_minrnn_carries_the_state_across_chunks(kind):
 
 def test_mingru_scan_is_more_accurate_than_the_log_space_scan():
     """Against a float64 run, at T = 256: the linear-space scan's error stays at float32 rounding,
-    the log-space scan's grows with the cumulative sums (``gatedrnn.scan``)."""
-    from gatedrnn import scan
+    the log-space scan's grows with the cumulative sums (``gatedrnn.equations.scan``)."""
+    from gatedrnn.equations import scan
 
     T, B, I, H = 256, 2, 3, 8
     w = weights("mingru", I, H, seed=1)
     x, (h0,), _ = case("mingru", T, B, I, H, packed=False, seed=1)
     with torch.no_grad():
-        exact, _, _ = reference_run(x.double(), (h0.double(),), {k: v.double() for k, v in w.items()},
-                                    None, False, "mingru", False)
+        exact, _, _ = reference.run(x.double(), (h0.double(),),
+                                    {k: v.double() for k, v in w.items()}, None, False,
+                                    CellOptions("mingru"), {}, False)
         ours, _, _ = minrnn.run(x, (h0,), w, None, False, CellOptions("mingru"), {}, False)
-        logspace, _, _ = scan.run(x, (h0,), w, None, False, "mingru", False)
+        logspace, _, _ = scan.run(x, (h0,), w, None, False, CellOptions("mingru"), {}, False)
     err_ours = ((ours.double() - exact).abs() / exact.abs().clamp_min(1e-3)).max().item()
     err_log = ((logspace.double() - exact).abs() / exact.abs().clamp_min(1e-3)).max().item()
     assert err_ours < 1e-5
@@ -207,10 +206,10 @@ def test_half_precision_storage_computes_in_float32(dtype):
 
 
 def test_bidirectional_packed_stack(monkeypatch):
-    """Two bidirectional layers over a packed batch through ``functional.stacked``, with the
+    """Two bidirectional layers over a packed batch through ``stack.stacked``, with the
     Triton engine in place of the fused one."""
     opts = CellOptions("lstm", layer_norm=True, zoneout=0.2, training=True)
-    spec = functional.StackSpec(num_layers=2, num_directions=2, recurrent_dropout=0.3,
+    spec = stack.StackSpec(num_layers=2, num_directions=2, recurrent_dropout=0.3,
                                 training=True)
     H, I = 4, 3
     ws = [weights("lstm", I if k < 2 else 2 * H, H, layer_norm=True, peephole=True, seed=k)
@@ -219,9 +218,9 @@ def test_bidirectional_packed_stack(monkeypatch):
     states = [case("lstm", 1, 3, 1, H, packed=False, seed=10 + k)[1] for k in range(4)]
     results = []
     for run in (reference.run, lstm.run):
-        monkeypatch.setattr(functional, "choose_engine", lambda *a, run=run: run)
+        monkeypatch.setattr(stack, "choose_engine", lambda *a, run=run: run)
         torch.manual_seed(0)  # the same masks for both
-        y, finals, _ = functional.stacked(x, states, ws, sizes, opts, spec)
+        y, finals, _ = stack.stacked(x, states, ws, sizes, opts, spec)
         leaves = [x, ws[0]["w_ih"], ws[3]["w_hh"], ws[2]["ln_c_w"], states[1][1]]
         results.append((y, *finals[3], *torch.autograd.grad(y.sum() + finals[3][1].sum(), leaves)))
     for a, b in zip(*results):

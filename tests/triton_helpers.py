@@ -12,7 +12,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
 
-from gatedrnn.cells import CellOptions  # noqa: E402
+from gatedrnn.equations.cells import CellOptions  # noqa: E402
 
 
 def weights(mode: str, I: int, H: int, *, heads: int = 1, bias: bool = True, peephole: bool = False,
@@ -58,7 +58,7 @@ def case(mode: str, T: int, B: int, I: int, H: int, *, packed: bool, dtype=torch
 
 
 def masks(opts: CellOptions, T: int, B: int, H: int, recurrent: bool, seed: int = 0) -> dict:
-    """Recurrent dropout and zoneout masks drawn as ``functional.draw_masks`` does."""
+    """Recurrent dropout and zoneout masks drawn as ``stack.draw_masks`` does."""
     g = torch.Generator().manual_seed(seed + 2)
     out: dict = {}
     if recurrent:

@@ -1,6 +1,6 @@
 """The Triton engine: GPU kernels for the variants, head-wise recurrence, sLSTM and the minimal cells.
 
-One ``run`` per cell, with the engine contract of ``gatedrnn.reference.run``:
+One ``run`` per cell, with the engine contract of ``gatedrnn.equations.reference.run``:
 
     run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, state_n, gates)
 
@@ -20,7 +20,7 @@ module is imported, so ``available``, ``check`` and ``run_for`` work where trito
 
 Example (on a GPU; skipped where there is none):
     >>> import torch
-    >>> from gatedrnn.cells import CellOptions
+    >>> from gatedrnn.equations.cells import CellOptions
     >>> from gatedrnn.engines.triton import run_for
     >>> T, B, I, H = 5, 2, 3, 4
     >>> w = {"w_ih": torch.randn(4 * H, I), "w_hh": torch.randn(4 * H, H),

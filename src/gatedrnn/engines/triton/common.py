@@ -23,7 +23,7 @@ from torch import Tensor
 
 # The equations and the reference engine, imported in this one place (the oracle for double
 # backward and for the tests).
-from gatedrnn import cells, newcells_engines, reference  # noqa: F401
+from gatedrnn.equations import cells, reference  # noqa: F401
 
 from . import check
 

@@ -2,7 +2,8 @@
 
     run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n,), gates)
 
-The contract is ``gatedrnn.reference.run``; the equations are ``gatedrnn.cells.gru_cell``. As in
+The contract is ``gatedrnn.equations.reference.run``; the equations are
+``gatedrnn.equations.cells.gru_cell``. As in
 ``lstm.py``: u = x W_ih^T + b_ih (or LN_x(x W_ih^T) + b_ih) for all steps as torch ops before the
 loop; per step torch GEMMs for the recurrent products and Triton programs, one per active row, for
 everything pointwise; backward in reverse with the same split, and dR as one GEMM after the loop.
@@ -308,7 +309,7 @@ class _Loop(cm.Loop):
 def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
          batch_sizes: Tensor | None, reverse: bool, opts: Any,
          masks: Mapping[str, Tensor | None], record: bool):
-    """One direction of one GRU layer on the Triton engine (contract: ``gatedrnn.reference.run``).
+    """One direction of one GRU layer on the Triton engine (contract: ``gatedrnn.equations.reference.run``).
 
     Shapes: x (T, B, I); state (h0 (B, H),); w_hh (3H, H) or (nh, 3d, d); returns y (T, B, H),
     (h_n,), and gates reset/update/candidate each (T, B, H) when ``record``.
@@ -320,7 +321,7 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
     assert w_ih is not None
     after, ln = bool(opts.reset_after), bool(opts.layer_norm)
     if ln and not after:
-        raise ValueError("layer_norm needs reset_after=True (as gatedrnn.cells.gru_cell)")
+        raise ValueError("layer_norm needs reset_after=True (as gatedrnn.equations.cells.gru_cell)")
     bias = b_ih
     if not after and b_hh is not None:  # Cho: every bias adds straight to a pre-activation
         bias = b_hh if bias is None else bias + b_hh

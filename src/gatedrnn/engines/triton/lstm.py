@@ -2,7 +2,8 @@
 
     run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n, c_n), gates)
 
-The contract is ``gatedrnn.reference.run``; the equations are ``gatedrnn.cells.lstm_cell``:
+The contract is ``gatedrnn.equations.reference.run``; the equations are
+``gatedrnn.equations.cells.lstm_cell``:
 
 - before the loop, one GEMM for all steps: G = x W_ih^T + b_ih + b_hh, or with layer norm
   G = LN_x(x W_ih^T) + b_ih + b_hh (torch ops under autograd: they give dx and dW_ih as one GEMM
@@ -312,7 +313,7 @@ def _at(z: Tensor | None, t: int, placeholder: Tensor) -> Tensor:
 def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
          batch_sizes: Tensor | None, reverse: bool, opts: Any,
          masks: Mapping[str, Tensor | None], record: bool):
-    """One direction of one LSTM layer on the Triton engine (contract: ``gatedrnn.reference.run``).
+    """One direction of one LSTM layer on the Triton engine (contract: ``gatedrnn.equations.reference.run``).
 
     Shapes: x (T, B, I); state (h0, c0) each (B, H); w_hh (4H, H) or (nh, 4d, d); returns
     y (T, B, H), (h_n, c_n), and gates input/forget/candidate/output/cell each (T, B, H) when

@@ -2,13 +2,13 @@
 
     run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h_n,), gates)
 
-The contract is ``gatedrnn.reference.run`` with opts.mode "mingru" or "minlstm" (masks unused);
-the equations are ``gatedrnn.cells.mingru_cell`` and ``minlstm_cell``. Both are
+The contract is ``gatedrnn.equations.reference.run`` with opts.mode "mingru" or "minlstm" (masks unused);
+the equations are ``gatedrnn.equations.cells.mingru_cell`` and ``minlstm_cell``. Both are
 h_t = a_t ⊙ h_{t−1} + b_t with coefficients from the projection p = x W_ih^T + b_ih alone (one torch
 GEMM for all steps, under autograd). One program per (row, block of units) walks time in chunks
 of CHUNK steps: it computes a, b of a chunk, runs ``tl.associative_scan`` over the pairs in
 linear space, (a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, b₁ a₂ + b₂), and carries the last state into the next
-chunk. Linear space avoids the log-space scan's cancellation (``gatedrnn.scan``): its error
+chunk. Linear space avoids the log-space scan's cancellation (``gatedrnn.equations.scan``): its error
 grows with T, this one's does not grow with the scan's depth.
 
 Backward: with g_t = dL/dh_t, g_t = δy_t + a_{t+1} g_{t+1} is the same recurrence backwards
@@ -17,7 +17,7 @@ in time, so the backward kernel runs the same scan over reversed chunks, then
 
 Variable lengths: steps at and past a row's length get a = 1, b = 0, so the state stays and
 h_n is the last step's; their outputs are zero. With ``reverse`` each row's first ``length``
-steps are reversed in place before the scan and after it (a gather, as ``gatedrnn.scan``).
+steps are reversed in place before the scan and after it (a gather, as ``gatedrnn.equations.scan``).
 """
 
 from __future__ import annotations
@@ -214,8 +214,8 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
 
     def recompute(*o: Tensor) -> tuple[Tensor, ...]:
         xr, sr, wr = cm.rebuild(o, keys, 1, w)
-        y, final, _ = cm.newcells_engines.reference_run(xr, sr, wr, batch_sizes, reverse, kind,
-                                                        False)
+        y, final, _ = cm.reference.run(xr, sr, wr, batch_sizes, reverse,
+                                       cm.cells.CellOptions(kind), {}, False)
         return (y, *final)
 
     loop.recompute = recompute  # type: ignore[method-assign]

@@ -2,7 +2,7 @@
 
 Written once here and inlined by every kernel that needs it: the row kernels of the alternating
 form (``lstm``, ``gru``, ``slstm``) and the persistent head-wise kernels (``*_heads``). The
-helpers work on blocks of any shape; the equations are those of ``gatedrnn.cells``.
+helpers work on blocks of any shape; the equations are those of ``gatedrnn.equations.cells``.
 """
 
 from __future__ import annotations

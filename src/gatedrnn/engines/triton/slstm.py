@@ -2,8 +2,8 @@
 
     run(x, state, w, batch_sizes, reverse, opts, masks, record) -> (y, (h, c, n, m), gates)
 
-The contract is ``gatedrnn.reference.run`` (opts.mode "slstm"; masks are ignored: the cell has no
-dropout or zoneout variants); the equations are ``gatedrnn.cells.slstm_cell``. The same
+The contract is ``gatedrnn.equations.reference.run`` (opts.mode "slstm"; masks are ignored: the cell has no
+dropout or zoneout variants); the equations are ``gatedrnn.equations.cells.slstm_cell``. The same
 alternating form as ``lstm.py``: G = x W_ih^T + b_ih + b_hh for all steps in one GEMM; per step
 the recurrent product as a torch GEMM (batched over heads for a head-wise w_hh (nh, 4d, d)) and
 one Triton program per active row for the stabilised gates (``_step``); backward per step in
@@ -133,7 +133,7 @@ class _Loop(cm.Loop):
 def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
          batch_sizes: Tensor | None, reverse: bool, opts: Any,
          masks: Mapping[str, Tensor | None], record: bool):
-    """One direction of one sLSTM layer on the Triton engine (contract: ``gatedrnn.reference.run``).
+    """One direction of one sLSTM layer on the Triton engine (contract: ``gatedrnn.equations.reference.run``).
 
     Shapes: x (T, B, I); state (h, c, n, m) each (B, H); w_hh (4H, H) or (nh, 4d, d); returns
     y (T, B, H), the final (h, c, n, m), and the gates of ``GATE_NAMES`` each (T, B, H) when
@@ -157,8 +157,8 @@ def _run(x: Tensor, state: tuple[Tensor, ...], w: Mapping[str, Tensor | None],
 
     def recompute(*o: Tensor) -> tuple[Tensor, ...]:
         xr, sr, wr = cm.rebuild(o, keys, 4, w)
-        y, final, _ = cm.newcells_engines.reference_run(xr, sr, wr, batch_sizes, reverse, "slstm",
-                                                        False)
+        y, final, _ = cm.reference.run(xr, sr, wr, batch_sizes, reverse,
+                                       cm.cells.CellOptions("slstm"), {}, False)
         return (y, *final)
 
     loop.recompute = recompute  # type: ignore[method-assign]
