@@ -7,8 +7,9 @@ hand-derived backward pass, the variants people ask for, and a toolkit. The equa
 
 from .modules.base import GRU, LSTM, RNN, from_config
 from .modules.min_slstm import SLSTM, MinGRU, MinLSTM
+from .modules.patch import patch_torch, unpatch_torch
 from .modules.rnn_cells import GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config",
-           "MinGRU", "MinLSTM", "SLSTM", "__version__"]
+           "MinGRU", "MinLSTM", "SLSTM", "patch_torch", "unpatch_torch", "__version__"]

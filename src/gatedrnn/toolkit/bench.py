@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from ..modules.patch import TORCH_CLASSES
 from . import bench_cells, bench_ort
 from .bench_common import (
     CELLS,
@@ -199,7 +200,7 @@ def _streaming_rows(cells: list[str], repeats: int) -> list[str]:
         for module in (False, True):
             name = cell.upper() + ("" if module else "Cell")
             ours = getattr(gatedrnn, name)(64, 128).eval()
-            nn = getattr(torch.nn, name)(64, 128).eval()
+            nn = TORCH_CLASSES[name](64, 128).eval()
             nn.load_state_dict(ours.state_dict())
             lstm = cell == "lstm"
             t = fastest({"nn": _stream(nn, xs, lstm, module), "ours": _stream(ours, xs, lstm, module)},
