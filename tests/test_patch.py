@@ -137,7 +137,7 @@ def test_restoring_with_unpatch_blocks_nesting_and_exceptions() -> None:
     gatedrnn.patch_torch(engine="fused")
     gatedrnn.unpatch_torch()  # undoes both
     assert nn.LSTM is TORCH_CLASSES["LSTM"]
-    with gatedrnn.patch_torch(engine="fused") as outer:
+    with gatedrnn.patch_torch(engine="fused"):
         outer_lstm = nn.LSTM
         with pytest.raises(KeyError):
             with gatedrnn.patch_torch(engine="reference"):
@@ -147,7 +147,7 @@ def test_restoring_with_unpatch_blocks_nesting_and_exceptions() -> None:
     assert nn.LSTM is TORCH_CLASSES["LSTM"]
     with pytest.raises(ZeroDivisionError):
         with gatedrnn.patch_torch():
-            1 / 0
+            raise ZeroDivisionError
     for name in NAMES:
         assert getattr(torch.nn.modules.rnn, name) is TORCH_CLASSES[name]
 
