@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {', '.join(CELLS)} (default: all)")
     p.add_argument("--shapes", type=shape_arg, default=SHAPES,
                    help="T,B,I,H[;T,B,I,H...] (default: the five standard shapes)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved runs per contender")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved runs per contender (default: 9, or 3 with --quick)")
     p.add_argument("--threads", type=_threads, default=[2], help="comma list of thread counts (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
