@@ -72,3 +72,34 @@ def options(mode: str, variant: dict, cell_state: bool = False) -> CellOptions:
     return CellOptions(mode, reset_after=variant.get("reset_after", True),
                        layer_norm=bool(variant.get("layer_norm")), zoneout=0.3 if zone else 0.0,
                        zoneout_cell=0.4 if zone and cell_state else 0.0, training=zone == "train")
+
+
+def torch_rowwise(ref: torch.nn.Module, x: torch.Tensor, state: tuple[torch.Tensor, ...],
+                  lengths: list[int], reverse: bool) -> tuple[torch.Tensor, ...]:
+    """What one direction of a layer computes, through torch.nn's one-layer ``ref`` one row at a
+    time (each row has its own length; ``reverse`` flips each row's own steps, as torch's reverse
+    direction does for a packed input): (y, *final states), y zero past each row's length."""
+    T = x.shape[0]
+    ys: list[torch.Tensor] = []
+    finals: list[list[torch.Tensor]] = [[] for _ in state]
+    for b, n in enumerate(lengths):
+        xb = x[:n, b:b + 1]
+        xb = xb.flip(0) if reverse else xb
+        s0 = tuple(s[None, b:b + 1] for s in state)
+        yb, sb = ref(xb, s0 if len(s0) > 1 else s0[0])
+        yb = yb.flip(0) if reverse else yb
+        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, yb.shape[-1])]))
+        for out, s in zip(finals, sb if isinstance(sb, tuple) else (sb,)):
+            out.append(s[0])
+    return (torch.cat(ys, 1), *(torch.cat(f) for f in finals))
+
+
+def runner(names: list[str], state: tuple[str, ...], sizes: torch.Tensor | None, opts: CellOptions,
+           masks: dict[str, torch.Tensor]):
+    """``call(engine, *tensors, reverse, record)``: ``engine.run`` on leaves given in the order of
+    ``names`` (the input "x", the ``state`` names, then the weights)."""
+    def call(engine, *tensors, reverse=False, record=False):
+        d = dict(zip(names, tensors))
+        w = {k: v for k, v in d.items() if k != "x" and k not in state}
+        return engine.run(d["x"], tuple(d[k] for k in state), w, sizes, reverse, opts, masks, record)
+    return call

@@ -13,7 +13,7 @@ from concurrency import concurrent_equals_serial
 from gatedrnn.engines.kernels import gru
 from gatedrnn.equations import reference
 from gatedrnn.equations.cells import CellOptions
-from kernel_setup import Draw, options, random_grads, sizes_of
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -47,15 +47,7 @@ def test_matches_torch_nn_gru(dtype, bias, reverse, lengths) -> None:
     sizes = None if lengths is None else sizes_of(lengths, T)
     y, (hn,), _ = gru.run(x, (h0,), w, sizes, reverse, CellOptions("gru"), {}, False)
 
-    ys, hs = [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, hb = ref(xb, h0[None, b:b + 1])
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, H)]))
-        hs.append(hb[0])
-    y_ref, h_ref = torch.cat(ys, 1), torch.cat(hs)
+    y_ref, h_ref = torch_rowwise(ref, x, (h0,), lengths_, reverse)
 
     leaves = [x, h0, *ref.parameters()]
     _close([y, hn, *random_grads([y, hn], leaves)], [y_ref, h_ref, *random_grads([y_ref, h_ref], leaves)],
@@ -107,13 +99,7 @@ def _setup(variant: dict, dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0, lengt
     masks = rnd.masks(variant, T, B, H)
     opts = options("gru", variant)
     sizes = sizes_of(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0")}
-        return engine.run(d["x"], (d["h0"],), w, sizes, reverse, opts, masks, record)
-
+    call = runner(list(leaves), ("h0",), sizes, opts, masks)
     return leaves, call
 
 

@@ -16,7 +16,7 @@ from concurrency import concurrent_equals_serial
 from gatedrnn.engines.kernels import common, lstm
 from gatedrnn.equations import reference
 from gatedrnn.equations.cells import CellOptions
-from kernel_setup import Draw, options, random_grads, sizes_of
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -79,16 +79,7 @@ def test_matches_torch_nn_lstm(dtype, proj, reverse, lengths) -> None:
     y, (hn, cn), _ = lstm.run(x, (h0, c0), w, sizes, reverse, CellOptions(), {}, False)
 
     # The same computation through torch.nn, one row at a time (each row has its own length).
-    ys, hs, cs = [], [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, (hb, cb) = ref(xb, (h0[None, b:b + 1], c0[None, b:b + 1]))
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, Ho)]))
-        hs.append(hb[0])
-        cs.append(cb[0])
-    y_ref, h_ref, c_ref = torch.cat(ys, 1), torch.cat(hs), torch.cat(cs)
+    y_ref, h_ref, c_ref = torch_rowwise(ref, x, (h0, c0), lengths_, reverse)
 
     leaves = [x, h0, c0, *ref.parameters()]
     ours = [y, hn, cn] + list(random_grads([y, hn, cn], leaves))
@@ -130,13 +121,7 @@ def _setup(variant: dict, dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0, lengt
     masks = rnd.masks(variant, T, B, Ho, H)
     opts = options("lstm", variant, cell_state=True)
     sizes = sizes_of(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0", "c0")}
-        return engine.run(d["x"], (d["h0"], d["c0"]), w, sizes, reverse, opts, masks, record)
-
+    call = runner(list(leaves), ("h0", "c0",), sizes, opts, masks)
     return leaves, call
 
 

@@ -16,7 +16,7 @@ from gatedrnn.engines.kernels import rnn
 from gatedrnn.engines.kernels import threads as kthreads
 from gatedrnn.equations import reference
 from gatedrnn.equations.cells import CellOptions
-from kernel_setup import Draw, options, random_grads, sizes_of
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 from parity import Case, assert_parity
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -56,15 +56,7 @@ def test_matches_torch_nn_rnn(dtype, mode, bias, reverse, lengths) -> None:
     assert gates is None
 
     # The same computation through torch.nn, one row at a time (each row has its own length).
-    ys, hs = [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, hb = ref(xb, h0[None, b:b + 1])
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, H)]))
-        hs.append(hb[0])
-    y_ref, h_ref = torch.cat(ys, 1), torch.cat(hs)
+    y_ref, h_ref = torch_rowwise(ref, x, (h0,), lengths_, reverse)
 
     leaves = [x, h0, *ref.parameters()]
     _close([[y, hn, *random_grads([y, hn], leaves)], [y_ref, h_ref, *random_grads([y_ref, h_ref], leaves)]],
@@ -112,13 +104,7 @@ def _setup(variant: dict, mode: str = "rnn_tanh", dtype=torch.float64, T=4, B=3,
     masks = rnd.masks(variant, T, B, H)
     opts = options(mode, variant)
     sizes = sizes_of(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0")}
-        return engine.run(d["x"], (d["h0"],), w, sizes, reverse, opts, masks, record)
-
+    call = runner(list(leaves), ("h0",), sizes, opts, masks)
     return leaves, call
 
 
