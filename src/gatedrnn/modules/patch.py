@@ -124,8 +124,8 @@ def patch_torch(**defaults: Any) -> Patch:
             ``engine`` to all six). Arguments the caller passes win over them.
 
     Returns:
-        The patch, already in force; as a context manager it restores, at the end of the block,
-        the classes that were there before (even when the block raises).
+        The patch, already in force; as a context manager it restores, at the end of the
+            block, the classes that were there before (even when the block raises).
 
     Raises:
         TypeError: an option name gatedrnn does not know.
