@@ -72,7 +72,7 @@ def _with_defaults(ours: type, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stand_in(name: str) -> type:
-    ours = OURS[name]
+    ours: Any = OURS[name]  # (a torch.nn subclass; Any: its __new__ and __init__ are called as such)
 
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
         if cls.__dict__.get("_torch_class"):  # torch.nn.LSTM(...): gatedrnn's class itself
