@@ -48,7 +48,7 @@ from safetensors.torch import save as st_save
 
 import gatedrnn
 
-from .shapes import check_config_fits
+from .shapes import config_misfit
 
 FORMAT = "gatedrnn.safetensors"
 # Bump when a file written now could not be read by the reader of then (2: the digest covers the
@@ -306,6 +306,14 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
         if not ok(value):
             raise CheckpointError(f"{where}: config {key!r} must be {wanted}, got {value!r}")
     return config
+
+
+def check_config_fits(where: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Before anything is built: ``tensors`` must be exactly the parameters the checked ``config``
+    describes, by arithmetic (``gatedrnn.interop.shapes``); else a CheckpointError naming ``where``."""
+    why = config_misfit(tensors, config)
+    if why is not None:
+        raise CheckpointError(f"{where}: {why}")
 
 
 def _build(where: str, config: dict[str, Any]) -> torch.nn.Module:

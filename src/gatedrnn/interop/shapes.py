@@ -2,20 +2,19 @@
 
 A tiny file can claim ``num_layers=20000`` or ``hidden_size=10**9``. Building that model, even on
 the meta device, takes minutes (20000 layers of modules) or overflows torch's size arithmetic
-("Storage size calculation overflowed"). ``check_config_fits`` compares the file's tensors with
+("Storage size calculation overflowed"). ``config_misfit`` compares the file's tensors with
 the names and shapes the config's arithmetic gives (their count first), so such a file is a
-``CheckpointError`` naming it, in microseconds, with nothing built.
+``CheckpointError`` naming it (``gatedrnn.interop.io.check_config_fits``), in microseconds, with
+nothing built.
 
 Example:
     >>> import gatedrnn
-    >>> from gatedrnn.interop.shapes import check_config_fits
+    >>> from gatedrnn.interop.shapes import config_misfit
     >>> gru = gatedrnn.GRU(3, 4, num_layers=2)
-    >>> check_config_fits("gru", gru.state_dict(), gru.get_config())  # fits: no error
-    >>> try:
-    ...     check_config_fits("f.safetensors", gru.state_dict(), gru.get_config() | {"num_layers": 20000})
-    ... except ValueError as e:
-    ...     print(str(e)[:60])
-    f.safetensors: its config describes 80000 tensors (20000 lay
+    >>> config_misfit(gru.state_dict(), gru.get_config()) is None
+    True
+    >>> config_misfit(gru.state_dict(), gru.get_config() | {"num_layers": 20000})[:50]
+    'its config describes 80000 tensors (20000 layers o'
 """
 
 from __future__ import annotations
@@ -53,34 +52,32 @@ def _direction_shapes(config: dict[str, Any], layer: int, sfx: str) -> dict[str,
     return {f"{name}{sfx}": shape for name, shape in shapes.items()}
 
 
-def check_config_fits(where: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """Before anything is built: ``tensors`` must be exactly the parameters a checked ``config``
-    describes, by name and shape, from its arithmetic alone.
+def config_misfit(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str | None:
+    """Why ``tensors`` are not exactly the parameters a checked ``config`` describes (by name and
+    shape, from its arithmetic alone), or None when they are. The caller raises, naming its file
+    (``gatedrnn.interop.io.check_config_fits``).
 
     A tiny file can claim ``num_layers=20000`` or ``hidden_size=10**9``; building that model, even
     on the meta device, takes minutes or overflows torch's size arithmetic. The count of tensors
     per layer times the layers must be the file's count, and each shape the file's, first."""
-    from .io import CheckpointError  # (io imports this module)
-
     D = 2 if config["bidirectional"] else 1
     if config.get("num_heads", 1) > 1 and config["hidden_size"] % config["num_heads"]:
-        raise CheckpointError(f"{where}: its config does not build a gatedrnn module (hidden_size "
-                              f"{config['hidden_size']} is not divisible by num_heads "
-                              f"{config['num_heads']})")
+        return (f"its config does not build a gatedrnn module (hidden_size "
+                f"{config['hidden_size']} is not divisible by num_heads {config['num_heads']})")
     per_layer = D * len(_direction_shapes(config, 0, "_l0"))
     if per_layer * config["num_layers"] != len(tensors):
-        raise CheckpointError(f"{where}: its config describes {per_layer * config['num_layers']} "
-                              f"tensors ({config['num_layers']} layers of {per_layer}), the file "
-                              f"holds {len(tensors)}: its tensors do not fit the model")
+        return (f"its config describes {per_layer * config['num_layers']} tensors "
+                f"({config['num_layers']} layers of {per_layer}), the file holds {len(tensors)}: "
+                "its tensors do not fit the model")
     want: dict[str, tuple[int, ...]] = {}
     for layer in range(config["num_layers"]):
         for d in range(D):
             want.update(_direction_shapes(config, layer, f"_l{layer}" + ("_reverse" if d else "")))
     missing, unexpected = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
     if missing or unexpected:
-        raise CheckpointError(f"{where}: its tensors do not fit the model (missing {missing}, "
-                              f"unexpected {unexpected})")
+        return f"its tensors do not fit the model (missing {missing}, unexpected {unexpected})"
     for name, shape in want.items():
         if tuple(tensors[name].shape) != shape:
-            raise CheckpointError(f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)} "
-                                  f"in the file, the config's model has {shape}")
+            return (f"tensor {name!r} has shape {tuple(tensors[name].shape)} in the file, the "
+                    f"config's model has {shape}")
+    return None
