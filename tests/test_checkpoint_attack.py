@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,25 @@ def test_a_tiny_file_naming_a_huge_model_fails_before_allocating(path: Path, mon
     real = gatedrnn.from_config
     monkeypatch.setattr(gatedrnn, "from_config",
                         lambda cfg: built_on.append(torch.get_default_device().type) or real(cfg))
-    with pytest.raises(CheckpointError, match=f"{path}.*do not fit.*missing"):
+    with pytest.raises(CheckpointError, match=f"{path}.*do not fit"):
         load_model(path)
-    assert built_on == ["meta"]  # sized on the meta device; nothing real was built
+    assert built_on == []  # refused by the config's arithmetic: nothing built, not even on meta
+
+
+@pytest.mark.parametrize("change", [{"hidden_size": 10**9}, {"num_layers": 20000},
+                                    {"input_size": 2**62}, {"num_layers": 10**12}])
+def test_a_config_out_of_all_proportion_is_refused_before_building(path: Path, monkeypatch,
+                                                                   change: dict) -> None:
+    """hidden_size=10**9 overflowed torch's size arithmetic (a RuntimeError, no file named);
+    num_layers=20000 in a 1 kB file built modules on the meta device for ~70 s first."""
+    lstm = gatedrnn.LSTM(3, 4)
+    craft_model(path, lstm.get_config() | change, lstm.state_dict())
+    assert path.stat().st_size < 2500
+    monkeypatch.setattr(gatedrnn, "from_config", lambda cfg: pytest.fail("built a module"))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=f"{path}.*(do not fit|config's model has)"):
+        load_model(path)
+    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.int32, torch.bool, torch.float64])
@@ -281,3 +298,46 @@ def test_the_optimizer_settings_are_under_the_checksum(run: Any, tmp_path: Path)
     (tmp_path / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match=f"{tmp_path}.*checksum does not match"):
         resume_into_fresh(tmp_path, cfg)
+
+
+def _rewrite_record(good: Path, folder: Path, change: Any) -> None:
+    """A copy of the run's checkpoint with checkpoint.json changed and its checksum recomputed:
+    a consistent file, as an attacker (or a buggy writer) can make one."""
+    for f in good.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    record = json.loads((folder / "checkpoint.json").read_text())
+    change(record)
+    record["checksum"] = checkpoint.checksum(record)
+    (folder / "checkpoint.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("key,value", [("eps", -1), ("lr", -0.5), ("weight_decay", -1),
+                                       ("betas", [0.9, 1.0]), ("betas", [-0.1, 0.999]),
+                                       ("eps", float("nan"))])
+def test_optimizer_settings_out_of_torchs_range_are_refused(run: Any, tmp_path: Path, key: str,
+                                                            value: Any) -> None:
+    """eps=-1 used to resume, and be carried into the next checkpoint; torch.optim.Adam itself
+    refuses it ("Invalid epsilon value")."""
+    good, cfg = run
+
+    def change(record: dict) -> None:
+        record["optimizer"]["param_groups"][0][key] = value
+    _rewrite_record(good, tmp_path, change)
+    with pytest.raises(CheckpointError, match=f"{tmp_path}.*{key}.*range"):
+        resume_into_fresh(tmp_path, cfg)
+
+
+def test_a_run_config_out_of_all_proportion_is_refused_before_building(run: Any, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    from gatedrnn.toolkit import sample
+
+    good, _ = run
+
+    def change(record: dict) -> None:
+        record["model"]["rnn"]["num_layers"] = 20000
+    _rewrite_record(good, tmp_path, change)
+    monkeypatch.setattr(gatedrnn, "from_config", lambda cfg: pytest.fail("built a module"))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="do not fit"):
+        sample.load_model(tmp_path)
+    assert time.perf_counter() - start < 1.0

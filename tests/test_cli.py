@@ -250,3 +250,53 @@ def test_any_combination_of_flags_runs_or_fails_in_one_line(tmp_path_factory: An
     assert "Traceback" not in err
     if status != 0:
         assert status in (1, 2) and len([s for s in err.splitlines() if s.strip()]) == 1, err
+
+
+def _parsers() -> dict[str, Any]:
+    """The command's parser and each subcommand's, by name ("" for the command itself)."""
+    import argparse
+
+    parser = cli._parser()
+    out = {"": parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out.update(action.choices)
+    return out
+
+
+def test_version(capsys: Any) -> None:
+    import gatedrnn
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"gatedrnn {gatedrnn.__version__}"
+
+
+def test_every_option_has_help_and_no_private_names(capsys: Any) -> None:
+    import re
+
+    for name, parser in _parsers().items():
+        for action in parser._actions:
+            assert action.help, f"gatedrnn {name} {action.option_strings or action.dest} has no help"
+        text = parser.format_help()
+        # no pointers to private functions or modules (cli._threads, _parser, ...)
+        assert not re.search(r"(?<![\w-])\w*\._\w+|(?<![\w-])_[a-z]\w*\(", text), (name, text)
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_the_per_task_defaults_are_in_the_help(command: str) -> None:
+    from gatedrnn.toolkit.compare import TASK_DEFAULTS
+
+    text = _parsers()[command].format_help()
+    for task, values in TASK_DEFAULTS.items():
+        line = next(line for line in text.splitlines() if line.strip().startswith(task + " "))
+        assert f"--hidden {values['hidden']}," in line and f"--steps {values['steps']}" in line
+    assert "(default: 1)" in text  # --layers: a fixed default, shown beside the option
+
+
+def test_engine_lists_every_engine() -> None:
+    from gatedrnn.equations import kinds
+
+    engine = next(a for a in _parsers()["train"]._actions if "--engine" in a.option_strings)
+    declared = {e for kind in kinds.CELLS.values() for e in kind.engines}
+    assert set(engine.choices) == declared | {"auto", "native"}
+    assert {"auto", "native", "fused", "reference", "scan"} <= set(engine.choices)

@@ -10,7 +10,6 @@ training mode.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,13 +19,22 @@ from hypothesis import strategies as st
 
 import gatedrnn
 from gatedrnn.export import export_forward
-from onnx_helpers import perturbed, session
+from onnx_helpers import (
+    Case,
+    H,
+    I,
+    Net,
+    assert_ort_matches_eager,
+    axes,
+    build,
+    export_dynamo,
+    inputs,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 TRACE_SIZE, RUN_SIZES = (5, 2), [(1, 1), (9, 3), (2, 1)]  # (T, B)
-I, H = 3, 4
 # float32 against eager: over the ONNX cases below at these sizes and T = 40, the largest error
 # measured was 9.5e-7 (SLSTM's normaliser n, |n| ≈ 4.5, which grows with T). The ops are the
 # cells', only rounded in another order, so atol 1e-5 leaves a tenfold margin.
@@ -35,64 +43,8 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 STEP_OPS = {"Sigmoid", "Exp", "Tanh", "Div", "Softplus", "Log", "Max", "Where"}
 
 
-@dataclass(frozen=True)
-class Case:
-    kind: str = "MinGRU"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    hx: bool = False
-    unbatched: bool = False  # input (T, I), states (L·D, H)
-
-
-class Net(torch.nn.Module):
-    """A model around a new cell with the state as separate tensors, as ONNX has them."""
-
-    def __init__(self, rnn: torch.nn.Module) -> None:
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, c0: torch.Tensor | None = None,
-                n0: torch.Tensor | None = None, m0: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, ...]:
-        hx = None if h0 is None else h0 if c0 is None else (h0, c0, n0, m0)
-        y, final = self.rnn(x, hx)
-        return (y, *final) if isinstance(final, tuple) else (y, final)
-
-
-def build(case: Case) -> Net:
-    torch.manual_seed(0)
-    return Net(perturbed(getattr(gatedrnn, case.kind)(I, H, **case.kwargs))).eval()
-
-
-def inputs(case: Case, T: int, B: int) -> list[torch.Tensor]:
-    kw = case.kwargs
-    x = torch.randn((T, I) if case.unbatched else (B, T, I) if kw.get("batch_first") else (T, B, I))
-    if not case.hx:
-        return [x]
-    LD = kw.get("num_layers", 1) * (2 if kw.get("bidirectional") else 1)
-    batch = () if case.unbatched else (B,)
-    n = 4 if case.kind == "SLSTM" else 1
-    state = [torch.randn(LD, *batch, H) for _ in range(n)]
-    if n == 4:  # n > 0, as a run of the cell leaves it
-        state[2] = state[2].abs() + 0.5
-    return [x, *state]
-
-
-def axes(case: Case) -> tuple[dict[int, str], dict[int, str]]:
-    """The dynamic axes of x and of each state."""
-    if case.unbatched:
-        return {0: "T"}, {}
-    return ({0: "B", 1: "T"} if case.kwargs.get("batch_first") else {0: "T", 1: "B"}), {1: "B"}
-
-
 def export_onnx(model: Net, case: Case) -> bytes:
-    args = inputs(case, *TRACE_SIZE)
-    x_axes, state_axes = axes(case)
-    dyn = torch.export.Dim.DYNAMIC
-    shapes = [{k: dyn for k in x_axes}] + [{k: dyn for k in state_axes} or None] * (len(args) - 1)
-    buf = io.BytesIO()
-    torch.onnx.export(model, tuple(args), buf, dynamo=True, dynamic_shapes=tuple(shapes),
-                      input_names=["x", "h0", "c0", "n0", "m0"][: len(args)], verbose=False)
-    return buf.getvalue()
+    return export_dynamo(model, case, inputs(case, *TRACE_SIZE))
 
 
 def loops(case: Case) -> int:
@@ -122,17 +74,7 @@ def test_onnx_scan_runs_at_any_length_and_batch(case: Case) -> None:
     top = [n.op_type for n in proto.graph.node]
     assert top.count("Scan") == loops(case), top  # one loop per layer and direction
     assert not STEP_OPS & set(top), top  # and no step outside them
-    sess = session(model_bytes)
-    names = [i.name for i in sess.get_inputs()]
-    for T, B in RUN_SIZES:
-        args = inputs(case, T, B)
-        got = sess.run(None, dict(zip(names, (a.numpy() for a in args))))
-        with torch.no_grad():
-            want = model(*args)
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            assert g.shape == tuple(w.shape), (case, T, B)
-            torch.testing.assert_close(torch.from_numpy(g), w, **TOL)
+    assert_ort_matches_eager(model, case, model_bytes, RUN_SIZES, **TOL)
 
 
 @st.composite

@@ -8,7 +8,6 @@ Both of torch 2.13's exporters are covered: TorchScript (dynamo=False) and dynam
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -17,84 +16,39 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
-from onnx_helpers import perturbed, session
+from onnx_helpers import (
+    Case,
+    H,
+    I,
+    Net,
+    assert_ort_matches_eager,
+    axes,
+    build,
+    export_dynamo,
+    inputs,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 TRACE_SIZE, RUN_SIZES = (5, 2), [(7, 3), (1, 1)]  # (T, B)
-I, H = 3, 4
-
-
-@dataclass(frozen=True)
-class Case:
-    kind: str = "LSTM"  # LSTM | GRU | RNN
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    hx: bool = False
-    unbatched: bool = False  # input (T, I), states (L·D, H)
-
-
-class Net(torch.nn.Module):
-    """A model that contains a gatedrnn module, with its states as separate tensors (as ONNX has)."""
-
-    def __init__(self, rnn: torch.nn.Module) -> None:
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, c0: torch.Tensor | None = None):
-        hx = None if h0 is None else ((h0, c0) if c0 is not None else h0)
-        y, state = self.rnn(x, hx)
-        return (y, *state) if isinstance(state, tuple) else (y, state)
-
-
-def build(case: Case) -> Net:
-    torch.manual_seed(0)
-    return Net(perturbed(getattr(gatedrnn, case.kind)(I, H, **case.kwargs))).eval()
-
-
-def inputs(case: Case, T: int, B: int) -> list[torch.Tensor]:
-    rnn = gatedrnn.from_config(build(case).rnn.get_config())  # a fresh module, for the sizes
-    batch = () if case.unbatched else (B,)
-    x = torch.randn((T, I) if case.unbatched else (B, T, I) if rnn.batch_first else (T, B, I))
-    if not case.hx:
-        return [x]
-    LD = rnn.num_layers * (2 if rnn.bidirectional else 1)
-    state = [torch.randn(LD, *batch, rnn.proj_size or H)]
-    if case.kind == "LSTM":
-        state.append(torch.randn(LD, *batch, H))
-    return [x, *state]
 
 
 def export(model: Net, case: Case, dynamo: bool) -> bytes:
     args = inputs(case, *TRACE_SIZE)
-    names = ["x", "h0", "c0"][: len(args)]
-    x_axes = {0: "T"} if case.unbatched else {0: "B", 1: "T"} if model.rnn.batch_first else {0: "T", 1: "B"}
-    state_axes = {} if case.unbatched else {1: "B"}
-    buf = io.BytesIO()
     if dynamo:
-        # Dim.DYNAMIC, not named Dims: one name on several inputs makes the exporter warn.
-        dyn = torch.export.Dim.DYNAMIC
-        shapes = [{k: dyn for k in x_axes}] + [{k: dyn for k in state_axes} or None] * (len(args) - 1)
-        torch.onnx.export(model, tuple(args), buf, dynamo=True, input_names=names,
-                          dynamic_shapes=tuple(shapes), verbose=False)
-    else:
-        axes = {"x": x_axes, **{n: state_axes for n in names[1:]}}
-        torch.onnx.export(model, tuple(args), buf, dynamo=False, input_names=names, dynamic_axes=axes)
+        return export_dynamo(model, case, args)
+    names = ["x", "h0", "c0"][: len(args)]
+    x_axes, state_axes = axes(case)
+    buf = io.BytesIO()
+    axes_by_name = {"x": x_axes, **{n: state_axes for n in names[1:]}}
+    torch.onnx.export(model, tuple(args), buf, dynamo=False, input_names=names,
+                      dynamic_axes=axes_by_name)
     return buf.getvalue()
 
 
 def assert_matches_eager(model: Net, case: Case, model_bytes: bytes) -> None:
-    sess = session(model_bytes)
-    names = [i.name for i in sess.get_inputs()]
-    for T, B in RUN_SIZES:
-        args = inputs(case, T, B)
-        got = sess.run(None, dict(zip(names, (a.numpy() for a in args))))
-        with torch.no_grad():
-            want = model(*args)
-        assert len(got) == len(want)
-        for g, w in zip(got, want):
-            assert g.shape == tuple(w.shape), (case, T, B)
-            torch.testing.assert_close(torch.from_numpy(g), w, atol=1e-5, rtol=0)
+    assert_ort_matches_eager(model, case, model_bytes, RUN_SIZES, atol=1e-5, rtol=0)
 
 
 def op_types(model_bytes: bytes) -> set[str]:

@@ -167,3 +167,24 @@ def test_newer_cells_save_and_load_alone(tmp_path, make) -> None:
     assert type(back) is type(model) and back.get_config() == model.get_config()
     x = torch.randn(5, 2, 3)
     assert torch.equal(back(x)[0], model(x)[0])
+
+
+_SHAPE_CASES = [
+    (name, kw) for name in ("LSTM", "GRU", "RNN", "MinGRU", "MinLSTM", "SLSTM")
+    for kw in ({}, {"num_layers": 3, "bidirectional": True}, {"bias": False, "num_layers": 2})
+] + [("LSTM", {"proj_size": 2, "num_layers": 2, "bidirectional": True}),
+     ("LSTM", {"layer_norm": True, "peephole": True, "num_layers": 2, "bidirectional": True}),
+     ("GRU", {"layer_norm": True, "num_heads": 2, "num_layers": 2}),
+     ("LSTM", {"num_heads": 2, "bias": False}), ("SLSTM", {"num_heads": 2, "bidirectional": True})]
+
+
+@pytest.mark.parametrize("name,kw", _SHAPE_CASES)
+def test_the_config_arithmetic_is_the_modules_registration(name: str, kw: dict) -> None:
+    """check_config_fits' names and shapes, computed without building, are the module's."""
+    module = getattr(gatedrnn, name)(3, 4, **kw)
+    cfg, state = module.get_config(), module.state_dict()
+    io.check_config_fits("m", state, cfg)
+    for change in ({"num_layers": cfg["num_layers"] + 1}, {"hidden_size": 10**9},
+                   {"bidirectional": not cfg["bidirectional"]}, {"input_size": 5}):
+        with pytest.raises(CheckpointError, match="^m: .*(do not fit|config's model has)"):
+            io.check_config_fits("m", state, cfg | change)

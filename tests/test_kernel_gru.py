@@ -13,20 +13,9 @@ from concurrency import concurrent_equals_serial
 from gatedrnn.engines.kernels import gru
 from gatedrnn.equations import reference
 from gatedrnn.equations.cells import CellOptions
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def _lengths_to_sizes(lengths, T: int) -> torch.Tensor:
-    return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.int64)
-
-
-def _grads(out, leaves, seed=0):
-    """Gradients of a random projection of ``out``; zeros for leaves that do not take part."""
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in out)
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [torch.zeros_like(v) if d is None else d for d, v in zip(grads, leaves)]
 
 
 def _close(ours, theirs, tol, rtol=0.0) -> None:
@@ -55,21 +44,13 @@ def test_matches_torch_nn_gru(dtype, bias, reverse, lengths) -> None:
     h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
     w = {"w_ih": ref.weight_ih_l0, "w_hh": ref.weight_hh_l0,
          "b_ih": ref.bias_ih_l0 if bias else None, "b_hh": ref.bias_hh_l0 if bias else None}
-    sizes = None if lengths is None else _lengths_to_sizes(lengths, T)
+    sizes = None if lengths is None else sizes_of(lengths, T)
     y, (hn,), _ = gru.run(x, (h0,), w, sizes, reverse, CellOptions("gru"), {}, False)
 
-    ys, hs = [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, hb = ref(xb, h0[None, b:b + 1])
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, H)]))
-        hs.append(hb[0])
-    y_ref, h_ref = torch.cat(ys, 1), torch.cat(hs)
+    y_ref, h_ref = torch_rowwise(ref, x, (h0,), lengths_, reverse)
 
     leaves = [x, h0, *ref.parameters()]
-    _close([y, hn, *_grads([y, hn], leaves)], [y_ref, h_ref, *_grads([y_ref, h_ref], leaves)],
+    _close([y, hn, *random_grads([y, hn], leaves)], [y_ref, h_ref, *random_grads([y_ref, h_ref], leaves)],
            TOL[dtype])
 
 
@@ -108,45 +89,24 @@ VARIANTS = {
 
 def _setup(variant: dict, dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0, lengths=(4, 2, 1)):
     """Leaves (a name -> tensor dict) and a ``call(engine, *tensors, reverse, record)`` closure."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=0.5):
-        return (torch.randn(shape, generator=g, dtype=dtype) * scale).requires_grad_()
-
+    rnd = Draw(seed, dtype)
     leaves = {"x": rnd(T, B, I, scale=1.0), "h0": rnd(B, H), "w_ih": rnd(3 * H, I),
               "w_hh": rnd(3 * H, H)}
     if variant.get("bias", True):
         leaves.update(b_ih=rnd(3 * H), b_hh=rnd(3 * H))
     if variant.get("layer_norm"):
-        for k in ("x", "h"):
-            leaves[f"ln_{k}_w"] = (1 + rnd(3 * H, scale=0.2)).detach().requires_grad_()
-            leaves[f"ln_{k}_b"] = rnd(3 * H, scale=0.2)
-    masks = {}
-    if variant.get("recurrent"):
-        masks["recurrent"] = torch.bernoulli(torch.full((B, H), 0.7, dtype=dtype), generator=g) / 0.7
-    zone = variant.get("zoneout")
-    if zone == "train":
-        masks["zoneout_h"] = torch.bernoulli(torch.full((T, B, H), 0.3, dtype=dtype), generator=g)
-    elif zone == "eval":
-        masks["zoneout_h"] = torch.tensor(0.3, dtype=dtype)
-    opts = CellOptions("gru", reset_after=variant.get("reset_after", True),
-                       layer_norm=bool(variant.get("layer_norm")), zoneout=0.3 if zone else 0.0,
-                       training=zone == "train")
-    sizes = _lengths_to_sizes(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0")}
-        return engine.run(d["x"], (d["h0"],), w, sizes, reverse, opts, masks, record)
-
+        leaves.update(rnd.layer_norm((("x", 3 * H), ("h", 3 * H))))
+    masks = rnd.masks(variant, T, B, H)
+    opts = options("gru", variant)
+    sizes = sizes_of(list(lengths), T) if lengths else None
+    call = runner(list(leaves), ("h0",), sizes, opts, masks)
     return leaves, call
 
 
 def _outputs_and_grads(engine, leaves, call, reverse, record=True):
     y, (h,), gates = call(engine, *leaves.values(), reverse=reverse, record=record)
     out = [y, h, *(gates.values() if gates else [])]
-    return out + _grads([y, h], list(leaves.values()))
+    return out + random_grads([y, h], list(leaves.values()))
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -183,11 +143,11 @@ def test_full_length_batch_equals_reference(name) -> None:
 def test_only_needed_gradients_are_returned() -> None:
     """Frozen weights get no gradient; the rest are unchanged."""
     leaves, call = _setup(VARIANTS["plain"])
-    want = dict(zip(leaves, _grads(call(gru, *leaves.values())[:1], list(leaves.values()))))
+    want = dict(zip(leaves, random_grads(call(gru, *leaves.values())[:1], list(leaves.values()))))
     for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
         leaves[k].requires_grad_(False)
     live = [v for v in leaves.values() if v.requires_grad]
-    got = _grads(call(gru, *leaves.values())[:1], live)
+    got = random_grads(call(gru, *leaves.values())[:1], live)
     for (k, _), d in zip([(k, v) for k, v in leaves.items() if v.requires_grad], got):
         assert torch.allclose(d, want[k], atol=1e-12)
 
@@ -284,7 +244,7 @@ def test_torch_compile_full_graph_equals_eager(name) -> None:
 
     torch._dynamo.reset()
     outs = [f(*leaves.values()), torch.compile(f, fullgraph=True)(*leaves.values())]
-    results = [list(o) + _grads(o[:2], list(leaves.values())) for o in outs]
+    results = [list(o) + random_grads(o[:2], list(leaves.values())) for o in outs]
     _close(results[1], results[0], 1e-10, 1e-9)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gatedrnn.engines.kernels import common, gru, lstm
 from gatedrnn.equations import reference
-from gatedrnn.equations.cells import CellOptions
+from kernel_setup import Draw, options, random_grads, sizes_of
 
 GATES = {"lstm": 4, "gru": 3}
 ENGINE = {"lstm": lstm, "gru": gru}
@@ -73,20 +73,11 @@ def _blocks(W: torch.Tensor, nh: int, G: int) -> torch.Tensor:
                                    for g in range(G)]) for j in range(nh)])
 
 
-def _sizes(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.int64)
-
-
 def _setup(cell: str, variant: dict, nh: int, d: int, T: int = 4, B: int = 3, I: int = 2,
            lengths: list[int] | None = None, dtype=torch.float64, seed: int = 0):
     """Leaves (R in place of w_hh) and ``call(engine, leaves, w_hh)``: the engine run on the leaves
     with ``w_hh`` (R itself, or a dense matrix) as the recurrent weight."""
-    g = torch.Generator().manual_seed(seed)
-    G, H = GATES[cell], nh * d
-
-    def rnd(*shape, scale=0.5):
-        return (torch.randn(shape, generator=g, dtype=dtype) * scale).requires_grad_()
-
+    rnd, G, H = Draw(seed, dtype), GATES[cell], nh * d
     leaves = {"x": rnd(T, B, I, scale=1.0), "h0": rnd(B, H)}
     if cell == "lstm":
         leaves["c0"] = rnd(B, H)
@@ -98,25 +89,10 @@ def _setup(cell: str, variant: dict, nh: int, d: int, T: int = 4, B: int = 3, I:
     if variant.get("layer_norm"):
         # the GRU has LN_c never, and LN_h only with reset_after (cells.gru_cell)
         parts = 3 if cell == "lstm" else (2 if variant.get("reset_after", True) else 1)
-        for k, n in (("x", G * H), ("h", G * H), ("c", H))[:parts]:
-            leaves[f"ln_{k}_w"] = (1 + rnd(n, scale=0.2)).detach().requires_grad_()
-            leaves[f"ln_{k}_b"] = rnd(n, scale=0.2)
-    masks = {}
-    if variant.get("recurrent"):
-        masks["recurrent"] = torch.bernoulli(torch.full((B, H), 0.7, dtype=dtype), generator=g) / 0.7
-    zone = variant.get("zoneout")
-    if zone == "train":
-        masks["zoneout_h"] = torch.bernoulli(torch.full((T, B, H), 0.3, dtype=dtype), generator=g)
-        if cell == "lstm":
-            masks["zoneout_c"] = torch.bernoulli(torch.full((T, B, H), 0.4, dtype=dtype), generator=g)
-    elif zone == "eval":
-        masks["zoneout_h"] = torch.tensor(0.3, dtype=dtype)
-        if cell == "lstm":
-            masks["zoneout_c"] = torch.tensor(0.4, dtype=dtype)
-    opts = CellOptions(cell, reset_after=variant.get("reset_after", True),
-                       layer_norm=bool(variant.get("layer_norm")), zoneout=0.3 if zone else 0.0,
-                       zoneout_cell=0.4 if zone and cell == "lstm" else 0.0, training=zone == "train")
-    sizes = None if lengths is None else _sizes(lengths, T)
+        leaves.update(rnd.layer_norm((("x", G * H), ("h", G * H), ("c", H))[:parts]))
+    masks = rnd.masks(variant, T, B, H, H if cell == "lstm" else None)
+    opts = options(cell, variant, cell_state=cell == "lstm")
+    sizes = None if lengths is None else sizes_of(lengths, T)
     n_state = 2 if cell == "lstm" else 1
 
     def call(engine, lv: dict, w_hh: torch.Tensor, reverse=False, record=False):
@@ -131,9 +107,7 @@ def _setup(cell: str, variant: dict, nh: int, d: int, T: int = 4, B: int = 3, I:
 
 
 def _grads(outs: list[torch.Tensor], wrt: list[torch.Tensor], seed: int = 1) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in outs)
-    return list(torch.autograd.grad(loss, wrt))
+    return random_grads(outs, wrt, seed)
 
 
 def _compare(cell: str, variant: dict, nh: int, d: int, reverse: bool, dtype, **kw) -> None:

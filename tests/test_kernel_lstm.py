@@ -16,6 +16,7 @@ from concurrency import concurrent_equals_serial
 from gatedrnn.engines.kernels import common, lstm
 from gatedrnn.equations import reference
 from gatedrnn.equations.cells import CellOptions
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -54,16 +55,6 @@ def test_gemm_matches_numpy(dtype, ta, tb, beta) -> None:
 
 # --- parity with torch.nn.LSTM ------------------------------------------------------------------
 
-def _lengths_to_sizes(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.int64)
-
-
-def _grads(out, leaves, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in out)
-    return torch.autograd.grad(loss, leaves)
-
-
 @pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("proj", [0, 3])
@@ -84,24 +75,15 @@ def test_matches_torch_nn_lstm(dtype, proj, reverse, lengths) -> None:
     c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
     w = {"w_ih": ref.weight_ih_l0, "w_hh": ref.weight_hh_l0, "b_ih": ref.bias_ih_l0,
          "b_hh": ref.bias_hh_l0, "w_hr": ref.weight_hr_l0 if proj else None}
-    sizes = None if lengths is None else _lengths_to_sizes(lengths, T)
+    sizes = None if lengths is None else sizes_of(lengths, T)
     y, (hn, cn), _ = lstm.run(x, (h0, c0), w, sizes, reverse, CellOptions(), {}, False)
 
     # The same computation through torch.nn, one row at a time (each row has its own length).
-    ys, hs, cs = [], [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, (hb, cb) = ref(xb, (h0[None, b:b + 1], c0[None, b:b + 1]))
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, Ho)]))
-        hs.append(hb[0])
-        cs.append(cb[0])
-    y_ref, h_ref, c_ref = torch.cat(ys, 1), torch.cat(hs), torch.cat(cs)
+    y_ref, h_ref, c_ref = torch_rowwise(ref, x, (h0, c0), lengths_, reverse)
 
     leaves = [x, h0, c0, *ref.parameters()]
-    ours = [y, hn, cn] + list(_grads([y, hn, cn], leaves))
-    theirs = [y_ref, h_ref, c_ref] + list(_grads([y_ref, h_ref, c_ref], leaves))
+    ours = [y, hn, cn] + list(random_grads([y, hn, cn], leaves))
+    theirs = [y_ref, h_ref, c_ref] + list(random_grads([y_ref, h_ref, c_ref], leaves))
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, atol=TOL[dtype], rtol=0), (a - b).abs().max()
 
@@ -124,11 +106,7 @@ VARIANTS = {
 
 def _setup(variant: dict, dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0, lengths=(4, 2, 1)):
     """Leaves, a ``run`` closure and the kwargs of one variant, all float64 by default."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=0.5):
-        return (torch.randn(shape, generator=g, dtype=dtype) * scale).requires_grad_()
-
+    rnd = Draw(seed, dtype)
     Ho = variant.get("proj") or H
     leaves = {"x": rnd(T, B, I, scale=1.0), "h0": rnd(B, Ho), "c0": rnd(B, H),
               "w_ih": rnd(4 * H, I), "w_hh": rnd(4 * H, Ho)}
@@ -139,30 +117,11 @@ def _setup(variant: dict, dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0, lengt
     if variant.get("peephole"):
         leaves["peephole"] = rnd(3, H)
     if variant.get("layer_norm"):
-        for k, n in (("x", 4 * H), ("h", 4 * H), ("c", H)):
-            leaves[f"ln_{k}_w"] = (1 + rnd(n, scale=0.2)).detach().requires_grad_()
-            leaves[f"ln_{k}_b"] = rnd(n, scale=0.2)
-    masks = {}
-    if variant.get("recurrent"):
-        masks["recurrent"] = torch.bernoulli(torch.full((B, Ho), 0.7, dtype=dtype), generator=g) / 0.7
-    zone = variant.get("zoneout")
-    if zone == "train":
-        masks["zoneout_h"] = torch.bernoulli(torch.full((T, B, Ho), 0.3, dtype=dtype), generator=g)
-        masks["zoneout_c"] = torch.bernoulli(torch.full((T, B, H), 0.4, dtype=dtype), generator=g)
-    elif zone == "eval":
-        masks["zoneout_h"] = torch.tensor(0.3, dtype=dtype)
-        masks["zoneout_c"] = torch.tensor(0.4, dtype=dtype)
-    opts = CellOptions("lstm", layer_norm=bool(variant.get("layer_norm")),
-                       zoneout=0.3 if zone else 0.0, zoneout_cell=0.4 if zone else 0.0,
-                       training=zone == "train")
-    sizes = _lengths_to_sizes(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0", "c0")}
-        return engine.run(d["x"], (d["h0"], d["c0"]), w, sizes, reverse, opts, masks, record)
-
+        leaves.update(rnd.layer_norm((("x", 4 * H), ("h", 4 * H), ("c", H))))
+    masks = rnd.masks(variant, T, B, Ho, H)
+    opts = options("lstm", variant, cell_state=True)
+    sizes = sizes_of(list(lengths), T) if lengths else None
+    call = runner(list(leaves), ("h0", "c0",), sizes, opts, masks)
     return leaves, call
 
 
@@ -187,7 +146,7 @@ def test_equals_reference_engine(name, reverse, dtype) -> None:
     results = []
     for engine in (reference, lstm):
         y, (h, c), gates = call(engine, *leaves.values(), reverse=reverse, record=True)
-        grads = _grads([y, h, c], list(leaves.values()))
+        grads = random_grads([y, h, c], list(leaves.values()))
         results.append([y, h, c, *gates.values(), *grads])
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=TOL[dtype], rtol=TOL[dtype]), (a - b).abs().max()
@@ -224,7 +183,7 @@ def test_two_thread_row_split_equals_reference(reverse, monkeypatch) -> None:
         results = []
         for engine in (reference, lstm):
             y, (h, c), _ = call(engine, *leaves.values(), reverse=reverse)
-            results.append([y, h, c, *_grads([y, h, c], list(leaves.values()))])
+            results.append([y, h, c, *random_grads([y, h, c], list(leaves.values()))])
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(*results):
@@ -243,7 +202,7 @@ def test_torch_compile_full_graph_equals_eager(name) -> None:
 
     torch._dynamo.reset()
     outs = [f(*leaves.values()), torch.compile(f, fullgraph=True)(*leaves.values())]
-    results = [list(o) + list(_grads(o[:3], list(leaves.values()))) for o in outs]
+    results = [list(o) + list(random_grads(o[:3], list(leaves.values()))) for o in outs]
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-10, rtol=1e-9), (a - b).abs().max()
 

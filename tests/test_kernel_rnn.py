@@ -17,20 +17,11 @@ from gatedrnn.engines.kernels import rnn
 from gatedrnn.engines.kernels import threads as kthreads
 from gatedrnn.equations import kinds, reference
 from gatedrnn.equations.cells import CellOptions
+from kernel_setup import Draw, options, random_grads, runner, sizes_of, torch_rowwise
 from parity import Case, assert_parity
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 MODES = ("rnn_tanh", "rnn_relu")
-
-
-def _lengths_to_sizes(lengths: list[int], T: int) -> torch.Tensor:
-    return torch.tensor([sum(1 for n in lengths if n > t) for t in range(T)], dtype=torch.int64)
-
-
-def _grads(out, leaves, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in out)
-    return torch.autograd.grad(loss, leaves)
 
 
 def _close(results: list[list[torch.Tensor]], atol: float, rtol: float = 0.0) -> None:
@@ -61,23 +52,15 @@ def test_matches_torch_nn_rnn(dtype, mode, bias, reverse, lengths) -> None:
     h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
     w = {"w_ih": ref.weight_ih_l0, "w_hh": ref.weight_hh_l0,
          "b_ih": ref.bias_ih_l0 if bias else None, "b_hh": ref.bias_hh_l0 if bias else None}
-    sizes = None if lengths is None else _lengths_to_sizes(lengths, T)
+    sizes = None if lengths is None else sizes_of(lengths, T)
     y, (hn,), gates = rnn.run(x, (h0,), w, sizes, reverse, CellOptions(mode), {}, False)
     assert gates is None
 
     # The same computation through torch.nn, one row at a time (each row has its own length).
-    ys, hs = [], []
-    for b, n in enumerate(lengths_):
-        xb = x[:n, b:b + 1]
-        xb = xb.flip(0) if reverse else xb
-        yb, hb = ref(xb, h0[None, b:b + 1])
-        yb = yb.flip(0) if reverse else yb
-        ys.append(torch.cat([yb, yb.new_zeros(T - n, 1, H)]))
-        hs.append(hb[0])
-    y_ref, h_ref = torch.cat(ys, 1), torch.cat(hs)
+    y_ref, h_ref = torch_rowwise(ref, x, (h0,), lengths_, reverse)
 
     leaves = [x, h0, *ref.parameters()]
-    _close([[y, hn, *_grads([y, hn], leaves)], [y_ref, h_ref, *_grads([y_ref, h_ref], leaves)]],
+    _close([[y, hn, *random_grads([y, hn], leaves)], [y_ref, h_ref, *random_grads([y_ref, h_ref], leaves)]],
            TOL[dtype])
 
 
@@ -112,34 +95,17 @@ VARIANTS = {
 def _setup(variant: dict, mode: str = "rnn_tanh", dtype=torch.float64, T=4, B=3, I=2, H=3, seed=0,
            lengths=(4, 2, 1), scale=0.5):
     """Leaves and a ``run`` closure of one variant (masks fixed), float64 by default."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, s=scale):
-        return (torch.randn(shape, generator=g, dtype=dtype) * s).requires_grad_()
-
-    leaves = {"x": rnd(T, B, I, s=1.0), "h0": rnd(B, H), "w_ih": rnd(H, I), "w_hh": rnd(H, H)}
+    rnd = Draw(seed, dtype, scale)
+    leaves = {"x": rnd(T, B, I, scale=1.0), "h0": rnd(B, H), "w_ih": rnd(H, I), "w_hh": rnd(H, H)}
     bias = variant.get("bias", True)
     if bias:
         leaves["b_ih"] = rnd(H)
         if bias is True:
             leaves["b_hh"] = rnd(H)
-    masks = {}
-    if variant.get("recurrent"):
-        masks["recurrent"] = torch.bernoulli(torch.full((B, H), 0.7, dtype=dtype), generator=g) / 0.7
-    zone = variant.get("zoneout")
-    if zone == "train":
-        masks["zoneout_h"] = torch.bernoulli(torch.full((T, B, H), 0.3, dtype=dtype), generator=g)
-    elif zone == "eval":
-        masks["zoneout_h"] = torch.tensor(0.3, dtype=dtype)
-    opts = CellOptions(mode, zoneout=0.3 if zone else 0.0, training=zone == "train")
-    sizes = _lengths_to_sizes(list(lengths), T) if lengths else None
-    names = list(leaves)
-
-    def call(engine, *tensors, reverse=False, record=False):
-        d = dict(zip(names, tensors))
-        w = {k: v for k, v in d.items() if k not in ("x", "h0")}
-        return engine.run(d["x"], (d["h0"],), w, sizes, reverse, opts, masks, record)
-
+    masks = rnd.masks(variant, T, B, H)
+    opts = options(mode, variant)
+    sizes = sizes_of(list(lengths), T) if lengths else None
+    call = runner(list(leaves), ("h0",), sizes, opts, masks)
     return leaves, call
 
 
@@ -178,7 +144,7 @@ def test_equals_reference_engine(mode, name, reverse) -> None:
     for engine in (reference, rnn):
         y, (h,), gates = call(engine, *leaves.values(), reverse=reverse, record=True)
         assert gates == {}
-        results.append([y, h, *_grads([y, h], list(leaves.values()))])
+        results.append([y, h, *random_grads([y, h], list(leaves.values()))])
     _close(results, 1e-10, 1e-10)
 
 
@@ -217,7 +183,7 @@ def test_random_shapes_against_reference(T, B, H, mode, reverse, packed, seed, v
     results = []
     for engine in (reference, rnn):
         y, (h,), _ = call(engine, *leaves.values(), reverse=reverse)
-        results.append([y, h, *_grads([y, h], list(leaves.values()), seed)])
+        results.append([y, h, *random_grads([y, h], list(leaves.values()), seed)])
     _close(results, 1e-10, 1e-10)
 
 
@@ -230,7 +196,7 @@ def test_gradients_of_a_subset_of_inputs() -> None:
     results = []
     for engine in (reference, rnn):
         y, (h,), _ = call(engine, *leaves.values(), reverse=True)
-        results.append(list(_grads([y, h], [leaves[k] for k in want])))
+        results.append(list(random_grads([y, h], [leaves[k] for k in want])))
     _close(results, 1e-10, 1e-10)
 
 
@@ -262,7 +228,7 @@ def test_two_thread_row_split_equals_reference(mode, reverse, team, monkeypatch)
         results = []
         for engine in (reference, rnn):
             y, (h,), _ = call(engine, *leaves.values(), reverse=reverse)
-            results.append([y, h, *_grads([y, h], list(leaves.values()))])
+            results.append([y, h, *random_grads([y, h], list(leaves.values()))])
     finally:
         torch.set_num_threads(threads)
     _close(results, 1e-10, 1e-9)
@@ -343,7 +309,7 @@ def test_torch_compile_full_graph_equals_eager(name) -> None:
 
     torch._dynamo.reset()
     outs = [f(*leaves.values()), torch.compile(f, fullgraph=True)(*leaves.values())]
-    results = [list(o) + list(_grads(o, list(leaves.values()))) for o in outs]
+    results = [list(o) + list(random_grads(o, list(leaves.values()))) for o in outs]
     _close(results, 1e-10, 1e-9)
 
 

@@ -8,9 +8,10 @@ hand-derived backward pass, the variants people ask for, and a toolkit. The equa
 from . import export as export  # installs what the modules run while an exporter traces them
 from .modules.lstm_gru_rnn import GRU, LSTM, RNN, from_config
 from .modules.minimal import MinGRU, MinLSTM
+from .modules.patch import patch_torch, unpatch_torch
 from .modules.rnn_cells import GRUCell, LSTMCell, RNNCell
 from .modules.slstm import SLSTM
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "from_config",
-           "MinGRU", "MinLSTM", "SLSTM", "__version__"]
+           "MinGRU", "MinLSTM", "SLSTM", "patch_torch", "unpatch_torch", "__version__"]

@@ -29,8 +29,34 @@ MAX_INT = 2**63 - 1  # torch's sizes and seeds are int64
 CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm", "slstm")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every option's default, "(default: ...)", where it has one; descriptions and
+    epilogs as written (the per-task defaults are a table)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if "(default" in text or unset or not action.option_strings:
+            return text
+        shown = ",".join(default) if isinstance(default, (tuple, list)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, except that an error is one line on stderr (no usage block) and exit status 2."""
+    """argparse, except that an error is one line on stderr (no usage block) and exit status 2,
+    and an epilog may be made only when the help is printed (``lazy_epilog``)."""
+
+    lazy_epilog: Callable[[], str] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -127,20 +153,53 @@ def _writable(path: str) -> None:
         probe.unlink(missing_ok=True)
 
 
-# Options of the recurrent module, as (flag, keyword, type); None means a store_true switch.
-VARIANTS: list[tuple[str, str, Any]] = [
-    ("--layer-norm", "layer_norm", None), ("--peephole", "peephole", None),
-    ("--recurrent-dropout", "recurrent_dropout", PROBABILITY), ("--zoneout", "zoneout", PROBABILITY),
-    ("--zoneout-cell", "zoneout_cell", PROBABILITY), ("--weight-drop", "weight_drop", PROBABILITY),
-    ("--forget-bias", "forget_bias", real()), ("--chrono-max-len", "chrono_max_len", POSITIVE),
-    ("--dropout", "dropout", PROBABILITY), ("--bidirectional", "bidirectional", None),
-    ("--proj-size", "proj_size", COUNT),
+# Options of the recurrent module, as (flag, keyword, type, help); type None is a store_true switch.
+VARIANTS: list[tuple[str, str, Any, str]] = [
+    ("--layer-norm", "layer_norm", None, "layer-normalise the gate pre-activations (LSTM, GRU)"),
+    ("--peephole", "peephole", None, "peephole connections from c to the gates (LSTM)"),
+    ("--recurrent-dropout", "recurrent_dropout", PROBABILITY,
+     "dropout on h inside the recurrence, one mask per sequence (LSTM, GRU)"),
+    ("--zoneout", "zoneout", PROBABILITY, "probability of keeping each unit of h (LSTM, GRU)"),
+    ("--zoneout-cell", "zoneout_cell", PROBABILITY, "zoneout's probability for c (LSTM)"),
+    ("--weight-drop", "weight_drop", PROBABILITY, "DropConnect on W_hh per forward pass (LSTM, GRU)"),
+    ("--forget-bias", "forget_bias", real(), "initial total bias of the forget (GRU: update) gate"),
+    ("--chrono-max-len", "chrono_max_len", POSITIVE,
+     "longest dependency to expect, for --init chrono"),
+    ("--dropout", "dropout", PROBABILITY, "dropout between stacked layers (needs --layers > 1)"),
+    ("--bidirectional", "bidirectional", None, "a second direction over the reversed sequence"),
+    ("--proj-size", "proj_size", COUNT, "project h to this size (LSTM; 0 = no projection)"),
 ]
-# Task options, as (flag, keyword, type): passed to a task only if its constructor takes them.
-TASK_OPTIONS: list[tuple[str, str, Any]] = [
-    ("--length", "length", POSITIVE), ("--text", "text", readable_file), ("--data", "data", str),
-    ("--problem", "problem", str), ("--window", "window", POSITIVE),
+# Task options, as (flag, keyword, type, help): passed to a task only if its constructor takes them.
+TASK_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--length", "length", POSITIVE, "sequence length (adding, copy, charlm)"),
+    ("--text", "text", readable_file, "text file to model (charlm)"),
+    ("--data", "data", str, "data folder of a downloaded data set (uea, sunspots, ...)"),
+    ("--problem", "problem", str, "which UEA problem (uea)"),
+    ("--window", "window", POSITIVE, "input window in steps (sunspots)"),
 ]
+
+
+def _engines() -> tuple[str, ...]:
+    """Every engine some module takes: "auto", each engine a cell kind declares
+    (``gatedrnn.equations.kinds``), and torch's own ("native"); a newly declared one appears here."""
+    from .equations import kinds
+
+    return ("auto", *kinds.all_engines(), "native")
+
+
+def _task_defaults() -> str:
+    """The per-task defaults of --hidden, --batch, --lr, --steps and the task options, as the
+    table printed under ``gatedrnn train --help`` and ``gatedrnn compare --help``."""
+    from .toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS
+
+    lines = ["per-task defaults (an option given on the command line wins):"]
+    for task, values in [*TASK_DEFAULTS.items(), ("other tasks", GENERIC_DEFAULTS)]:
+        settings = {**GENERIC_DEFAULTS, **values}
+        task_args = settings.pop("task_args", {})
+        text = ", ".join(f"--{k} {v}" for k, v in {**settings, **task_args}.items())
+        lines.append(f"  {task:16} {text}")
+    lines.append("  --eval-every defaults to --steps / 20.")
+    return "\n".join(lines)
 
 
 def _threads(value: int | None) -> None:
@@ -157,7 +216,7 @@ def _task_args(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
     accepted = set(inspect.signature(task_class(task).__init__).parameters)
     out = {}
-    for flag, key, _ in TASK_OPTIONS:
+    for flag, key, _, _ in TASK_OPTIONS:
         value = getattr(args, key, None)
         if value is None:
             continue
@@ -167,68 +226,92 @@ def _task_args(task: str, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="adding", help="adding, copy, mnist1d, japanese-vowels, gunpoint, "
-                   "uea, charlm, sunspots (default: adding)")
-    for flag, key, kind in TASK_OPTIONS:
-        p.add_argument(flag, dest=key, type=kind, default=None, help=f"task option {key}")
-    p.add_argument("--hidden", type=POSITIVE, help="hidden units")
-    p.add_argument("--layers", type=POSITIVE, default=1)
-    p.add_argument("--steps", type=POSITIVE, help="optimizer steps")
+def _add_common(p: Parser) -> None:
+    from .toolkit.tasks import task_names
+
+    p.lazy_epilog = _task_defaults
+    p.add_argument("--task", default="adding", help=f"the task: {', '.join(task_names())}")
+    for flag, key, kind, text in TASK_OPTIONS:
+        p.add_argument(flag, dest=key, type=kind, default=None, help=f"task option: {text}")
+    p.add_argument("--hidden", type=POSITIVE, help="hidden units (default: per task, below)")
+    p.add_argument("--layers", type=POSITIVE, default=1, help="stacked recurrent layers")
+    p.add_argument("--steps", type=POSITIVE, help="optimizer steps (default: per task, below)")
     # Above 1e30, Adam's bias-corrected step overflows float32 inside torch (a RuntimeError).
-    p.add_argument("--lr", type=real(0, 1e30, open_low=True), help="Adam learning rate")
-    p.add_argument("--batch", type=POSITIVE, help="sequences per step (per process under torchrun)")
-    p.add_argument("--seed", type=COUNT, default=0)
-    p.add_argument("--clip", type=POSITIVE_REAL, default=1.0, help="gradient norm clipping (default 1)")
-    p.add_argument("--eval-every", type=POSITIVE, help="steps between evaluations and checkpoints")
+    p.add_argument("--lr", type=real(0, 1e30, open_low=True),
+                   help="Adam's learning rate (default: per task, below)")
+    p.add_argument("--batch", type=POSITIVE, help="sequences per step, per process under torchrun "
+                   "(default: per task, below)")
+    p.add_argument("--seed", type=COUNT, default=0, help="seed of the weights and the data")
+    p.add_argument("--clip", type=POSITIVE_REAL, default=1.0, help="gradient norm clipping")
+    p.add_argument("--eval-every", type=POSITIVE,
+                   help="steps between evaluations and checkpoints (default: --steps / 20)")
     p.add_argument("--threads", type=integer(1, 4096),
-                   help="torch threads per process (default 1; see cli._threads)")
+                   help="torch threads per process (default: 1, the fastest for the toolkit's "
+                        "small models on a shared machine)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar on stderr (there is none unless stderr is a terminal)")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = Parser(prog="gatedrnn", description="LSTM and GRU from their equations: "
                                      "train, compare and inspect recurrent networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"gatedrnn {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser,
+                                help="`gatedrnn COMMAND --help` describes each command")
 
-    cmp = sub.add_parser("compare", help="tanh RNN vs LSTM vs GRU on one task (default: adding, T=100)")
+    cmp = sub.add_parser("compare", help="tanh RNN vs LSTM vs GRU on one task (default: adding, T=100)",
+                         description="Train each cell on one task with the same budget and write a "
+                                     "report (table, learning curves, gates) to --out.")
     _add_common(cmp)
     cmp.add_argument("--cells", type=cell_list, default=("rnn", "lstm", "gru"),
-                     help="comma-separated, or all (default rnn,lstm,gru)")
+                     help=f"comma-separated cells from {','.join(CELLS)}, or all")
     cmp.add_argument("--lstm-init", choices=["chrono", "torch"], default="chrono",
-                     help="LSTM init on adding/copy (default chrono; torch = torch.nn's)")
-    cmp.add_argument("--out", type=folder, default="runs/compare",
-                     help="report folder (default runs/compare)")
+                     help="the LSTM's init on adding and copy (torch = torch.nn's)")
+    cmp.add_argument("--out", type=folder, default="runs/compare", help="report folder")
 
-    tr = sub.add_parser("train", help="train one model on one task, with checkpoints")
+    engines = _engines()
+    tr = sub.add_parser("train", help="train one model on one task, with checkpoints",
+                        description="Train one model on one task; with --out, checkpoints and "
+                                    "metrics go there and --resume continues a run.")
     _add_common(tr)
-    tr.add_argument("--cell", choices=CELLS, default="gru")
+    tr.add_argument("--cell", choices=CELLS, default="gru", help="the recurrent cell")
     tr.add_argument("--out", type=folder, help="run folder: metrics.jsonl, checkpoint.json, weights")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    tr.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
-    tr.add_argument("--engine", choices=["auto", "reference", "fused"])
-    tr.add_argument("--init", choices=["torch", "orthogonal", "chrono"])
+    tr.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
+    tr.add_argument("--engine", choices=engines,
+                    help=f"the module's engine: {', '.join(engines)} (default: auto; each cell "
+                         "takes the ones it has, see the Engines page)")
+    tr.add_argument("--init", choices=["torch", "orthogonal", "chrono"],
+                    help="initialisation (default: torch, torch.nn's U(-1/sqrt(H), 1/sqrt(H)))")
     tr.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
-                    help="GRU form: reset-after (torch, default) or Cho et al.'s")
-    for flag, key, kind in VARIANTS:
+                    help="GRU form: reset after W_hh h (torch.nn's, the default) or before it "
+                         "(Cho et al.'s, --no-reset-after)")
+    for flag, key, kind, text in VARIANTS:
         if kind is None:
-            tr.add_argument(flag, dest=key, action="store_true", default=None)
+            tr.add_argument(flag, dest=key, action="store_true", default=None, help=text)
         else:
-            tr.add_argument(flag, dest=key, type=kind)
+            tr.add_argument(flag, dest=key, type=kind, help=text)
 
-    sm = sub.add_parser("sample", help="generate text from a char-LM checkpoint")
+    sm = sub.add_parser("sample", help="generate text from a char-LM checkpoint",
+                        description="Generate text from the model of a `gatedrnn train --task "
+                                    "charlm` run folder.")
     sm.add_argument("folder", help="run folder of `gatedrnn train --task charlm`")
     sm.add_argument("--chars", type=integer(0, 10**9), default=500, help="characters to generate")
-    sm.add_argument("--temperature", type=POSITIVE_REAL, default=1.0)
-    sm.add_argument("--prime", default="\n", help="text to start from")
-    sm.add_argument("--seed", type=COUNT, default=0)
+    sm.add_argument("--temperature", type=POSITIVE_REAL, default=1.0,
+                    help="softmax temperature: lower is more conservative")
+    sm.add_argument("--prime", default="\n", help="text to start from (default: a newline)")
+    sm.add_argument("--seed", type=COUNT, default=0, help="seed of the sampling")
 
-    pl = sub.add_parser("plot", help="redraw the figures of a run or compare folder from its logs")
-    pl.add_argument("folder")
+    pl = sub.add_parser("plot", help="redraw the figures of a run or compare folder from its logs",
+                        description="Redraw the figures of a run or compare folder from its logs.")
+    pl.add_argument("folder", help="a `gatedrnn train --out` or `gatedrnn compare --out` folder")
 
-    sub.add_parser("bench", help="speed against torch.nn (arguments go to gatedrnn.toolkit.bench)",
-                   add_help=False)
+    sub.add_parser("bench", help="speed against torch.nn and ONNX Runtime (`gatedrnn bench --help` "
+                   "lists its options)", add_help=False)
     return parser
 
 
@@ -250,7 +333,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = {**{k: v for k, v in defaults.items() if k != "task_args"}, **_settings(args)}
     settings.setdefault("eval_every", max(1, settings["steps"] // 20))
     task_args = {**defaults.get("task_args", {}), **_task_args(args.task, args)}
-    keys = [key for _, key, _ in VARIANTS] + ["engine", "init", "reset_after"]
+    keys = [key for _, key, _, _ in VARIANTS] + ["engine", "init", "reset_after"]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     cfg = TrainConfig(task=args.task, task_args=task_args, cell=args.cell, seed=args.seed, out=args.out,
                       resume=args.resume, progress=_progress(args), device=args.device,

@@ -73,6 +73,11 @@ def register(kind: CellKind) -> CellKind:
     return kind
 
 
+def all_engines() -> tuple[str, ...]:
+    """Every engine some registered cell kind declares, in the order they first appear."""
+    return tuple(dict.fromkeys(e for kind in CELLS.values() for e in kind.engines))
+
+
 def _engines(**more: str) -> dict[str, str]:
     return {"reference": REFERENCE, **more}
 

@@ -7,7 +7,8 @@ in the file is ever executed, and nothing is trusted before it is checked:
     - one SHA-256 covers every setting in the header and every tensor's name, dtype, shape, bytes;
     - the header is parsed only when it is small and shallow (no RecursionError, no huge parse);
     - a config must have exactly its class's keys, each of the right type and range;
-    - the model a config describes is first built on the meta device (no memory), and its
+    - the tensors a config describes (names and shapes, by arithmetic) must be the file's before
+      any module is built; then the model is built on the meta device (no memory), and its
       tensors' names, shapes and dtypes must be the file's before anything real is allocated;
     - loading into a given model checks the file's config against the model's, and never casts.
 Every failure raises ``CheckpointError`` (a ValueError) naming the file and the problem.
@@ -46,6 +47,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import gatedrnn
+
+from .shapes import config_misfit
 
 FORMAT = "gatedrnn.safetensors"
 # Bump when a file written now could not be read by the reader of then (2: the digest covers the
@@ -305,6 +308,14 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
     return config
 
 
+def check_config_fits(where: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Before anything is built: ``tensors`` must be exactly the parameters the checked ``config``
+    describes, by arithmetic (``gatedrnn.interop.shapes``); else a CheckpointError naming ``where``."""
+    why = config_misfit(tensors, config)
+    if why is not None:
+        raise CheckpointError(f"{where}: {why}")
+
+
 def _build(where: str, config: dict[str, Any]) -> torch.nn.Module:
     try:
         return gatedrnn.from_config(config)
@@ -408,7 +419,8 @@ def load_model(path: str | os.PathLike, model: torch.nn.Module | None = None,
         if "" not in saved:
             raise CheckpointError(f"{where}: holds weights without a gatedrnn config; pass the "
                                   "model to load them into: load_model(path, model)")
-        with torch.device("meta"):  # shapes and dtypes, but no memory: the size is checked first
+        check_config_fits(where, tensors, saved[""])  # arithmetic first: nothing built yet
+        with torch.device("meta"):  # dtypes, and the shapes again, from the module itself
             check_fit(where, tensors, _build(where, saved[""]).state_dict())
         model = _build(where, saved[""]).eval()
     else:

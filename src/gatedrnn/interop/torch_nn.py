@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 import gatedrnn
+from gatedrnn.modules.patch import TORCH_CLASSES  # torch's own, also under gatedrnn.patch_torch()
 
 _SHARED = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
@@ -57,7 +58,7 @@ def from_torch(nn_module: nn.RNNBase, **options: Any) -> gatedrnn.modules.recurr
         >>> from_torch(torch.nn.LSTM(3, 4, proj_size=2))
         LSTM(3, 4, proj_size=2)
     """
-    classes = {nn.LSTM: gatedrnn.LSTM, nn.GRU: gatedrnn.GRU, nn.RNN: gatedrnn.RNN}
+    classes = {TORCH_CLASSES[name]: getattr(gatedrnn, name) for name in ("LSTM", "GRU", "RNN")}
     cls = classes.get(type(nn_module))
     if cls is None:
         raise TypeError(f"from_torch takes torch.nn.LSTM, GRU or RNN, got {type(nn_module).__name__}")
@@ -96,7 +97,7 @@ def to_torch(module: Any) -> nn.RNNBase:
     if dropped:
         warnings.warn(f"{', '.join(dropped)} has no torch.nn equivalent and is not carried over "
                       "(evaluation outputs are unaffected)", UserWarning, stacklevel=2)
-    ref = getattr(nn, name)(**_kwargs(module))
+    ref = TORCH_CLASSES[name](**_kwargs(module))
     with torch.no_grad():
         ref.load_state_dict(module.state_dict())
     ref.train(module.training)

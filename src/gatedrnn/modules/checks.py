@@ -71,6 +71,29 @@ def check_options(options: dict[str, Any], engines: tuple[str, ...], gru: bool) 
     return out
 
 
+def check_sizes(name: str, bidirectional: Any = False, **sizes: Any) -> None:
+    """Integer sizes that are ints and not bools, and a ``bidirectional`` that is a bool.
+
+    torch.nn's constructors take ``hidden_size=True`` (an int to ``isinstance``) and store
+    ``bidirectional="no"`` as given, reading it by truthiness: "no" builds two directions. Its
+    ``_VF`` op refuses a non-bool bidirectional or num_layers at the call, with a TypeError;
+    gatedrnn refuses them all when the module is built, with the same class (``name`` is the
+    class's, for the message)."""
+    for arg, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: {arg} should be of type int, got: {type(value).__name__}")
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"{name}: bidirectional should be of type bool, got: "
+                        f"{type(bidirectional).__name__}")
+
+
+def check_module(m: Any) -> None:
+    """``check_sizes`` on a built torch.nn-style module (LSTM, GRU, RNN): its stored arguments."""
+    check_sizes(type(m).__name__, m.bidirectional, input_size=m.input_size,
+                hidden_size=m.hidden_size, num_layers=m.num_layers,
+                proj_size=getattr(m, "proj_size", 0))
+
+
 @dataclass
 class ModuleArgs:
     """A module call after torch.nn's checks: x (T, B, I) time-major, sorted by length when
@@ -94,6 +117,7 @@ def _zeros(m: Any, data: Tensor, B: int) -> Any:
 
 def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
     """torch.nn.{LSTM,GRU,RNN}.forward's argument handling, in its order, for module ``m``."""
+    check_module(m)  # (torch's op refuses these too; the module's constructor should have)
     lstm = m.mode == "LSTM"
     tag = "RNN" if m.mode.startswith("RNN") else m.mode
     unbatched, unsorted = False, None
@@ -179,10 +203,10 @@ def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Ten
         raise ValueError(f"{tag}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
     unbatched = input.dim() == 1
     x = input.unsqueeze(0) if unbatched else input
-    if hx is None:
+    if hx is None:  # torch.nn's zeros, then the same op checks as a given state (input vs weight)
         zeros = torch.zeros(x.size(0), cell.hidden_size, dtype=x.dtype, device=x.device)
-        return x, [zeros, zeros] if lstm else [zeros], unbatched
-    if lstm:
+        state = [zeros, zeros] if lstm else [zeros]
+    elif lstm:
         if unbatched:
             state = [hx[0].unsqueeze(0), hx[1].unsqueeze(0)]
         elif not isinstance(hx, (tuple, list)):
@@ -227,8 +251,10 @@ def check_constructor(
     batch_first: Any,
     dropout: Any,
     proj_size: Any,
+    bidirectional: Any = False,
 ) -> None:
-    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes.
+    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes, then a
+    ``bidirectional`` that is a bool (see ``check_sizes``).
 
     The arguments are the caller's as given (hence Any): this is where they are checked."""
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or \
@@ -257,6 +283,7 @@ def check_constructor(
             f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
             f"hidden_size={hidden_size}"
         )
+    check_sizes(name, bidirectional)
     if cast(float, dropout) > 0 and num_layers == 1:
         warnings.warn(
             "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "

@@ -53,7 +53,7 @@ class DeclaredRNN(SequenceModule, nn.Module):
         super().__init__()
         name, cell = type(self).__name__, self._cell()
         checks.check_constructor(name, input_size, hidden_size, num_layers, bias, batch_first,
-                                 dropout, 0)
+                                 dropout, 0, bidirectional)
         engines = ("auto", *cell.engines)
         if engine not in engines:
             raise ValueError(f"engine must be one of {engines} for {name}, got {engine!r}")

@@ -146,6 +146,9 @@ class RNNBase(_TorchRNNBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH.__name__ == "GRU")
         super().__init__(*args, **kwargs)  # torch's checks, parameters, flat weights
+        # After torch's constructor, so that torch's own exception wins where it refuses an
+        # argument; then what torch takes by truthiness (bidirectional="no", num_layers=True).
+        checks.check_module(self)
         self._register_heads()
         self._register_variants()
         self.__dict__["_gated_ready"] = True

@@ -1,11 +1,10 @@
 """Drop-in ``LSTMCell``, ``GRUCell`` and ``RNNCell``: torch.nn's cell classes, gatedrnn's engines.
 
-``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise). Shapes: input
-(N, H_in) or (H_in,) unbatched; h (N, H) and, for the LSTM, c (N, H). The equations are in
-``gatedrnn.equations.cells``; a cell call runs exactly that step. Engines as the modules' (see
-``gatedrnn.modules.lstm_gru_rnn``): without autograd a plain step runs the numba step kernel ("fused"), with
-autograd torch's own cell op ("native", under "auto"), a variant the reference step;
-``cell.last_engine`` names what ran.
+``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise): torch.nn's
+constructor arguments in torch.nn's order, then gatedrnn's keyword-only options. One call is one
+step of ``gatedrnn.equations.cells``. Shapes: input (N, H_in) or (H_in,) unbatched; h (N, H) and,
+for the LSTM, c (N, H). Which engine runs a call is in each class's docstring; ``cell.last_engine``
+names it afterwards.
 
 Example:
     >>> import torch, gatedrnn
@@ -69,9 +68,11 @@ class RNNCellBase(_TorchRNNCellBase):
         nonlinearity: str  # torch.nn.RNNCell's
     # (recurrent dropout and weight drop draw a mask per sequence or pass: defaults, never set)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._KIND == "gru")
-        super().__init__(*args, **kwargs)
+        super().__init__(input_size, hidden_size, *args, **kwargs)  # torch's checks first
+        # torch.nn's cells store hidden_size=True and run it on some engines only: refuse it here.
+        checks.check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
         kw: dict[str, Any] = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
         G, H = self._GATES, self.hidden_size
         # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
@@ -205,33 +206,209 @@ class RNNCellBase(_TorchRNNCellBase):
 
 
 class LSTMCell(RNNCellBase, nn.LSTMCell):
-    """Drop-in ``torch.nn.LSTMCell`` (a subclass of it); equations in ``gatedrnn.equations.cells.lstm_cell``.
+    """Drop-in ``torch.nn.LSTMCell`` (a subclass of it): one step of ``gatedrnn.equations.cells.lstm_cell``.
 
-    Keyword-only variants (all off by default): layer_norm, peephole, zoneout, zoneout_cell,
-    forget_bias, init ("torch" | "orthogonal" | "chrono") and chrono_max_len, as in
-    ``gatedrnn.LSTM``. Parameters of the variants: ``layer_norm_{x,h,c}_{weight,bias}`` and
-    ``weight_peephole`` (3, H), rows i, f, o. Recurrent dropout and weight drop draw one mask per
-    sequence or forward pass, which a single step cannot know: use ``gatedrnn.LSTM`` for them.
+    Args:
+        input_size: The number of features H_in of the input x.
+        hidden_size: The number of features H of the state h and c.
+        bias: If False, no ``bias_ih`` and ``bias_hh``.
+        device: Where the parameters are made.
+        dtype: The parameters' dtype.
+        engine: "auto", "fused", "reference" or "native" (see the note on engines).
+        layer_norm: Layer-normalise the input and recurrent products and the cell state.
+        peephole: Gates i, f, o also see c (Gers et al. 2002).
+        zoneout: Probability of keeping each unit of h from the previous step (training).
+        zoneout_cell: Zoneout's probability for c.
+        forget_bias: The forget gate's total bias b_ih + b_hh starts at this value (None: torch's
+            init).
+        init: "torch" (U(−1/√H, 1/√H)), "orthogonal" or "chrono" (Tallec & Ollivier 2018).
+        chrono_max_len: The longest dependency to expect, for ``init="chrono"``.
+        **kwargs: Nothing else: another class's option (``reset_after`` here, say) raises a
+            TypeError naming the classes that take it.
+
+    Inputs:
+        - **input** (N, H_in) or (H_in,) unbatched.
+        - **hx** optional tuple (h_0, c_0), each (N, H) or (H,) unbatched; zeros when omitted.
+
+    Outputs:
+        - **(h_1, c_1)**, each (N, H) or (H,) unbatched: the next state.
+
+    Attributes:
+        weight_ih: (4H, H_in), rows i | f | g | o.
+        weight_hh: (4H, H), rows i | f | g | o.
+        bias_ih: (4H,).
+        bias_hh: (4H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        layer_norm_x_weight: With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (4H,) and
+            ``layer_norm_c_{weight,bias}`` (H,), starting at ones and zeros.
+        weight_peephole: With peephole: (3, H), rows i, f, o, starting at U(−1/√H, 1/√H).
+        last_engine: The engine of the last call ("native", "fused", "fused-float32" or
+            "reference"); None before the first.
+
+    Recurrent dropout and weight drop draw one mask per sequence or forward pass, which a single
+    step cannot know: use ``gatedrnn.LSTM`` for them.
+
+    Note: Engines
+        ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
+        without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
+        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
+        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
+        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
+        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
+        Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
+        the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
+        compile on the first call (seconds) and are cached on disk (numba's ``cache=True``), so
+        later processes start fast.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.LSTMCell(3, 5, peephole=True)
+        >>> h, c = cell(torch.randn(2, 3))
+        >>> h.shape, c.shape, cell.weight_peephole.shape
+        (torch.Size([2, 5]), torch.Size([2, 5]), torch.Size([3, 5]))
     """
 
     _TORCH, _GATES, _KIND = nn.LSTMCell, 4, "lstm"
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k != "reset_after")
 
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None, *, engine: str = "auto",
+                 layer_norm: bool = False, peephole: bool = False, zoneout: float = 0.0,
+                 zoneout_cell: float = 0.0, forget_bias: float | None = None, init: str = "torch",
+                 chrono_max_len: int | None = None, **kwargs: Any) -> None:
+        super().__init__(input_size, hidden_size, bias, device, dtype, engine=engine,
+                         layer_norm=layer_norm, peephole=peephole, zoneout=zoneout,
+                         zoneout_cell=zoneout_cell, forget_bias=forget_bias, init=init,
+                         chrono_max_len=chrono_max_len, **kwargs)
+
 
 class GRUCell(RNNCellBase, nn.GRUCell):
-    """Drop-in ``torch.nn.GRUCell`` (a subclass of it); ``reset_after=False`` is Cho et al.'s form.
+    """Drop-in ``torch.nn.GRUCell`` (a subclass of it): one step of ``gatedrnn.equations.cells.gru_cell``.
 
-    Keyword-only variants as ``LSTMCell`` less the LSTM-only peephole and zoneout_cell
-    (layer_norm needs reset_after=True).
+    Args:
+        input_size: The number of features H_in of the input x.
+        hidden_size: The number of features H of the state h.
+        bias: If False, no ``bias_ih`` and ``bias_hh``.
+        device: Where the parameters are made.
+        dtype: The parameters' dtype.
+        engine: "auto", "fused", "reference" or "native" (see the note on engines).
+        reset_after: True is torch.nn's and cuDNN's form (the reset gate after W_hh h); False is
+            Cho et al.'s original (before it), Keras' ``reset_after=False``.
+        layer_norm: Layer-normalise the input and recurrent products (needs reset_after=True).
+        zoneout: Probability of keeping each unit of h from the previous step (training).
+        forget_bias: The update gate's total bias starts at this value (None: torch's init).
+        init: "torch" (U(−1/√H, 1/√H)), "orthogonal" or "chrono" (Tallec & Ollivier 2018).
+        chrono_max_len: The longest dependency to expect, for ``init="chrono"``.
+        **kwargs: Nothing else: another class's option (``peephole`` here, say) raises a
+            TypeError naming the classes that take it.
+
+    Inputs:
+        - **input** (N, H_in) or (H_in,) unbatched.
+        - **hx** optional h_0, (N, H) or (H,) unbatched; zeros when omitted.
+
+    Outputs:
+        - **h_1** (N, H) or (H,) unbatched: the next state.
+
+    Attributes:
+        weight_ih: (3H, H_in), rows r | z | n.
+        weight_hh: (3H, H), rows r | z | n.
+        bias_ih: (3H,).
+        bias_hh: (3H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        layer_norm_x_weight: With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (3H,),
+            starting at ones and zeros.
+        last_engine: The engine of the last call ("native", "fused", "fused-float32" or
+            "reference"); None before the first.
+
+    Note: Engines
+        ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
+        without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
+        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
+        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
+        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
+        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
+        Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
+        the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
+        compile on the first call (seconds) and are cached on disk (numba's ``cache=True``), so
+        later processes start fast.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.GRUCell(3, 5, reset_after=False)
+        >>> cell(torch.randn(3)).shape
+        torch.Size([5])
     """
 
     _TORCH, _GATES, _KIND = nn.GRUCell, 3, "gru"
     _ACCEPTS = tuple(k for k in _CELL_OPTIONS if k not in ("peephole", "zoneout_cell"))
 
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None, *, engine: str = "auto",
+                 reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
+                 forget_bias: float | None = None, init: str = "torch",
+                 chrono_max_len: int | None = None, **kwargs: Any) -> None:
+        super().__init__(input_size, hidden_size, bias, device, dtype, engine=engine,
+                         reset_after=reset_after, layer_norm=layer_norm, zoneout=zoneout,
+                         forget_bias=forget_bias, init=init, chrono_max_len=chrono_max_len,
+                         **kwargs)
+
 
 class RNNCell(RNNCellBase, nn.RNNCell):
-    """Drop-in ``torch.nn.RNNCell`` (tanh or relu; a subclass of it): no variants, only
-    ``engine``."""
+    """Drop-in ``torch.nn.RNNCell`` (a subclass of it), Elman's step: h' = φ(W_ih x + b_ih + W_hh h + b_hh).
+
+    Args:
+        input_size: The number of features H_in of the input x.
+        hidden_size: The number of features H of the state h.
+        bias: If False, no ``bias_ih`` and ``bias_hh``.
+        nonlinearity: φ, "tanh" or "relu".
+        device: Where the parameters are made.
+        dtype: The parameters' dtype.
+        engine: "auto", "fused", "reference" or "native" (see the note on engines).
+        **kwargs: Nothing else: another class's option (``layer_norm`` here, say) raises a
+            TypeError naming the classes that take it.
+
+    Inputs:
+        - **input** (N, H_in) or (H_in,) unbatched.
+        - **hx** optional h_0, (N, H) or (H,) unbatched; zeros when omitted.
+
+    Outputs:
+        - **h_1** (N, H) or (H,) unbatched: the next state.
+
+    Attributes:
+        weight_ih: (H, H_in).
+        weight_hh: (H, H).
+        bias_ih: (H,).
+        bias_hh: (H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        last_engine: The engine of the last call ("native", "fused" or "reference"); None before
+            the first.
+
+    Note: Engines
+        ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
+        without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
+        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
+        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
+        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
+        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
+        Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
+        the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
+        compile on the first call (seconds) and are cached on disk (numba's ``cache=True``), so
+        later processes start fast.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> cell = gatedrnn.RNNCell(3, 5, nonlinearity="relu", engine="fused")
+        >>> with torch.no_grad():
+        ...     h = cell(torch.randn(2, 3), torch.zeros(2, 5))
+        >>> h.shape, cell.last_engine
+        (torch.Size([2, 5]), 'fused')
+    """
 
     _TORCH, _GATES, _KIND = nn.RNNCell, 1, "rnn"
     _ACCEPTS = ("engine",)
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device: Any = None, dtype: torch.dtype | None = None,
+                 *, engine: str = "auto", **kwargs: Any) -> None:
+        super().__init__(input_size, hidden_size, bias, nonlinearity, device, dtype,
+                         engine=engine, **kwargs)

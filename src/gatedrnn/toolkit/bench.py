@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from ..modules.patch import TORCH_CLASSES
 from . import bench_cells, bench_ort
 from .bench_common import (
     CELLS,
@@ -199,7 +200,7 @@ def _streaming_rows(cells: list[str], repeats: int) -> list[str]:
         for module in (False, True):
             name = cell.upper() + ("" if module else "Cell")
             ours = getattr(gatedrnn, name)(64, 128).eval()
-            nn = getattr(torch.nn, name)(64, 128).eval()
+            nn = TORCH_CLASSES[name](64, 128).eval()
             nn.load_state_dict(ours.state_dict())
             lstm = cell == "lstm"
             t = fastest({"nn": _stream(nn, xs, lstm, module), "ours": _stream(ours, xs, lstm, module)},
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {', '.join(CELLS)} (default: all)")
     p.add_argument("--shapes", type=shape_arg, default=SHAPES,
                    help="T,B,I,H[;T,B,I,H...] (default: the five standard shapes)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved runs per contender")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved runs per contender (default: 9, or 3 with --quick)")
     p.add_argument("--threads", type=_threads, default=[2], help="comma list of thread counts (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)

@@ -68,7 +68,9 @@ def build(cell: str, I: int, H: int, engine: str = "fused", **options: Any) -> t
 
 def peer(cell: str, I: int, H: int, like: torch.nn.Module | None = None) -> torch.nn.Module:
     """torch.nn's module for ``cell``; with ``like`` (an LSTM or GRU of gatedrnn) its weights."""
-    nn = getattr(torch.nn, CELLS[cell][1])(I, H)
+    from ..modules.patch import TORCH_CLASSES  # torch's own, also under gatedrnn.patch_torch()
+
+    nn = TORCH_CLASSES[CELLS[cell][1]](I, H)
     if like is not None and CELLS[cell][0] == CELLS[cell][1]:
         nn.load_state_dict(like.state_dict(), strict=False)
     return nn

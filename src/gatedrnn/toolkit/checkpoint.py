@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -71,6 +72,29 @@ def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dic
     return tensors, {"param_groups": sd["param_groups"], "state": plain}
 
 
+# The ranges torch.optim's constructors enforce ("Invalid learning rate: -1", ...), for the
+# settings of the optimizers torch ships; a saved value outside them would be refused by the
+# optimizer's constructor, but load_state_dict takes it silently and the next save carries it on.
+_RANGES: dict[str, tuple[float, float, bool]] = {  # key: (low, high, high is open)
+    "lr": (0.0, math.inf, False), "eps": (0.0, math.inf, False),
+    "weight_decay": (0.0, math.inf, False), "momentum": (0.0, math.inf, False),
+    "dampening": (0.0, math.inf, False), "alpha": (0.0, math.inf, False),
+    "lr_decay": (0.0, math.inf, False), "initial_accumulator_value": (0.0, math.inf, False),
+    "rho": (0.0, 1.0, False), "betas": (0.0, 1.0, True), "momentum_decay": (0.0, math.inf, False),
+}
+
+
+def _in_range(key: str, value: Any) -> bool:
+    """``value`` (a number, or a tuple of them: betas) is inside torch.optim's range for ``key``;
+    NaN never is (torch's ``0.0 <= lr`` is False for it too)."""
+    if key not in _RANGES or isinstance(value, bool):
+        return True
+    lo, hi, open_hi = _RANGES[key]
+    values = value if isinstance(value, tuple) else (value,)
+    return all(isinstance(v, (int, float)) and lo <= v and (v < hi if open_hi else v <= hi)
+               for v in values)
+
+
 def _optimizer_join(where: str, tensors: dict[str, Tensor], saved: Any,
                     opt: torch.optim.Optimizer) -> dict[str, Any]:
     """The state_dict to load into ``opt``, after checking that the saved one fits it: the same
@@ -95,6 +119,10 @@ def _optimizer_join(where: str, tensors: dict[str, Tensor], saved: Any,
                     isinstance(want, tuple) and [type(v) for v in value] != [type(v) for v in want]):
                 raise CheckpointError(f"{where}: optimizer setting {key!r} is {value!r}, expected "
                                       f"a {type(want).__name__}")
+            if not _in_range(key, value):
+                lo, hi, open_hi = _RANGES[key]
+                raise CheckpointError(f"{where}: optimizer setting {key!r} is {value!r}, outside "
+                                      f"torch.optim's range [{lo}, {hi}{')' if open_hi else ']'}")
             fixed[key] = value
         out_groups.append(fixed)
     params = {i: q for g, og in zip(opt.param_groups, current) for i, q in zip(og["params"], g["params"])}

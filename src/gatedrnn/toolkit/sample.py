@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from ..interop.io import check_fit
+from ..interop.io import check_config_fits, check_fit
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import SequenceModel
 from .train import check_run_meta
@@ -31,6 +31,8 @@ def load_model(folder: str | os.PathLike) -> tuple[SequenceModel, dict]:
     """The trained model of a run folder, in eval mode, and the checkpoint's metadata."""
     ckpt = load_checkpoint(folder)
     check_run_meta(ckpt.path, ckpt.meta)
+    rnn = {k[len("rnn."):]: v for k, v in ckpt.model_state.items() if k.startswith("rnn.")}
+    check_config_fits(str(ckpt.weights_path), rnn, ckpt.meta["model"]["rnn"])  # nothing built yet
     with torch.device("meta"):  # shapes and dtypes first, without memory (see interop.io)
         check_fit(str(ckpt.weights_path), ckpt.model_state,
                   SequenceModel.from_config(ckpt.meta["model"]).state_dict())
