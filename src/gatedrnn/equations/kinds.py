@@ -10,15 +10,15 @@ adding an engine to a cell is one entry in its ``engines``.
 Engines are named by the dotted path of their ``run`` ("package.module:function"), imported on
 first use (``gatedrnn.engines.stack.engine_run``), so numba, Triton and the like stay unimported
 until a call needs them. Every ``run`` keeps the contract of ``gatedrnn.equations.reference.run``.
-A GPU engine for the LSTM is then one more keyword below, in the LSTM's ``_engines(...)``:
-``triton="gatedrnn.engines.triton.lstm:run"``; the modules accept ``engine="triton"`` from then on.
+The GPU engine is declared that way: ``triton="gatedrnn.engines.triton.lstm:run"`` in the LSTM's
+``_engines(...)`` below is all it took for ``gatedrnn.LSTM(..., engine="triton")``.
 
 Example:
     >>> from gatedrnn.equations import kinds
     >>> kinds.CELLS["slstm"].state, kinds.CELLS["slstm"].engines["fused"]
     (('h', 'c', 'n', 'm'), 'gatedrnn.engines.kernels.slstm:run')
     >>> sorted(kinds.CELLS["mingru"].engines)
-    ['fused', 'reference', 'scan']
+    ['fused', 'reference', 'scan', 'triton']
 """
 
 from __future__ import annotations
@@ -86,9 +86,11 @@ def _engines(**more: str) -> dict[str, str]:
 # options and masks), head-wise LSTM and GRU.
 register(CellKind("lstm", cells.lstm_cell, 4, cells.GATE_NAMES["lstm"], ("h", "c"),
                   headwise=True, variants=True,
-                  engines=_engines(fused="gatedrnn.engines.kernels.lstm:run")))
+                  engines=_engines(fused="gatedrnn.engines.kernels.lstm:run",
+                                   triton="gatedrnn.engines.triton.lstm:run")))
 register(CellKind("gru", cells.gru_cell, 3, cells.GATE_NAMES["gru"], headwise=True, variants=True,
-                  engines=_engines(fused="gatedrnn.engines.kernels.gru:run")))
+                  engines=_engines(fused="gatedrnn.engines.kernels.gru:run",
+                                   triton="gatedrnn.engines.triton.gru:run")))
 register(CellKind("rnn_tanh", cells.rnn_cell, 1, (), variants=True,
                   engines=_engines(fused="gatedrnn.engines.kernels.rnn:run")))
 register(CellKind("rnn_relu", cells.rnn_cell, 1, (), variants=True,
@@ -98,14 +100,17 @@ register(CellKind("rnn_relu", cells.rnn_cell, 1, (), variants=True,
 register(CellKind("mingru", cells.mingru_cell, 2, ("update", "candidate"),
                   weights=("weight_ih", "bias_ih"),
                   engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
-                                   scan="gatedrnn.equations.scan:run")))
+                                   scan="gatedrnn.equations.scan:run",
+                                   triton="gatedrnn.engines.triton.minrnn:run")))
 register(CellKind("minlstm", cells.minlstm_cell, 3, ("forget", "input", "candidate"),
                   weights=("weight_ih", "bias_ih"),
                   engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
-                                   scan="gatedrnn.equations.scan:run")))
+                                   scan="gatedrnn.equations.scan:run",
+                                   triton="gatedrnn.engines.triton.minrnn:run")))
 
 # sLSTM (Beck et al. 2024): exponential gating with a stabiliser, optionally head-wise.
 register(CellKind("slstm", cells.slstm_cell, 4,
                   ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer"),
                   ("h", "c", "n", "m"), headwise=True,
-                  engines=_engines(fused="gatedrnn.engines.kernels.slstm:run")))
+                  engines=_engines(fused="gatedrnn.engines.kernels.slstm:run",
+                                   triton="gatedrnn.engines.triton.slstm:run")))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..engines import dispatch, stack
+from ..engines.triton import check as triton_check
 from ..equations.cells import CellOptions
 from ..equations.kinds import CELLS, CellKind
 from . import checks
@@ -126,6 +127,8 @@ class DeclaredRNN(SequenceModule, nn.Module):
             raise RuntimeError(f"engine='fused' runs on CPU float32/float64 tensors only, got "
                                f"{data.dtype} on {data.device}; use engine='auto' or "
                                "engine='reference'")
+        if self.engine == "triton":
+            triton_check(data)  # a clear error off CUDA, naming the engines that would run
         if self.engine != "auto":
             return self.engine
         training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..engines import dispatch, one_step, stack
+from ..engines.triton import check as triton_check
 from ..equations.cells import GATES, CellOptions
 from ..equations.kinds import CELLS
 from . import checks, init
@@ -40,10 +41,13 @@ VARIANTS = ("layer_norm", "peephole", "recurrent_dropout", "zoneout", "zoneout_c
 
 def engines_of(torch_name: str) -> tuple[str, ...]:
     """The engines a torch.nn subclass (a module or a cell) accepts: "auto", its cell's declared
-    engines, "native"."""
+    engines, "native". A cell is one step: the engines that run a whole sequence per call (the
+    Triton GPU engine) have nothing to offer it."""
+    cell = torch_name.endswith("Cell")
     torch_name = torch_name.removesuffix("Cell")
     mode = "rnn_tanh" if torch_name == "RNN" else torch_name.lower()
-    return ("auto", *CELLS[mode].engines, "native")
+    declared = [e for e in CELLS[mode].engines if not (cell and e == "triton")]
+    return ("auto", *declared, "native")
 
 
 def take_options(obj: Any, kwargs: dict[str, Any], accepted: tuple[str, ...], gru: bool) -> None:
@@ -76,7 +80,10 @@ def refuse_native(obj: Any, return_gates: bool = False) -> None:
 
 def explicit_engine(engine: str, x: Tensor) -> str:
     """engine='fused' on a device/dtype it cannot run: a clear error; half precision runs in
-    float32 through it."""
+    float32 through it. engine='triton' off CUDA (without Triton's interpreter): a clear error."""
+    if engine == "triton":
+        triton_check(x)
+        return engine
     if engine != "fused" or dispatch.dtype_key(x.dtype) == "other":
         return "reference" if engine == "fused" else engine  # (torch.nn's dtype error follows)
     if x.device.type != "cpu":
