@@ -48,11 +48,16 @@ class Row:
     training: bool | None = None  # autograd records the call
     min_batch: int = 0
     max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
+    max_work: int | None = None  # ... and calls of at most this work T·N·H (None: any)
 
 
 TABLE: tuple[Row, ...] = (
-    # Cells: the step kernel has no backward (a recorded call is the reference step under autograd),
-    # and torch's cell op is one fused call; without autograd the step kernel is 2-2.6x torch's.
+    # Cells under autograd on the CPU: one autograd node (engines.step_grad: a numba forward and a
+    # hand-derived numba backward) against torch's cell op, whose ~10 ops are each a node. Measured
+    # (issue 19; I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
+    # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x, RNNCell 0.98-1.04x. Elsewhere torch's op.
+    Row("fused", device="cpu", kind="cell", dtype="float32", torch_op=True, training=True),
+    Row("fused", device="cpu", kind="cell", dtype="float64", torch_op=True, training=True),
     Row("native", kind="cell", torch_op=True, training=True),
     Row("reference", kind="cell", torch_op=False),
     # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
@@ -85,24 +90,43 @@ TABLE: tuple[Row, ...] = (
 )
 
 
-def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
+def _matches(row: Row, features: Mapping[str, object], batch: int, work: int | None) -> bool:
     if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
+        return False
+    if row.max_work is not None and (work is None or work > row.max_work):
         return False
     return all(
         getattr(row, key) is None or getattr(row, key) == value for key, value in features.items())
 
 
+# choose's answers for TABLE, by the call's features: walking the table costs ~5 µs, a call of a
+# small cell ~20. Bounded: a stream of ever-new (batch, work) pairs restarts it.
+_CHOSEN: dict[tuple, str] = {}
+
+
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
-           training: bool, batch: int, table: tuple[Row, ...] = TABLE) -> str:
+           training: bool, batch: int, work: int | None = None,
+           table: tuple[Row, ...] = TABLE) -> str:
     """The engine for a call with these features (a pure function: no tensors, no device).
 
     device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell"; dtype: a key of
-    ``DTYPES``' values or "other"; batch: the batch size N.
+    ``DTYPES``' values or "other"; batch: the batch size N; work: T·N·H (time steps, batch,
+    hidden size), or None when the caller does not know it (rows with ``max_work`` then do not
+    match).
     """
+    key = (device_type, kind, dtype, torch_op, simple, training, batch, work)
+    if table is TABLE:
+        engine = _CHOSEN.get(key)
+        if engine is not None:
+            return engine
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
                 "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training}
     for row in table:
-        if _matches(row, features, batch):
+        if _matches(row, features, batch, work):
+            if table is TABLE:
+                if len(_CHOSEN) > 4096:
+                    _CHOSEN.clear()
+                _CHOSEN[key] = row.engine
             return row.engine
     raise AssertionError("the last row of the table matches every call")  # pragma: no cover
 

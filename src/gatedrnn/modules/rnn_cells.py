@@ -3,9 +3,9 @@
 ``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise). Shapes: input
 (N, H_in) or (H_in,) unbatched; h (N, H) and, for the LSTM, c (N, H). The equations are in
 ``gatedrnn.equations.cells``; a cell call runs exactly that step. Engines as the modules' (see
-``gatedrnn.modules.base``): without autograd a plain step runs the numba step kernel ("fused"), with
-autograd torch's own cell op ("native", under "auto"), a variant the reference step;
-``cell.last_engine`` names what ran.
+``gatedrnn.modules.base``): a plain step runs the numba step kernels ("fused"): without autograd
+``engines.one_step``, under autograd ``engines.step_grad`` (one autograd node with a hand-derived
+backward); a variant runs the reference step; ``cell.last_engine`` names what ran.
 
 Example:
     >>> import torch, gatedrnn
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..engines import dispatch, one_step, stack
+from ..engines import dispatch, one_step, stack, step_grad
 from ..equations.cells import STEPS, CellOptions
 from . import checks, init
 from .base import OPTIONS, explicit_engine, record_engine, refuse_native, take_options
@@ -132,6 +132,17 @@ class RNNCellBase(_TorchRNNCellBase):
             engine = "native" if torch_op else "reference"
         return engine
 
+    def _fused_training(self, input: Any) -> bool:
+        """Whether a call under autograd goes to ``step_grad`` (engine "fused", or "auto" where
+        the measured table picks it); ``step_grad`` still checks the tensors."""
+        if self.engine == "fused":
+            return True
+        if type(input) is not Tensor:
+            return False
+        return dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
+                               torch_op=self._torch_op(), simple=True, training=True,
+                               batch=input.shape[0] if input.dim() == 2 else 1) == "fused"
+
     def _reference_step(self, x: Tensor, parts: list[Tensor], dtype: torch.dtype | None = None
                         ) -> tuple[Tensor, ...]:
         """The step of ``gatedrnn.equations.cells`` under autograd (in ``dtype`` when given)."""
@@ -161,10 +172,15 @@ class RNNCellBase(_TorchRNNCellBase):
         """One step: returns h' (LSTMCell: (h', c'))."""
         if self.engine == "auto" or self.engine == "fused":
             new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
+            if new is None and torch.is_grad_enabled() and self._fused_training(input):
+                new = step_grad.cell_call(self, input, hx)  # a training step: one autograd node
             if new is not None:
                 record_engine(self, "fused")
                 return new
         engine = self._engine(input)
+        if engine == "fused" and self.engine == "auto" and torch.is_grad_enabled() \
+                and self._torch_op():  # a training step step_grad refused (e.g. unbatched)
+            engine = "native"
         if engine == "native":
             record_engine(self, engine)
             return self._TORCH.forward(self, input, hx)

@@ -1,0 +1,133 @@
+"""The ``small`` table of ``gatedrnn bench``: issue 19's small calls against torch.nn.
+
+Small calls are where a fixed cost per call decides: an RL policy stepping at B = 1, a decoder
+stepping a cell under autograd, a short sequence in forecasting. The table times, in float32 with
+``engine="auto"`` and torch.nn's weights:
+
+- modules at (T, B, I, H) in ``MODULES``: (1, 1, 16, 32), (5, 4, 32, 64), (20, 8, 64, 128), for
+  LSTM, GRU and RNN (tanh); ``hx`` not given;
+- cells (LSTMCell, GRUCell, RNNCell) at B in {1, 2, 8}, I = 32, H = 64, the state given;
+
+each in training (forward, then backward from the sum of every output to the input, the state and
+every weight) and in inference (``torch.no_grad``). A timing is a loop of ``calls`` calls; the
+contenders run interleaved and each one's fastest of ``repeats`` rounds counts
+(``bench_common.fastest``). The ratio is torch.nn's time over gatedrnn's (> 1: gatedrnn faster).
+Targets (issue 19): no ratio below 0.95, geomean >= 1.3, cells in inference >= 3.
+
+Example:
+    >>> from gatedrnn.toolkit import bench_small
+    >>> rows = bench_small.rows(repeats=1, calls=1, quick=True)
+    >>> rows[0].startswith("| call |")
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .bench_common import fastest, geomean
+
+MODULES: tuple[tuple[str, tuple[int, int, int, int]], ...] = tuple(
+    (cell, shape) for shape in ((1, 1, 16, 32), (5, 4, 32, 64), (20, 8, 64, 128))
+    for cell in ("LSTM", "GRU", "RNN"))
+CELLS: tuple[tuple[str, int], ...] = tuple(
+    (cell, B) for cell in ("LSTMCell", "GRUCell", "RNNCell") for B in (1, 2, 8))
+CELL_I, CELL_H = 32, 64
+MODES = ("training", "inference")
+
+
+def _pair(name: str, I: int, H: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """gatedrnn's module (engine "auto") and torch.nn's, with the same weights."""
+    import gatedrnn
+
+    ours = getattr(gatedrnn, name)(I, H)
+    nn = getattr(torch.nn, name)(I, H)
+    nn.load_state_dict(ours.state_dict())
+    return ours, nn
+
+
+def _total(out: Any) -> torch.Tensor:
+    """The sum of every tensor in a module's or cell's result (the loss of a training call)."""
+    if isinstance(out, torch.Tensor):
+        return out.sum()
+    return sum((_total(o) for o in out), torch.zeros(()))
+
+
+def _call(model: torch.nn.Module, args: tuple, mode: str, calls: int) -> Callable[[], object]:
+    """``calls`` calls of ``model(*args)``: under no_grad, or each followed by its backward."""
+    params = list(model.parameters())
+    leaves = [a for a in args for a in (a if isinstance(a, tuple) else (a,))]
+
+    if mode == "inference":
+        def infer() -> object:
+            with torch.no_grad():
+                for _ in range(calls):
+                    out = model(*args)
+            return out
+        return infer
+
+    def train() -> None:
+        for _ in range(calls):
+            for p in params + leaves:
+                p.grad = None
+            _total(model(*args)).backward()
+    return train
+
+
+def _args(name: str, shape: tuple[int, ...], mode: str) -> tuple:
+    grad = mode == "training"
+    if name.endswith("Cell"):
+        B, I, H = shape
+        x = torch.randn(B, I, requires_grad=grad)
+        h = torch.randn(B, H, requires_grad=grad)
+        return (x, (h, torch.randn(B, H, requires_grad=grad)) if name == "LSTMCell" else h)
+    T, B, I, _ = shape
+    return (torch.randn(T, B, I, requires_grad=grad),)
+
+
+def measure(name: str, shape: tuple[int, ...], mode: str, repeats: int, calls: int
+            ) -> tuple[float, float, str]:
+    """(torch.nn seconds per call, gatedrnn seconds per call, the engine gatedrnn ran)."""
+    torch.manual_seed(0)
+    I, H = (shape[1], shape[2]) if name.endswith("Cell") else (shape[2], shape[3])
+    ours, nn = _pair(name, I, H)
+    args = _args(name, shape, mode)
+    t = fastest({"nn": _call(nn, args, mode, calls), "ours": _call(ours, args, mode, calls)},
+                repeats)
+    return t["nn"] / calls, t["ours"] / calls, str(getattr(ours, "last_engine", ""))
+
+
+def rows(repeats: int, calls: int, quick: bool = False) -> list[str]:
+    """The table in Markdown: per call and mode, µs and the ratio torch.nn / gatedrnn; then the
+    geomean and the worst ratio against issue 19's targets."""
+    calls_of = (lambda us: calls) if quick else (lambda us: max(calls, int(3000 / max(us, 1.0))))
+    out = ["| call | mode | torch.nn µs | gatedrnn µs | torch.nn / gatedrnn | gatedrnn ran |",
+           "|---|---|---:|---:|---:|---|"]
+    ratios: dict[str, list[float]] = {"training": [], "inference": [], "cells, inference": []}
+    cases = [(n, s) for n, s in MODULES] + [(n, (B, CELL_I, CELL_H)) for n, B in CELLS]
+    if quick:
+        cases = cases[:1] + cases[-1:]
+    for name, shape in cases:
+        for mode in MODES:
+            # a first, short measurement sizes the loop to ~3 ms a round
+            t_nn, _, _ = measure(name, shape, mode, 1, 1)
+            t_nn, t_ours, engine = measure(name, shape, mode, repeats, calls_of(t_nn * 1e6))
+            r = t_nn / t_ours
+            ratios[mode].append(r)
+            if name.endswith("Cell") and mode == "inference":
+                ratios["cells, inference"].append(r)
+            label = (f"{name} B={shape[0]}" if name.endswith("Cell")
+                     else f"{name} ({', '.join(map(str, shape))})")
+            out.append(f"| {label} | {mode} | {t_nn * 1e6:.1f} | {t_ours * 1e6:.1f} | {r:.2f} | "
+                       f"{engine} |")
+    every = ratios["training"] + ratios["inference"]
+    out += ["", "| over | geomean | worst | target |", "|---|---:|---:|---|"]
+    for key, goal in (("training", "worst >= 0.95"), ("inference", "worst >= 0.95"),
+                      ("cells, inference", "worst >= 3")):
+        out.append(f"| {key} | {geomean(ratios[key]):.2f} | {min(ratios[key]):.2f} | {goal} |")
+    out.append(f"| every call | {geomean(every):.2f} | {min(every):.2f} | geomean >= 1.3, "
+               "worst >= 0.95 |")
+    return out
