@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..equations.cells import GATES
-from . import dispatch
+from . import dispatch, step_grad
 from .one_step import _traced
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
@@ -61,17 +61,11 @@ def _kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-_AUTO: dict[tuple[str, torch.dtype, int], bool] = {}
-
-
-def _auto_is_fused(kind: str, dt: torch.dtype, B: int) -> bool:
-    """Whether the measured table picks the fused engine for this inference (cached: the table is
-    fixed, and walking it costs more than the rest of a B = 1 step)."""
-    key = (kind, dt, B)
-    if key not in _AUTO:
-        _AUTO[key] = dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True,
-                                     simple=True, training=False, batch=B) == "fused"
-    return _AUTO[key]
+def _auto_is_fused(kind: str, dt: torch.dtype, B: int, work: int, training: bool) -> bool:
+    """Whether the measured table picks the fused engine for this call (``dispatch.choose``
+    keeps its answers: walking the table costs more than the rest of a B = 1 step)."""
+    return dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True, simple=True,
+                           training=training, batch=B, work=work) == "fused"
 
 
 def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list[Tensor] | None:
@@ -89,7 +83,7 @@ def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list
 
 
 def _grad_state(hx: Any) -> bool:
-    return any(p.requires_grad for p in (hx if type(hx) is tuple else (hx,)) if p is not None)
+    return any(getattr(p, "requires_grad", False) for p in (hx if type(hx) is tuple else (hx,)))
 
 
 def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
@@ -114,24 +108,27 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         T, B = (input.shape[1], input.shape[0]) if m.batch_first else (input.shape[0], input.shape[1])
     mode = _MODE[m.mode]
     kind = mode[:3] if mode.startswith("rnn") else mode
-    if T == 0 or B == 0 or T * B > k["linear"].ROWS or B >= k["rows"][kind]:
-        return None
-    nh = getattr(m, "num_heads", 1)
-    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B):
-        return None  # (head-wise recurrence has no torch op: auto runs it fused)
+    H = m.hidden_size
+    split = B >= k["rows"][kind] and (kind != "rnn" or T * B * H * H >= k["threads"].MIN_SPLIT_WORK)
+    if T == 0 or B == 0 or T * B > k["linear"].ROWS or split:
+        return None  # (where the general path splits rows over two threads, see threads.split_rows)
     ps = m._parameters
     try:
         groups = [itemgetter(*names)(ps) for names in m._all_weights]
     except KeyError:  # pruned or parametrized: the weight is computed per access
         return None
+    grad = torch.is_grad_enabled() and (input.requires_grad or _grad_state(hx) or any(
+        p.requires_grad for g in groups for p in g))
+    nh = getattr(m, "num_heads", 1)
+    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B, T * B * H, grad):
+        return None  # (head-wise recurrence has no torch op: auto runs it fused)
+    if grad:
+        return step_grad.module_call(m, input, hx)  # a few training steps, or None
     D = 2 if m.bidirectional else 1
-    L, H = m.num_layers, m.hidden_size
+    L = m.num_layers
     lstm = mode == "lstm"
     state = _state(hx, lstm, (L * D, H) if unbatched else (L * D, B, H), dt)
     if state is None:
-        return None
-    if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for g in groups for p in g)
-                                    or _grad_state(hx)):
         return None
     GH = GATES[mode] * H
     rec = (GH, H) if nh == 1 else (nh, GH // nh, H // nh)  # W_hh dense, or head-wise

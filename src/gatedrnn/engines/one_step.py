@@ -6,8 +6,9 @@ interface, tensor bookkeeping) costs tens of µs of Python, and so does torch.nn
 is plainly a streaming step goes straight to ``kernels.step``, which reads tensors by address and
 writes the results into freshly allocated outputs:
 
-- cell: ``cell(x, hx)`` with x (B, I) and the state given;
-- module: ``module(x, hx)`` with one time step, x (1, B, I) or (B, 1, I) batch-first, and hx given.
+- cell: ``cell(x, hx)`` with x (B, I) and the state given or None (zeros);
+- module: ``module(x, hx)`` with one time step, x (1, B, I) or (B, 1, I) batch-first, hx given or
+  None (zeros, as torch.nn).
 
 Every condition is checked, flat and cheaply (a torch attribute read costs ~0.1 µs): no autograd,
 no variant, every tensor a C-contiguous CPU tensor of the expected shape and one dtype. Any call
@@ -74,9 +75,12 @@ def _state(input: Any, hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None, torc
 
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
-    if hx is None or _traced() or cell._variants:
+    if _traced() or cell._variants:
         return None
     lstm = cell._KIND == "lstm"
+    if hx is None and type(input) is Tensor and input.dim() == 2 and input.dtype in _FAST:
+        zero = torch.from_numpy(np.zeros((input.shape[0], cell.hidden_size), _NP[input.dtype]))
+        hx = (zero, zero) if lstm else zero  # torch.nn's zero state
     state = _state(input, hx, lstm)
     if state is None:
         return None
@@ -128,7 +132,7 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     h_n (and c_n) (L·D, B, H), as torch.nn.
     """
     m = module
-    if hx is None or return_gates is not False or _traced():
+    if return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
             or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
@@ -136,7 +140,9 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None
     lstm = m.mode == "LSTM"
-    state = _state(input, hx, lstm)
+    zeros = hx is None  # torch.nn's zero state, made below once the shapes are known
+    state = _state(input, (input, input) if lstm else input, lstm) if zeros else \
+        _state(input, hx, lstm)
     if state is None:
         return None
     h, c, dt = state
@@ -161,6 +167,9 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         return None
     step = _STEP or kernels()
     hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
+    if zeros:
+        h = torch.from_numpy(np.zeros(hshape, _NP[dt]))
+        c = h if lstm else None
     if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, hshape, dt)
             and step.plain(c, hshape, dt)):
         return None

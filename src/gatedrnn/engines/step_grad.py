@@ -139,3 +139,74 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
                       and step.plain(c, (B, H), dt)):
         return None
     return _Step.apply(mode, input, h, c, *params)
+
+
+# A module's training call of a few steps as one ``_Step`` per step, layer and direction: below
+# this many steps (T·L·D) that beats the general fused path, whose fixed cost (checks, the engine
+# interface, masks, buffers, one autograd Function around the whole stack) is ~0.3-0.6 ms, and
+# torch.nn's GRU and RNN, whose every step is ~10 autograd nodes (measured in issue 19, see
+# docs/results/small_calls.md; the LSTM's oneDNN op is one node for the whole sequence).
+MAX_STEPS = 32
+_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+
+
+def module_call(m: Any, input: Tensor, hx: Any) -> Any:
+    """``m(input, hx)`` as a chain of ``_Step`` nodes, or None when the call is not a plain
+    training call of at most ``MAX_STEPS`` steps on CPU float32/float64 tensors (the caller,
+    ``lean_path.module_call``, has checked the input's type, dtype, device and size, the variants
+    and the dropouts). Returns what torch.nn returns."""
+    if m.proj_size or getattr(m, "num_heads", 1) != 1 or not m.reset_after \
+            or torch._C._are_functorch_transforms_active() or (m.training and m.dropout):
+        return None
+    D, L, H, dt = 2 if m.bidirectional else 1, m.num_layers, m.hidden_size, input.dtype
+    unbatched = input.dim() == 2
+    x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if m.batch_first else input)
+    T, B = x.shape[0], x.shape[1]
+    if T * L * D > MAX_STEPS:
+        return None
+    mode = _MODE[m.mode]
+    lstm = mode == "lstm"
+    ps = m._parameters
+    try:
+        groups = [tuple(ps[n] for n in names) + (() if m.bias else (None, None))
+                  for names in m._all_weights]
+    except KeyError:  # pruned or parametrized (see one_step.cell_call)
+        return None
+    step = _K[0] if _K is not None else _kernels()[0]
+    GH = GATES[mode] * H
+    for k, params in enumerate(groups):
+        if not one_step._plain_params(step, params, GH, m.input_size if k < D else D * H, H, dt):
+            return None
+    shape = (L * D, B, H)
+    if hx is None:
+        zero = torch.zeros((B, H), dtype=dt)
+        hs, cs = [zero] * (L * D), [zero] * (L * D)
+    else:
+        parts = hx if lstm else (hx,)
+        if (lstm and (type(hx) is not tuple or len(hx) != 2)) or any(
+                type(p) is not Tensor or p.dtype is not dt or not p.is_cpu
+                or p.shape != (shape[:1] + shape[2:] if unbatched else shape) for p in parts):
+            return None
+        hs = list(parts[0].reshape(shape).contiguous().unbind(0))
+        cs = list(parts[1].reshape(shape).contiguous().unbind(0)) if lstm else [None] * (L * D)
+    xs = list(x.contiguous().unbind(0))  # T tensors (B, I), each C-contiguous
+    h_n, c_n = [], []
+    for layer in range(L):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            h, c, ys = hs[k], cs[k], [x] * T
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                new = _Step.apply(mode, xs[t], h, c, *groups[k])
+                h, c = new if lstm else (new, None)
+                ys[t] = h
+            outs.append(ys)
+            h_n.append(h)
+            c_n.append(c)
+        xs = outs[0] if D == 1 else [torch.cat(pair, 1) for pair in zip(*outs)]
+    y = torch.stack(xs)  # (T, B, D·H)
+    y = y.squeeze(1) if unbatched else (y.transpose(0, 1) if m.batch_first else y)
+    states = [torch.stack(s) for s in ((h_n, c_n) if lstm else (h_n,))]  # (L·D, B, H)
+    if unbatched:
+        states = [s.squeeze(1) for s in states]
+    return y, (tuple(states) if lstm else states[0])
