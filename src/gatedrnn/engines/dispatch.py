@@ -71,8 +71,19 @@ TABLE: tuple[Row, ...] = (
     #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
     # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
     #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
+    # Issue 19 (1 thread, torch.nn's time / fused's): at (T, B, I, H) = (20, 8, 64, 128) oneDNN
+    # wins from B = 4 too (fused 0.63; shorter calls take the step kernels before this table).
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, min_batch=16),
+        training=False, min_batch=4),
+    # Small training calls (issue 19; forward + backward, 1 thread, the engines interleaved, torch.nn's
+    # time / the engine's; work = T·B·H): the LSTM at (T, B, I, H) = (1, 1, 16, 32)
+    # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
+    # (native 1.0x, step_grad 0.8x); torch.nn's Elman RNN is cheap up to (5, 4, 32, 64) (native
+    # 0.9-1.0x, step_grad 0.77-0.96x, fused 0.67-0.85x) and fused wins at (20, 8, 64, 128) (1.5-2.9x).
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, max_work=512),
+    Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
+        training=True, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=True, max_batch=31),
     # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in

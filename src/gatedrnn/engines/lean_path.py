@@ -18,6 +18,7 @@ splits rows over two threads; the initial state absent or of exactly torch.nn's 
 
 from __future__ import annotations
 
+import logging
 from operator import itemgetter
 from typing import Any
 
@@ -33,6 +34,7 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 _KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 _KERNELS: dict[str, Any] = {}
+_LOG = logging.getLogger("gatedrnn")
 
 
 def _kernels() -> dict[str, Any]:
@@ -61,11 +63,25 @@ def _kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-def _auto_is_fused(kind: str, dt: torch.dtype, B: int, work: int, training: bool) -> bool:
-    """Whether the measured table picks the fused engine for this call (``dispatch.choose``
-    keeps its answers: walking the table costs more than the rest of a B = 1 step)."""
+def _auto(kind: str, dt: torch.dtype, B: int, work: int, training: bool) -> str:
+    """The engine the measured table picks for this call (``dispatch.choose`` keeps its answers:
+    walking the table costs more than the rest of a B = 1 step)."""
     return dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True, simple=True,
-                           training=training, batch=B, work=work) == "fused"
+                           training=training, batch=B, work=work)
+
+
+def _to_torch(m: Any, input: Tensor, hx: Any) -> Any:
+    """torch.nn's forward itself, where the table picks torch's op: without the general path's
+    checks and engine choice (~10 µs), which count in a small call. torch.nn checks the call."""
+    _record(m, "native")
+    return m._TORCH.forward(m, input, hx)
+
+
+def _record(m: Any, engine: str) -> Any:
+    """``last_engine``, logged when it changes (as ``modules.base.record_engine``)."""
+    if m.__dict__.get("last_engine") != engine:
+        _LOG.debug("%s: engine %s (was %s)", type(m).__name__, engine, m.__dict__.get("last_engine"))
+        m.__dict__["last_engine"] = engine
 
 
 def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list[Tensor] | None:
@@ -106,24 +122,36 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         T, B = input.shape[0], 1
     else:
         T, B = (input.shape[1], input.shape[0]) if m.batch_first else (input.shape[0], input.shape[1])
+    if T == 0 or B == 0:
+        return None
     mode = _MODE[m.mode]
-    kind = mode[:3] if mode.startswith("rnn") else mode
     H = m.hidden_size
-    split = B >= k["rows"][kind] and (kind != "rnn" or T * B * H * H >= k["threads"].MIN_SPLIT_WORK)
-    if T == 0 or B == 0 or T * B > k["linear"].ROWS or split:
-        return None  # (where the general path splits rows over two threads, see threads.split_rows)
     ps = m._parameters
+    # (a first look for the table: the first weight; every parameter is looked at below)
+    w0 = ps.get("weight_ih_l0")
+    grad = torch.is_grad_enabled() and (input.requires_grad or _grad_state(hx)
+                                        or (w0 is not None and w0.requires_grad))
+    nh = getattr(m, "num_heads", 1)
+    if m.engine == "auto" and nh == 1:  # (head-wise recurrence has no torch op: auto runs it fused)
+        engine = _auto(_KIND[m.mode], dt, B, T * B * H, grad)
+        if engine == "native" and m.reset_after:
+            return _to_torch(m, input, hx)
+        if engine != "fused":
+            return None
+    kind = mode[:3] if mode.startswith("rnn") else mode
+    split = B >= k["rows"][kind] and (kind != "rnn" or T * B * H * H >= k["threads"].MIN_SPLIT_WORK)
+    if T * B > k["linear"].ROWS or split:
+        return None  # (where the general path splits rows over two threads, see threads.split_rows)
     try:
         groups = [itemgetter(*names)(ps) for names in m._all_weights]
     except KeyError:  # pruned or parametrized: the weight is computed per access
         return None
-    grad = torch.is_grad_enabled() and (input.requires_grad or _grad_state(hx) or any(
-        p.requires_grad for g in groups for p in g))
-    nh = getattr(m, "num_heads", 1)
-    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B, T * B * H, grad):
-        return None  # (head-wise recurrence has no torch op: auto runs it fused)
+    grad = grad or (torch.is_grad_enabled() and any(p.requires_grad for g in groups for p in g))
     if grad:
-        return step_grad.module_call(m, input, hx)  # a few training steps, or None
+        result = step_grad.module_call(m, input, hx)  # a few training steps, or None
+        if result is not None:
+            _record(m, "fused")
+        return result
     D = 2 if m.bidirectional else 1
     L = m.num_layers
     lstm = mode == "lstm"
@@ -159,6 +187,7 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         x2 = out.view(T * B, D * H)
     y = out.squeeze(1) if unbatched else (out.transpose(0, 1) if m.batch_first else out)
     hn = [torch.stack(f).squeeze(1) if unbatched else torch.stack(f) for f in finals]
+    _record(m, "fused")
     return y, ((hn[0], hn[1]) if lstm else hn[0])
 
 

@@ -120,6 +120,14 @@ def _addresses(params: tuple) -> tuple[int, int, int, int]:
         (0 if bh is None else bh.data_ptr())
 
 
+# A module call of up to this many steps runs the step kernels step by step: measured (issue 19)
+# against the lean path's time loops, which pay ~0.1 ms of setting up per call.
+# (LSTM inference, 1 thread, torch.nn's time / this path's: (T, B, I, H) = (5, 4, 32, 64) 1.53,
+# the lean path 0.75; (20, 8, 64, 128) 0.46, the lean path 0.63, torch's oneDNN op 1.0; GRU 2.39
+# and 1.61). Bounded by the work T·B·H too: from B·H ~ 1000 a step's per-step products lose to
+# the lean path's one input projection.
+MAX_STEPS = 32
+MAX_WORK = 4096
 MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
@@ -134,6 +142,10 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     m = module
     if return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
+    w0 = m._parameters.get("weight_ih_l0")  # (a first look; every tensor is looked at below)
+    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad)
+                                    or getattr(input, "requires_grad", False)):
+        return None
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
             or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
         return None
@@ -161,7 +173,7 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
                   for names in m._all_weights]
     except KeyError:  # pruned or parametrized (see cell_call)
         return None
-    if T != 1 or B == 0:
+    if T == 0 or B == 0 or (T > 1 and (T > MAX_STEPS or T * B * H > MAX_WORK)):
         return None
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
@@ -178,23 +190,36 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
             return None
     npdt = _NP[dt]
-    hn = torch.from_numpy(np.empty(hshape, npdt))
-    cn = torch.from_numpy(np.empty(hshape, npdt)) if lstm else None
+    # The state is updated in place, step after step: each kernel reads h (and c) whole before it
+    # writes h' (and c') over them, row by row (see kernels.step).
+    hn = h.clone() if not zeros else h
+    cn = (c.clone() if not zeros else torch.from_numpy(np.zeros(hshape, npdt))) if lstm else None
     y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
-    size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
+    isz = 4 if dt is torch.float32 else 8
+    size = B * H * isz  # bytes of one (B, H)
     like = step.LIKE[dt]
     run, flag = step.kernel(MODE[m.mode], m.reset_after)
-    x_at, width = input.data_ptr(), I
-    h_at, hn_at = h.data_ptr(), hn.data_ptr()
-    c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if c is not None and cn is not None else (0, 0)
-    outs = []  # every layer's (B, D·H) output stays alive until the layer above has read it
+    # batch-first (B, T, ·) with B, T > 1 is not time-major: the input is copied to (T, B, I), and
+    # the last layer writes its rows with a stride of T·D·H straight into the (B, T, D·H) output
+    bf = m.batch_first and len(shape) == 3 and B > 1 and T > 1
+    x = input.transpose(0, 1).contiguous() if bf else input
+    x_at, width = x.data_ptr(), I
+    hn_at = hn.data_ptr()
+    cn_at = cn.data_ptr() if cn is not None else 0
+    outs = [x]  # every layer's output stays alive until the layer above has read it
     for layer in range(L):
-        outs.append(y if layer == L - 1 else _fresh((B, D * H), dt))
+        last = layer == L - 1
+        outs.append(y if last else _fresh((T, B, D * H), dt))
         out_at = outs[-1].data_ptr()
+        # where step t's rows start, and their stride
+        t_stride, ldy = (D * H * isz, T * D * H) if last and bf else (B * D * H * isz, D * H)
+        x_stride = B * width * isz
         for d in range(D):
             k = layer * D + d
-            at = k * size
-            run(like, x_at, h_at + at, c_at + at if lstm else 0, *_addresses(groups[k]), B, width,
-                H, out_at + d * (size // B), D * H, hn_at + at, cn_at + at if lstm else 0, flag)
+            at, w = k * size, _addresses(groups[k])
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                run(like, x_at + t * x_stride, hn_at + at, cn_at + at if lstm else 0, *w, B,
+                    width, H, out_at + t * t_stride + d * H * isz, ldy, hn_at + at,
+                    cn_at + at if lstm else 0, flag)
         x_at, width = out_at, D * H
     return y, ((hn, cn) if lstm else hn)

@@ -293,10 +293,12 @@ class RNNBase(_TorchRNNBase):
         if self.engine == "auto" or self.engine == "fused":
             # One inference step with the state carried (see one_step.py); None otherwise.
             result = one_step.module_call(self, input, hx, return_gates)
-            if result is None:  # a short sequence at a small batch (see lean_path.py)
-                result = lean_path.module_call(self, input, hx, return_gates)
             if result is not None:
                 record_engine(self, "fused")
+                return result
+            # A short sequence at a small batch (see lean_path.py), which records its engine.
+            result = lean_path.module_call(self, input, hx, return_gates)
+            if result is not None:
                 return result
         if "torch._dynamo" in sys.modules:  # (not imported: nobody is compiling)
             return _eager_forward()(self, input, hx, return_gates)

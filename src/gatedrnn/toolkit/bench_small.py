@@ -131,3 +131,88 @@ def rows(repeats: int, calls: int, quick: bool = False) -> list[str]:
     out.append(f"| every call | {geomean(every):.2f} | {min(every):.2f} | geomean >= 1.3, "
                "worst >= 0.95 |")
     return out
+
+
+def _each(fns: dict[str, Callable[[], object]], repeats: int, calls: int) -> dict[str, float]:
+    """µs per call of each function: the fastest of ``repeats`` interleaved loops of ``calls``."""
+    loops = {k: (lambda f=f: [f() for _ in range(calls)]) for k, f in fns.items()}
+    return {k: v / calls * 1e6 for k, v in fastest(loops, repeats).items()}
+
+
+def profile_rows(repeats: int = 5, calls: int = 300) -> list[str]:
+    """The fixed cost of a small call, piece by piece (µs per call, I = 16, H = 32, B = 1, float32):
+    what each path pays besides its arithmetic. Measured in this process, fastest of interleaved
+    loops."""
+    import numpy as np
+
+    import gatedrnn
+    from gatedrnn.engines import dispatch, lean_path, one_step, step_grad
+    from gatedrnn.engines.kernels import step, threads
+
+    torch.manual_seed(0)
+    I, H = 16, 32
+    cell, gru = gatedrnn.GRUCell(I, H), gatedrnn.GRU(I, H)
+    nn_cell, nn_gru = torch.nn.GRUCell(I, H), torch.nn.GRU(I, H)
+    x, h = torch.randn(1, I), torch.randn(1, H)
+    xg = x.clone().requires_grad_()
+    xs = torch.randn(1, 1, I)
+    p = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    out = torch.empty(1, H)
+    run, flag = step.kernel("gru", True)
+    like = step.LIKE[torch.float32]
+    kw = dict(torch_op=True, simple=True, training=True, batch=1)
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):  # type: ignore[override]
+            return a.clone()
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            return g
+
+    def nothing() -> None:
+        Nothing.apply(xg).sum().backward()
+
+    def plain_backward() -> None:
+        xg.clone().sum().backward()
+
+    def no_grad(f: Callable[[], object]) -> Callable[[], object]:
+        def run_() -> object:
+            with torch.no_grad():
+                return f()
+        return run_
+
+    pieces: dict[str, Callable[[], object]] = {
+        "walk the dispatch table (dispatch.choose, uncached)":
+            lambda: dispatch.choose("cpu", "cell", "float32", table=dispatch.TABLE[:], **kw),
+        "dispatch.choose, cached": lambda: dispatch.choose("cpu", "cell", "float32", **kw),
+        "the streaming path's checks, declining a call under autograd (one_step.cell_call)":
+            lambda: one_step.cell_call(cell, xg, h),
+        "the GRU step kernel alone (numba dispatch and a GEMV)":
+            lambda: run(like, x.data_ptr(), h.data_ptr(), 0, *(t.data_ptr() for t in p), 1, I, H,
+                        out.data_ptr(), H, 0, 0, flag),
+        "an output buffer, torch.empty": lambda: torch.empty(1, H),
+        "an output buffer, numpy + from_numpy": lambda: torch.from_numpy(np.empty((1, H), np.float32)),
+        "a forward + backward through an empty autograd.Function (minus a clone's)": nothing,
+        "  (the clone's forward + backward)": plain_backward,
+        "the two-thread split's team entry, no work (threads.split_rows at B = 64)":
+            lambda: threads.split_rows(64, lambda *a: None, 64, 2),
+        "GRUCell inference: torch.nn": no_grad(lambda: nn_cell(x, h)),
+        "GRUCell inference: gatedrnn (streaming step kernel)": no_grad(lambda: cell(x, h)),
+        "GRUCell forward under autograd: torch.nn": lambda: nn_cell(xg, h),
+        "GRUCell forward under autograd: gatedrnn (step_grad)": lambda: cell(xg, h),
+        "GRUCell forward under autograd: step_grad._Step.apply alone":
+            lambda: step_grad._Step.apply("gru", xg, h, None, *p),
+        "GRU (1, 1) inference: torch.nn": no_grad(lambda: nn_gru(xs)),
+        "GRU (1, 1) inference: gatedrnn (streaming step kernel, hx = None)": no_grad(lambda: gru(xs)),
+        "GRU (1, 1) inference: gatedrnn's lean path": no_grad(
+            lambda: lean_path.module_call(gru, xs, None, False)),
+        "GRU (1, 1) inference: gatedrnn's general fused path (module._forward)": no_grad(
+            lambda: gru._forward(xs, None, False)),
+    }
+    t = _each(pieces, repeats, calls)
+    t["a forward + backward through an empty autograd.Function (minus a clone's)"] -= \
+        t["  (the clone's forward + backward)"]
+    return ["| piece of a small call (float32, B = 1, I = 16, H = 32) | µs |", "|---|---:|"] + [
+        f"| {k} | {v:.1f} |" for k, v in t.items()]
