@@ -165,3 +165,24 @@ def test_dispatch_work_bound_and_cache() -> None:
     first = dispatch.choose("cpu", "cell", "float32", **kw)
     assert dispatch.choose("cpu", "cell", "float32", **kw) == first == "fused"
     assert dispatch.choose("cpu", "cell", "half", **kw) == "native"
+
+
+def test_double_backward_over_chained_steps() -> None:
+    """create_graph through several steps that share the weights: each step's differentiable
+    backward stays local to its step (torch.func.vjp), so the Hessian-vector product is torch's."""
+    torch.manual_seed(1)
+    ours, ref = _cells("gru", 2, 3, True, torch.float64, "auto")
+    xs = torch.randn(4, 2, 2, dtype=torch.float64)
+    v = torch.randn(9, 3, dtype=torch.float64)
+    got = []
+    for cell in (ours, ref):
+        h = torch.zeros(2, 3, dtype=torch.float64)
+        ys = []
+        for x in xs:
+            h = cell(x, h)
+            ys.append(h)
+        g, = torch.autograd.grad((torch.stack(ys).tanh() ** 2).sum(), cell.weight_hh,
+                                 create_graph=True)
+        got.append(torch.autograd.grad((g * v).sum(), cell.weight_hh)[0])
+    assert ours.last_engine == "fused"
+    torch.testing.assert_close(got[0], got[1], rtol=1e-9, atol=1e-10)

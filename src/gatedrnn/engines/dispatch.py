@@ -71,8 +71,11 @@ TABLE: tuple[Row, ...] = (
     #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
     # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
     #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
-    # Issue 19 (1 thread, torch.nn's time / fused's): at (T, B, I, H) = (20, 8, 64, 128) oneDNN
-    # wins from B = 4 too (fused 0.63; shorter calls take the step kernels before this table).
+    # Issue 19 (1 thread, torch.nn's time / gatedrnn's): a short call runs the step kernels
+    # (engines.one_step) 1.46-1.53x at (T, B, I, H) = (5, 4, 32, 64), where the fused time loops
+    # ran 0.75x; at (20, 8, 64, 128) oneDNN wins from B = 4 too (fused 0.63, step kernels 0.46).
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=4),
     # Small training calls (issue 19; forward + backward, 1 thread, the engines interleaved, torch.nn's

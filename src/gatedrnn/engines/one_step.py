@@ -1,4 +1,4 @@
-"""The streaming fast path: one inference step of a cell, or of a module with its state carried.
+"""The streaming fast path: inference of a cell step, or of a module over a few steps, by step kernels.
 
 Online prediction calls a network once per arriving time step, at B = 1. The arithmetic of such a
 call is a GEMV of a few µs; the general path around it (argument checks, packing, the engine
@@ -7,8 +7,9 @@ is plainly a streaming step goes straight to ``kernels.step``, which reads tenso
 writes the results into freshly allocated outputs:
 
 - cell: ``cell(x, hx)`` with x (B, I) and the state given or None (zeros);
-- module: ``module(x, hx)`` with one time step, x (1, B, I) or (B, 1, I) batch-first, hx given or
-  None (zeros, as torch.nn).
+- module: ``module(x, hx)`` with up to ``MAX_STEPS`` time steps and work T·B·H up to ``MAX_WORK``
+  (a short sequence: there the lean path's set-up, ~0.1 ms, would decide), hx given or None
+  (zeros, as torch.nn); the step kernels run step after step, layer by layer.
 
 Every condition is checked, flat and cheaply (a torch attribute read costs ~0.1 µs): no autograd,
 no variant, every tensor a C-contiguous CPU tensor of the expected shape and one dtype. Any call
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..equations.cells import GATES
+from . import dispatch
 
 _FAST = (torch.float32, torch.float64)
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
@@ -128,16 +130,16 @@ def _addresses(params: tuple) -> tuple[int, int, int, int]:
 # the lean path's one input projection.
 MAX_STEPS = 32
 MAX_WORK = 4096
+_KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
 def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> Any:
-    """``module(input, hx)`` for one time step through the step kernels, layer by layer and
-    direction by direction, or None when the call is not a plain step.
+    """``module(input, hx)`` for a few time steps through the step kernels, layer by layer,
+    direction by direction and step by step, or None when the call is not a plain short inference.
 
-    With one step both directions of a layer compute the same thing on their own weights, so the
-    reverse direction needs no reversal. Outputs: y (1, B, D·H) ((B, 1, D·H) batch-first) and
-    h_n (and c_n) (L·D, B, H), as torch.nn.
+    The reverse direction walks the steps backwards. Outputs: y (T, B, D·H) ((B, T, D·H)
+    batch-first) and h_n (and c_n) (L·D, B, H), as torch.nn.
     """
     m = module
     if return_gates is not False or _traced():
@@ -175,6 +177,10 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         return None
     if T == 0 or B == 0 or (T > 1 and (T > MAX_STEPS or T * B * H > MAX_WORK)):
         return None
+    if T > 1 and m.engine == "auto" and dispatch.choose(
+            "cpu", _KIND[m.mode], dispatch.dtype_key(input.dtype), torch_op=True, simple=True,
+            training=False, batch=B, work=T * B * H) != "fused":
+        return None  # (a sequence where the table picks torch's op, e.g. float64 from B = 16)
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()

@@ -100,14 +100,24 @@ class _Step(torch.autograd.Function):
 
 
 def _reference_grads(mode: str, inputs: tuple, need: tuple, grads: tuple) -> tuple:
-    """The step of ``equations.cells`` on the saved tensors, differentiated with the graph kept."""
-    x, h, c, wi, wh, bi, bh = inputs
-    w = {"w_ih": wi, "w_hh": wh, "b_ih": bi, "b_hh": bh}
-    new, _ = STEPS[mode](x, (h, c) if mode == "lstm" else (h,), w, CellOptions(mode, True, False))
-    wanted = [t for t, n in zip(inputs, need) if n]
-    got = iter(torch.autograd.grad(new, wanted, grads[:len(new)], create_graph=True,
-                                   allow_unused=True))
-    return tuple(next(got) if n else None for n in need)
+    """The vector-Jacobian product of the step of ``equations.cells`` at the saved tensors, itself
+    differentiable. ``torch.func.vjp`` keeps it local to this step: ``autograd.grad`` on the
+    saved tensors would also follow h back through the earlier steps to the shared weights."""
+    given = [i for i, t in enumerate(inputs) if t is not None]
+
+    def step(*tensors: Tensor) -> tuple:
+        full = list(inputs)
+        for i, t in zip(given, tensors):
+            full[i] = t
+        x, h, c, wi, wh, bi, bh = full
+        w = {"w_ih": wi, "w_hh": wh, "b_ih": bi, "b_hh": bh}
+        new, _ = STEPS[mode](x, (h, c) if mode == "lstm" else (h,), w,
+                             CellOptions(mode, True, False))
+        return tuple(new)
+
+    out, vjp = torch.func.vjp(step, *(inputs[i] for i in given))
+    got = dict(zip(given, vjp(tuple(grads[:len(out)]))))
+    return tuple(got.get(i) if n else None for i, n in enumerate(need))
 
 
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
