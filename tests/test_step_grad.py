@@ -146,14 +146,14 @@ def test_inference_without_state_takes_the_step_kernels(monkeypatch) -> None:
     module = gatedrnn.GRU(3, 4)
     peer = torch.nn.GRU(3, 4)
     peer.load_state_dict(module.state_dict())
-    taken = _spy(monkeypatch, one_step, "module_call") + _spy(monkeypatch, one_step, "cell_call")
+    modules, cells = _spy(monkeypatch, one_step, "module_call"), _spy(monkeypatch, one_step, "cell_call")
     x = torch.randn(2, 3)
     with torch.no_grad():
         for a, b in zip(ours(x), ref(x)):
             torch.testing.assert_close(a, b)
         for a, b in zip(module(x[None]), peer(x[None])):
             torch.testing.assert_close(a, b)
-    assert ours.last_engine == module.last_engine == "fused"
+    assert ours.last_engine == module.last_engine == "fused" and modules and cells
 
 
 def test_dispatch_work_bound_and_cache() -> None:

@@ -199,7 +199,8 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     # The state is updated in place, step after step: each kernel reads h (and c) whole before it
     # writes h' (and c') over them, row by row (see kernels.step).
     hn = h.clone() if not zeros else h
-    cn = (c.clone() if not zeros else torch.from_numpy(np.zeros(hshape, npdt))) if lstm else None
+    cn = None if c is None or not lstm else (
+        c.clone() if not zeros else torch.from_numpy(np.zeros(hshape, npdt)))
     y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
     isz = 4 if dt is torch.float32 else 8
     size = B * H * isz  # bytes of one (B, H)

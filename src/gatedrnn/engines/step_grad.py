@@ -115,7 +115,8 @@ def _reference_grads(mode: str, inputs: tuple, need: tuple, grads: tuple) -> tup
                              CellOptions(mode, True, False))
         return tuple(new)
 
-    out, vjp = torch.func.vjp(step, *(inputs[i] for i in given))
+    pair = torch.func.vjp(step, *(inputs[i] for i in given))
+    out, vjp = pair[0], pair[1]
     got = dict(zip(given, vjp(tuple(grads[:len(out)]))))
     return tuple(got.get(i) if n else None for i, n in enumerate(need))
 
@@ -191,9 +192,10 @@ def module_call(m: Any, input: Tensor, hx: Any) -> Any:
     shape = (L * D, B, H)
     if hx is None:
         zero = torch.zeros((B, H), dtype=dt)
-        hs, cs = [zero] * (L * D), [zero] * (L * D)
+        hs: list[Any] = [zero] * (L * D)
+        cs: list[Any] = [zero] * (L * D)
     else:
-        parts = hx if lstm else (hx,)
+        parts: tuple = hx if lstm else (hx,)
         if (lstm and (type(hx) is not tuple or len(hx) != 2)) or any(
                 type(p) is not Tensor or p.dtype is not dt or not p.is_cpu
                 or p.shape != (shape[:1] + shape[2:] if unbatched else shape) for p in parts):
@@ -201,7 +203,10 @@ def module_call(m: Any, input: Tensor, hx: Any) -> Any:
         hs = list(parts[0].reshape(shape).contiguous().unbind(0))
         cs = list(parts[1].reshape(shape).contiguous().unbind(0)) if lstm else [None] * (L * D)
     xs = list(x.contiguous().unbind(0))  # T tensors (B, I), each C-contiguous
-    h_n, c_n = [], []
+    h_n: list[Tensor] = []
+    c_n: list[Any] = []
+    h: Any
+    c: Any
     for layer in range(L):
         outs = []
         for d in range(D):

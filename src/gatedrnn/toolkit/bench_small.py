@@ -136,7 +136,10 @@ def rows(repeats: int, calls: int, quick: bool = False) -> list[str]:
 
 def _each(fns: dict[str, Callable[[], object]], repeats: int, calls: int) -> dict[str, float]:
     """µs per call of each function: the fastest of ``repeats`` interleaved loops of ``calls``."""
-    loops = {k: (lambda f=f: [f() for _ in range(calls)]) for k, f in fns.items()}
+    def loop(f: Callable[[], object]) -> Callable[[], object]:
+        return lambda: [f() for _ in range(calls)]
+
+    loops = {k: loop(f) for k, f in fns.items()}
     return {k: v / calls * 1e6 for k, v in fastest(loops, repeats).items()}
 
 
@@ -161,7 +164,7 @@ def profile_rows(repeats: int = 5, calls: int = 300) -> list[str]:
     out = torch.empty(1, H)
     run, flag = step.kernel("gru", True)
     like = step.LIKE[torch.float32]
-    kw = dict(torch_op=True, simple=True, training=True, batch=1)
+    kw: dict[str, Any] = dict(torch_op=True, simple=True, training=True, batch=1)
 
     class Nothing(torch.autograd.Function):
         @staticmethod

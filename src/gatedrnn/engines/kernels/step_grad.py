@@ -173,8 +173,8 @@ def rnn_backward(like, px, ph, ph2, pwi, pwh, relu, pdh2, pdc2, B, I, H,
     for b in range(B):
         for j in range(H):
             y = h2[b, j]
-            if relu:
-                da[b, j] = dh2[b, j] if y > 0 else 0.0
+            if relu:  # (torch's threshold_backward: a NaN h' passes the gradient on)
+                da[b, j] = 0.0 if y <= 0 else dh2[b, j]
             else:
                 da[b, j] = dh2[b, j] * (one - y * y)
     scratch = _scratch(like)
