@@ -79,6 +79,10 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
     if _traced() or cell._variants:
         return None
+    w0 = cell._parameters.get("weight_ih")  # (a first look; every tensor is looked at below)
+    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad)
+                                    or getattr(input, "requires_grad", False)):
+        return None  # a training step (engines.step_grad)
     lstm = cell._KIND == "lstm"
     if hx is None and type(input) is Tensor and input.dim() == 2 and input.dtype in _FAST:
         zero = torch.from_numpy(np.zeros((input.shape[0], cell.hidden_size), _NP[input.dtype]))
