@@ -22,8 +22,8 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "results", "small_ca
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=9, help="interleaved rounds (fastest counts)")
-    ap.add_argument("--calls", type=int, default=5, help="least calls per round")
+    ap.add_argument("--repeats", type=int, default=21, help="interleaved rounds (fastest counts)")
+    ap.add_argument("--calls", type=int, default=2, help="least calls per round")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--quick", action="store_true", help="a smoke test: two calls, one round")
