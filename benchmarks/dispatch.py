@@ -9,7 +9,7 @@ Move the rows of ``gatedrnn.engines.dispatch.TABLE`` where the flags say so, on 
 
 Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
                                      [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]
-                                     [--shapes T,B,I,H;...]
+                                     [--shapes T,B,I,H;...] [--small] [--calls N]
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ import gatedrnn
 SHAPES = [(200, 1, 64, 128), (100, 16, 128, 128), (100, 32, 128, 128), (100, 64, 256, 256),
           (50, 256, 128, 256)]
 QUICK_SHAPES = [(20, 1, 16, 32), (20, 32, 32, 32)]
+# Small calls (issue 19), where the fixed cost per call decides; the work T·B·H is what
+# dispatch.Row.max_work bounds. Timed as loops of calls (see --calls), float32, not packed.
+SMALL_SHAPES = [(1, 1, 16, 32), (5, 4, 32, 64), (20, 8, 64, 128), (1, 8, 64, 128),
+                (50, 1, 64, 128), (20, 16, 64, 128), (50, 8, 64, 128)]
 ENGINES = ("reference", "fused", "native")
 
 
@@ -56,10 +60,14 @@ def _call(module: torch.nn.Module, x, training: bool) -> Callable[[], None]:
     return run
 
 
+CALLS = 1  # calls per timing (--calls); a timing is their mean
+
+
 def _time(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+    for _ in range(CALLS):
+        fn()
+    return (time.perf_counter() - t0) * 1e3 / CALLS
 
 
 def measure(cell: str, shape: tuple[int, int, int, int], dtype: torch.dtype, training: bool,
@@ -86,10 +94,11 @@ def measure(cell: str, shape: tuple[int, int, int, int], dtype: torch.dtype, tra
     return {"best": best, "failed": failed, "picked": mods["auto"].last_engine}
 
 
-def rows(cells: list[str], shapes: list, dtypes: list[torch.dtype], repeats: int):
+def rows(cells: list[str], shapes: list, dtypes: list[torch.dtype], repeats: int,
+         plain: bool = False):
     for cell, shape, dtype, training, packed, proj in itertools.product(
             cells, shapes, dtypes, (False, True), (False, True), (False, True)):
-        if proj and cell != "lstm":
+        if (proj and cell != "lstm") or (plain and (packed or proj)):
             continue
         yield (cell, shape, dtype, training, packed, shape[3] // 2 if proj else 0), repeats
 
@@ -103,9 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", default="lstm,gru,rnn")
     ap.add_argument("--dtypes", default="float32,float64,bfloat16")
     ap.add_argument("--shapes", default=None, help="T,B,I,H;T,B,I,H;... (default: the grid above)")
+    ap.add_argument("--small", action="store_true",
+                    help="the small-call grid (SMALL_SHAPES, float32, neither packed nor proj_size)")
+    ap.add_argument("--calls", type=int, default=None,
+                    help="calls per timing (default 1; 50 with --small)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global CALLS
+    CALLS = args.calls or (50 if args.small else 1)
     shapes, repeats = (QUICK_SHAPES, 2) if args.quick else (SHAPES, args.repeats)
+    if args.small:
+        shapes, args.dtypes = SMALL_SHAPES, "float32"
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
     dtypes = [getattr(torch, d) for d in ("float32",) if args.quick] or \
@@ -115,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---:|---:|---:|---:|---|---|---|")
     disagreements = 0
     for (cell, shape, dtype, training, packed, proj), reps in rows(
-            args.cells.split(","), shapes, dtypes, repeats):
+            args.cells.split(","), shapes, dtypes, repeats, args.small):
         r = measure(cell, shape, dtype, training, packed, proj, reps)
         best = r["best"]
         ours = {e: best[e] for e in ENGINES if e not in r["failed"]}
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         flag = ""
         if ours.get(engine_of_pick, float("inf")) > (1 + args.slack) * ours[fastest]:
             flag, disagreements = "<<", disagreements + 1
-        ms = " | ".join("n/a" if e in r["failed"] else f"{best[e]:.2f}"
+        ms = " | ".join("n/a" if e in r["failed"] else f"{best[e]:.3f}"
                         for e in ("torch.nn",) + ENGINES)
         print(f"| {cell} | {', '.join(map(str, shape))} | {str(dtype)[6:]} | "
               f"{'training' if training else 'inference'} | {packed} | {proj} | {ms} | {fastest} | "

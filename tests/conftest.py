@@ -2,9 +2,22 @@
 
 Hypothesis runs derandomized everywhere (a fixed seed per test, no example database), so a run in
 CI tries exactly the examples a developer's run tried: one flaky failure would block a landing.
+
+Without a GPU the Triton engine's tests run its kernels in Triton's interpreter. Triton reads
+``TRITON_INTERPRET`` when its language is first imported, and torch's test utilities import triton
+while the test files are collected (tests/test_module_db.py), so the variable is set here, before
+any test file is imported, not in the Triton test files themselves.
 """
 
+import os
+
 from hypothesis import settings
+
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 
 settings.register_profile("gatedrnn", derandomize=True, database=None, deadline=None,
                           print_blob=True)

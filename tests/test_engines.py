@@ -194,7 +194,8 @@ def test_rule_on_the_cpu() -> None:
         assert _choose(kind=kind, dtype="half", training=True) == "fused-float32"
     for kind in ("GRU", "RNN"):
         assert _choose(kind=kind, batch=64, training=True) == "fused"
-    assert _choose(kind="cell", training=True) == "native"
+    assert _choose(kind="cell", training=True) == "fused"  # one step_grad node per step
+    assert _choose(kind="cell", training=True, dtype="half") == "native"
     assert _choose(kind="cell", training=False) == "fused"
     assert _choose(kind="cell", torch_op=False) == "reference"
     assert _choose(dtype="other") == "native"
@@ -208,9 +209,10 @@ def test_rule_never_picks_the_reference_loop_where_another_engine_computes_it() 
 
 AUTO_CASES = [
     # (module, input shape, grad, the engine auto must pick)
-    (lambda: gatedrnn.LSTM(4, 8), (5, 32, 4), False, "native"),
+    (lambda: gatedrnn.LSTM(4, 8), (40, 32, 4), False, "native"),
     (lambda: gatedrnn.LSTM(4, 8), (5, 1, 4), False, "fused"),
-    (lambda: gatedrnn.LSTM(4, 8), (5, 1, 4), True, "native"),
+    (lambda: gatedrnn.LSTM(4, 8), (5, 1, 4), True, "fused"),  # small: one step_grad node a step
+    (lambda: gatedrnn.LSTM(4, 8), (40, 2, 4), True, "native"),
     (lambda: gatedrnn.LSTM(4, 8), (5, 64, 4), True, "fused"),
     (lambda: gatedrnn.LSTM(4, 8, proj_size=3), (5, 32, 4), False, "fused"),
     (lambda: gatedrnn.GRU(4, 8, num_layers=2), (5, 32, 4), True, "fused"),
@@ -245,7 +247,7 @@ def test_last_engine_is_logged_when_it_changes(caplog) -> None:
         with torch.no_grad():
             m(torch.randn(3, 1, 4))
             m(torch.randn(3, 1, 4))
-            m(torch.randn(3, 32, 4))
+            m(torch.randn(40, 32, 4))
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["LSTM: engine fused (was None)", "LSTM: engine native (was fused)"]
 

@@ -24,6 +24,9 @@ Example:
     'native'
     >>> dispatch.choose("cpu", "GRU", "float32", torch_op=True, simple=True, training=True, batch=8)
     'fused'
+    >>> dispatch.choose("cuda", "LSTM", "float32", torch_op=False, simple=True, training=True,
+    ...                 batch=8, triton=True)  # a variant on a GPU with triton
+    'triton'
     >>> dispatch.choose("cuda", "mingru", "float32", torch_op=False, simple=True, training=True,
     ...                 batch=8)
     'scan'
@@ -57,6 +60,8 @@ class Row:
     training: bool | None = None  # autograd records the call
     min_batch: int = 0
     max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
+    max_work: int | None = None  # ... and calls of at most this work T·N·H (None: any)
+    triton: bool | None = None  # the Triton engine can run the call (triton imports, CUDA tensor)
 
 
 _DECLARED = ("mingru", "minlstm", "slstm")
@@ -69,14 +74,24 @@ TABLE: tuple[Row, ...] = (
     # minimal cells; sLSTM's gates see h, so it has no scan. Everything else (a CPU's bfloat16,
     # sLSTM off the CPU): the reference loop.
     Row("fused", device="cpu", kind=_DECLARED, dtype=("float32", "float64")),
+    # On a GPU the Triton kernels, where triton imports (planned from the design, not yet
+    # measured: docs/gpu.md; a GPU run of benchmarks/gpu.py moves these rows).
+    Row("triton", device="other", kind=_DECLARED, triton=True),
     Row("scan", device="other", kind=("mingru", "minlstm")),
     Row("reference", kind=_DECLARED, torch_op=False),
-    # Cells: the step kernel has no backward (a recorded call is the reference step under autograd),
-    # and torch's cell op is one fused call; without autograd the step kernel is 2-2.6x torch's.
+    # Cells under autograd on the CPU: one autograd node (engines.step_grad: a numba forward and a
+    # hand-derived numba backward) against torch's cell op, whose ~10 ops are each a node. Measured
+    # (issue 19; I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
+    # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x, RNNCell 0.98-1.04x. Elsewhere torch's op.
+    Row("fused", device="cpu", kind="cell", dtype="float32", torch_op=True, training=True),
+    Row("fused", device="cpu", kind="cell", dtype="float64", torch_op=True, training=True),
     Row("native", kind="cell", torch_op=True, training=True),
     Row("reference", kind="cell", torch_op=False),
     # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
     Row("native", device="other", torch_op=True),
+    # What cuDNN has no op for (variants, heads, return_gates, Cho's GRU): the Triton kernels
+    # where they run, the reference loop otherwise (planned from the design, not yet measured).
+    Row("triton", device="other", kind=("LSTM", "GRU"), triton=True),
     Row("reference", device="other"),
     Row("native", dtype="other", torch_op=True),
     Row("reference", dtype="other"),
@@ -86,8 +101,22 @@ TABLE: tuple[Row, ...] = (
     #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
     # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
     #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
+    # Issue 19 (1 thread, torch.nn's time / gatedrnn's): a short call runs the step kernels
+    # (engines.one_step) 1.46-1.53x at (T, B, I, H) = (5, 4, 32, 64), where the fused time loops
+    # ran 0.75x; at (20, 8, 64, 128) oneDNN wins from B = 4 too (fused 0.63, step kernels 0.46).
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, min_batch=16),
+        training=False, min_batch=4),
+    # Small training calls (issue 19; forward + backward, 1 thread, the engines interleaved, torch.nn's
+    # time / the engine's; work = T·B·H): the LSTM at (T, B, I, H) = (1, 1, 16, 32)
+    # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
+    # (native 1.0x, step_grad 0.8x); torch.nn's Elman RNN is cheap up to (5, 4, 32, 64) (native
+    # 0.9-1.0x, step_grad 0.77-0.96x, fused 0.67-0.85x) and fused wins at (20, 8, 64, 128) (1.5-2.9x).
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, max_work=512),
+    Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
+        training=True, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=True, max_batch=31),
     # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in
@@ -105,8 +134,10 @@ TABLE: tuple[Row, ...] = (
 )
 
 
-def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
+def _matches(row: Row, features: Mapping[str, object], batch: int, work: int | None) -> bool:
     if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
+        return False
+    if row.max_work is not None and (work is None or work > row.max_work):
         return False
     for key, value in features.items():
         want = getattr(row, key)
@@ -115,18 +146,36 @@ def _matches(row: Row, features: Mapping[str, object], batch: int) -> bool:
     return True
 
 
+# choose's answers for TABLE, by the call's features: walking the table costs ~5 µs, a call of a
+# small cell ~20. Bounded: a stream of ever-new (batch, work) pairs restarts it.
+_CHOSEN: dict[tuple, str] = {}
+
+
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
-           training: bool, batch: int, table: tuple[Row, ...] = TABLE) -> str:
+           training: bool, batch: int, work: int | None = None, triton: bool = False,
+           table: tuple[Row, ...] = TABLE) -> str:
     """The engine for a call with these features (a pure function: no tensors, no device).
 
     device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell" | "mingru" |
-    "minlstm" | "slstm"; dtype: a key of
-    ``DTYPES``' values or "other"; batch: the batch size N.
+    "minlstm" | "slstm"; dtype: a key of ``DTYPES``' values or "other"; batch: the batch size N;
+    work: T·N·H (time steps, batch, hidden size), or None when the caller does not know it (rows
+    with ``max_work`` then do not match); triton: the Triton engine can run the call (triton
+    imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``).
     """
+    key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton)
+    if table is TABLE:
+        engine = _CHOSEN.get(key)
+        if engine is not None:
+            return engine
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
-                "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training}
+                "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training,
+                "triton": triton}
     for row in table:
-        if _matches(row, features, batch):
+        if _matches(row, features, batch, work):
+            if table is TABLE:
+                if len(_CHOSEN) > 4096:
+                    _CHOSEN.clear()
+                _CHOSEN[key] = row.engine
             return row.engine
     raise AssertionError("the last row of the table matches every call")  # pragma: no cover
 

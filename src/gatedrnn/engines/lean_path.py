@@ -18,6 +18,7 @@ splits rows over two threads; the initial state absent or of exactly torch.nn's 
 
 from __future__ import annotations
 
+import logging
 from operator import itemgetter
 from typing import Any
 
@@ -26,13 +27,14 @@ import torch
 from torch import Tensor
 
 from ..equations.cells import GATES
-from . import dispatch
+from . import dispatch, step_grad
 from .one_step import _traced
 
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 _KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 _KERNELS: dict[str, Any] = {}
+_LOG = logging.getLogger("gatedrnn")
 
 
 def _kernels() -> dict[str, Any]:
@@ -61,17 +63,25 @@ def _kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-_AUTO: dict[tuple[str, torch.dtype, int], bool] = {}
+def _auto(kind: str, dt: torch.dtype, B: int, work: int, training: bool) -> str:
+    """The engine the measured table picks for this call (``dispatch.choose`` keeps its answers:
+    walking the table costs more than the rest of a B = 1 step)."""
+    return dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True, simple=True,
+                           training=training, batch=B, work=work)
 
 
-def _auto_is_fused(kind: str, dt: torch.dtype, B: int) -> bool:
-    """Whether the measured table picks the fused engine for this inference (cached: the table is
-    fixed, and walking it costs more than the rest of a B = 1 step)."""
-    key = (kind, dt, B)
-    if key not in _AUTO:
-        _AUTO[key] = dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True,
-                                     simple=True, training=False, batch=B) == "fused"
-    return _AUTO[key]
+def _to_torch(m: Any, input: Tensor, hx: Any) -> Any:
+    """torch.nn's forward itself, where the table picks torch's op: without the general path's
+    checks and engine choice (~10 µs), which count in a small call. torch.nn checks the call."""
+    _record(m, "native")
+    return m._TORCH.forward(m, input, hx)
+
+
+def _record(m: Any, engine: str) -> Any:
+    """``last_engine``, logged when it changes (as ``modules.base.record_engine``)."""
+    if m.__dict__.get("last_engine") != engine:
+        _LOG.debug("%s: engine %s (was %s)", type(m).__name__, engine, m.__dict__.get("last_engine"))
+        m.__dict__["last_engine"] = engine
 
 
 def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list[Tensor] | None:
@@ -89,7 +99,7 @@ def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list
 
 
 def _grad_state(hx: Any) -> bool:
-    return any(p.requires_grad for p in (hx if type(hx) is tuple else (hx,)) if p is not None)
+    return any(getattr(p, "requires_grad", False) for p in (hx if type(hx) is tuple else (hx,)))
 
 
 def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
@@ -112,26 +122,41 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         T, B = input.shape[0], 1
     else:
         T, B = (input.shape[1], input.shape[0]) if m.batch_first else (input.shape[0], input.shape[1])
-    mode = _MODE[m.mode]
-    kind = mode[:3] if mode.startswith("rnn") else mode
-    if T == 0 or B == 0 or T * B > k["linear"].ROWS or B >= k["rows"][kind]:
+    if T == 0 or B == 0:
         return None
-    nh = getattr(m, "num_heads", 1)
-    if m.engine == "auto" and nh == 1 and not _auto_is_fused(_KIND[m.mode], dt, B):
-        return None  # (head-wise recurrence has no torch op: auto runs it fused)
+    mode = _MODE[m.mode]
+    H = m.hidden_size
     ps = m._parameters
+    # (a first look for the table: the first weight; every parameter is looked at below)
+    w0 = ps.get("weight_ih_l0")
+    grad = torch.is_grad_enabled() and (input.requires_grad or _grad_state(hx)
+                                        or (w0 is not None and w0.requires_grad))
+    nh = getattr(m, "num_heads", 1)
+    if m.engine == "auto" and nh == 1:  # (head-wise recurrence has no torch op: auto runs it fused)
+        engine = _auto(_KIND[m.mode], dt, B, T * B * H, grad)
+        if engine == "native" and m.reset_after:
+            return _to_torch(m, input, hx)
+        if engine != "fused":
+            return None
+    kind = mode[:3] if mode.startswith("rnn") else mode
+    split = B >= k["rows"][kind] and (kind != "rnn" or T * B * H * H >= k["threads"].MIN_SPLIT_WORK)
+    if T * B > k["linear"].ROWS or split:
+        return None  # (where the general path splits rows over two threads, see threads.split_rows)
     try:
         groups = [itemgetter(*names)(ps) for names in m._all_weights]
     except KeyError:  # pruned or parametrized: the weight is computed per access
         return None
+    grad = grad or (torch.is_grad_enabled() and any(p.requires_grad for g in groups for p in g))
+    if grad:
+        result = step_grad.module_call(m, input, hx)  # a few training steps, or None
+        if result is not None:
+            _record(m, "fused")
+        return result
     D = 2 if m.bidirectional else 1
-    L, H = m.num_layers, m.hidden_size
+    L = m.num_layers
     lstm = mode == "lstm"
     state = _state(hx, lstm, (L * D, H) if unbatched else (L * D, B, H), dt)
     if state is None:
-        return None
-    if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for g in groups for p in g)
-                                    or _grad_state(hx)):
         return None
     GH = GATES[mode] * H
     rec = (GH, H) if nh == 1 else (nh, GH // nh, H // nh)  # W_hh dense, or head-wise
@@ -162,6 +187,7 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         x2 = out.view(T * B, D * H)
     y = out.squeeze(1) if unbatched else (out.transpose(0, 1) if m.batch_first else out)
     hn = [torch.stack(f).squeeze(1) if unbatched else torch.stack(f) for f in finals]
+    _record(m, "fused")
     return y, ((hn[0], hn[1]) if lstm else hn[0])
 
 

@@ -1,4 +1,4 @@
-"""The streaming fast path: one inference step of a cell, or of a module with its state carried.
+"""The streaming fast path: inference of a cell step, or of a module over a few steps, by step kernels.
 
 Online prediction calls a network once per arriving time step, at B = 1. The arithmetic of such a
 call is a GEMV of a few µs; the general path around it (argument checks, packing, the engine
@@ -6,8 +6,10 @@ interface, tensor bookkeeping) costs tens of µs of Python, and so does torch.nn
 is plainly a streaming step goes straight to ``kernels.step``, which reads tensors by address and
 writes the results into freshly allocated outputs:
 
-- cell: ``cell(x, hx)`` with x (B, I) and the state given;
-- module: ``module(x, hx)`` with one time step, x (1, B, I) or (B, 1, I) batch-first, and hx given.
+- cell: ``cell(x, hx)`` with x (B, I) and the state given or None (zeros);
+- module: ``module(x, hx)`` with up to ``MAX_STEPS`` time steps and work T·B·H up to ``MAX_WORK``
+  (a short sequence: there the lean path's set-up, ~0.1 ms, would decide), hx given or None
+  (zeros, as torch.nn); the step kernels run step after step, layer by layer.
 
 Every condition is checked, flat and cheaply (a torch attribute read costs ~0.1 µs): no autograd,
 no variant, every tensor a C-contiguous CPU tensor of the expected shape and one dtype. Any call
@@ -25,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..equations.cells import GATES
+from . import dispatch
 
 _FAST = (torch.float32, torch.float64)
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
@@ -74,9 +77,16 @@ def _state(input: Any, hx: Any, lstm: bool) -> tuple[Tensor, Tensor | None, torc
 
 def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     """``cell(input, hx)`` through the step kernel, or None when the call is not a plain step."""
-    if hx is None or _traced() or cell._variants:
+    if _traced() or cell._variants:
         return None
+    w0 = cell._parameters.get("weight_ih")  # (a first look; every tensor is looked at below)
+    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad)
+                                    or getattr(input, "requires_grad", False)):
+        return None  # a training step (engines.step_grad)
     lstm = cell._KIND == "lstm"
+    if hx is None and type(input) is Tensor and input.dim() == 2 and input.dtype in _FAST:
+        zero = torch.from_numpy(np.zeros((input.shape[0], cell.hidden_size), _NP[input.dtype]))
+        hx = (zero, zero) if lstm else zero  # torch.nn's zero state
     state = _state(input, hx, lstm)
     if state is None:
         return None
@@ -116,27 +126,41 @@ def _addresses(params: tuple) -> tuple[int, int, int, int]:
         (0 if bh is None else bh.data_ptr())
 
 
+# A module call of up to this many steps runs the step kernels step by step: measured (issue 19)
+# against the lean path's time loops, which pay ~0.1 ms of setting up per call.
+# (LSTM inference, 1 thread, torch.nn's time / this path's: (T, B, I, H) = (5, 4, 32, 64) 1.53,
+# the lean path 0.75; (20, 8, 64, 128) 0.46, the lean path 0.63, torch's oneDNN op 1.0; GRU 2.39
+# and 1.61). Bounded by the work T·B·H too: from B·H ~ 1000 a step's per-step products lose to
+# the lean path's one input projection.
+MAX_STEPS = 32
+MAX_WORK = 4096
+_KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
 def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> Any:
-    """``module(input, hx)`` for one time step through the step kernels, layer by layer and
-    direction by direction, or None when the call is not a plain step.
+    """``module(input, hx)`` for a few time steps through the step kernels, layer by layer,
+    direction by direction and step by step, or None when the call is not a plain short inference.
 
-    With one step both directions of a layer compute the same thing on their own weights, so the
-    reverse direction needs no reversal. Outputs: y (1, B, D·H) ((B, 1, D·H) batch-first) and
-    h_n (and c_n) (L·D, B, H), as torch.nn.
+    The reverse direction walks the steps backwards. Outputs: y (T, B, D·H) ((B, T, D·H)
+    batch-first) and h_n (and c_n) (L·D, B, H), as torch.nn.
     """
     m = module
-    if hx is None or return_gates is not False or _traced():
+    if return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
+    w0 = m._parameters.get("weight_ih_l0")  # (a first look; every tensor is looked at below)
+    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad)
+                                    or getattr(input, "requires_grad", False)):
+        return None
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
             or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
         return None
     if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
         return None
     lstm = m.mode == "LSTM"
-    state = _state(input, hx, lstm)
+    zeros = hx is None  # torch.nn's zero state, made below once the shapes are known
+    state = _state(input, (input, input) if lstm else input, lstm) if zeros else \
+        _state(input, hx, lstm)
     if state is None:
         return None
     h, c, dt = state
@@ -155,12 +179,19 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
                   for names in m._all_weights]
     except KeyError:  # pruned or parametrized (see cell_call)
         return None
-    if T != 1 or B == 0:
+    if T == 0 or B == 0 or (T > 1 and (T > MAX_STEPS or T * B * H > MAX_WORK)):
         return None
+    if T > 1 and m.engine == "auto" and dispatch.choose(
+            "cpu", _KIND[m.mode], dispatch.dtype_key(input.dtype), torch_op=True, simple=True,
+            training=False, batch=B, work=T * B * H) != "fused":
+        return None  # (a sequence where the table picks torch's op, e.g. float64 from B = 16)
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()
     hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
+    if zeros:
+        h = torch.from_numpy(np.zeros(hshape, _NP[dt]))
+        c = h if lstm else None
     if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, hshape, dt)
             and step.plain(c, hshape, dt)):
         return None
@@ -169,23 +200,37 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
             return None
     npdt = _NP[dt]
-    hn = torch.from_numpy(np.empty(hshape, npdt))
-    cn = torch.from_numpy(np.empty(hshape, npdt)) if lstm else None
+    # The state is updated in place, step after step: each kernel reads h (and c) whole before it
+    # writes h' (and c') over them, row by row (see kernels.step).
+    hn = h.clone() if not zeros else h
+    cn = None if c is None or not lstm else (
+        c.clone() if not zeros else torch.from_numpy(np.zeros(hshape, npdt)))
     y = torch.from_numpy(np.empty((*shape[:-1], D * H), npdt))
-    size = B * H * (4 if dt is torch.float32 else 8)  # bytes of one (B, H)
+    isz = 4 if dt is torch.float32 else 8
+    size = B * H * isz  # bytes of one (B, H)
     like = step.LIKE[dt]
     run, flag = step.kernel(MODE[m.mode], m.reset_after)
-    x_at, width = input.data_ptr(), I
-    h_at, hn_at = h.data_ptr(), hn.data_ptr()
-    c_at, cn_at = (c.data_ptr(), cn.data_ptr()) if c is not None and cn is not None else (0, 0)
-    outs = []  # every layer's (B, D·H) output stays alive until the layer above has read it
+    # batch-first (B, T, ·) with B, T > 1 is not time-major: the input is copied to (T, B, I), and
+    # the last layer writes its rows with a stride of T·D·H straight into the (B, T, D·H) output
+    bf = m.batch_first and len(shape) == 3 and B > 1 and T > 1
+    x = input.transpose(0, 1).contiguous() if bf else input
+    x_at, width = x.data_ptr(), I
+    hn_at = hn.data_ptr()
+    cn_at = cn.data_ptr() if cn is not None else 0
+    outs = [x]  # every layer's output stays alive until the layer above has read it
     for layer in range(L):
-        outs.append(y if layer == L - 1 else _fresh((B, D * H), dt))
+        last = layer == L - 1
+        outs.append(y if last else _fresh((T, B, D * H), dt))
         out_at = outs[-1].data_ptr()
+        # where step t's rows start, and their stride
+        t_stride, ldy = (D * H * isz, T * D * H) if last and bf else (B * D * H * isz, D * H)
+        x_stride = B * width * isz
         for d in range(D):
             k = layer * D + d
-            at = k * size
-            run(like, x_at, h_at + at, c_at + at if lstm else 0, *_addresses(groups[k]), B, width,
-                H, out_at + d * (size // B), D * H, hn_at + at, cn_at + at if lstm else 0, flag)
+            at, w = k * size, _addresses(groups[k])
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                run(like, x_at + t * x_stride, hn_at + at, cn_at + at if lstm else 0, *w, B,
+                    width, H, out_at + t * t_stride + d * H * isz, ldy, hn_at + at,
+                    cn_at + at if lstm else 0, flag)
         x_at, width = out_at, D * H
     return y, ((hn, cn) if lstm else hn)

@@ -63,6 +63,13 @@ def has_engine(mode: str, engine: str) -> bool:
     return True
 
 
+def triton_ready(mode: str, x: Tensor) -> bool:
+    """True when the Triton engine can run this call: x on CUDA and the cell's Triton kernels
+    import (triton installed). Never on the CPU, where auto has faster engines than Triton's
+    interpreter; there ``engine="triton"`` must be asked for by name."""
+    return x.is_cuda and has_engine(mode, "triton")
+
+
 def fused_available() -> bool:
     """True when the fused CPU kernels of LSTM, GRU and RNN import (numba present and working)."""
     return all(has_engine(mode, "fused") for mode in ("lstm", "gru", "rnn_tanh"))

@@ -139,10 +139,12 @@ class SequenceModule(_Module):
         if self._FAST_PATHS and (self.engine == "auto" or self.engine == "fused"):
             # One inference step with the state carried (see one_step.py); None otherwise.
             result = one_step.module_call(self, input, hx, return_gates)
-            if result is None:  # a short sequence at a small batch (see lean_path.py)
-                result = lean_path.module_call(self, input, hx, return_gates)
             if result is not None:
                 record_engine(self, "fused")
+                return result
+            # A short sequence at a small batch (see lean_path.py), which records its engine.
+            result = lean_path.module_call(self, input, hx, return_gates)
+            if result is not None:
                 return result
         if self._EAGER_UNDER_DYNAMO and "torch._dynamo" in sys.modules:  # (else nobody compiles)
             return _eager_forward()(self, input, hx, return_gates)

@@ -264,7 +264,8 @@ class RNNBase(_TorchRNNBase):
         kind = "RNN" if self.mode.startswith("RNN") else self.mode
         engine = dispatch.choose(data.device.type, kind, dispatch.dtype_key(data.dtype),
                                  torch_op=torch_op, simple=not (packed or self.proj_size),
-                                 training=training, batch=B)
+                                 training=training, batch=B,
+                                 triton=stack.triton_ready(self.mode.lower(), data))
         if engine.startswith("fused") and (B == 0 or not stack.fused_available()):
             engine = "native" if torch_op else "reference"
         return engine

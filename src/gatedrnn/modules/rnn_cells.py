@@ -3,8 +3,10 @@
 ``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise): torch.nn's
 constructor arguments in torch.nn's order, then gatedrnn's keyword-only options. One call is one
 step of ``gatedrnn.equations.cells``. Shapes: input (N, H_in) or (H_in,) unbatched; h (N, H) and,
-for the LSTM, c (N, H). Which engine runs a call is in each class's docstring; ``cell.last_engine``
-names it afterwards.
+for the LSTM, c (N, H). A plain step runs the numba step kernels ("fused"): without autograd
+``engines.one_step``, under autograd ``engines.step_grad`` (one autograd node with a hand-derived
+backward); a variant runs the reference step. Each class's docstring says more;
+``cell.last_engine`` names what ran.
 
 Example:
     >>> import torch, gatedrnn
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..engines import dispatch, one_step, stack
+from ..engines import dispatch, one_step, stack, step_grad
 from ..equations.cells import STEPS, CellOptions
 from . import checks, init
 from .base import record_engine
@@ -134,6 +136,17 @@ class RNNCellBase(_TorchRNNCellBase):
             engine = "native" if torch_op else "reference"
         return engine
 
+    def _fused_training(self, input: Any) -> bool:
+        """Whether a call under autograd goes to ``step_grad`` (engine "fused", or "auto" where
+        the measured table picks it); ``step_grad`` still checks the tensors."""
+        if self.engine == "fused":
+            return True
+        if type(input) is not Tensor:
+            return False
+        return dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
+                               torch_op=self._torch_op(), simple=True, training=True,
+                               batch=input.shape[0] if input.dim() == 2 else 1) == "fused"
+
     def _reference_step(self, x: Tensor, parts: list[Tensor], dtype: torch.dtype | None = None
                         ) -> tuple[Tensor, ...]:
         """The step of ``gatedrnn.equations.cells`` under autograd (in ``dtype`` when given)."""
@@ -163,10 +176,15 @@ class RNNCellBase(_TorchRNNCellBase):
         """One step: returns h' (LSTMCell: (h', c'))."""
         if self.engine == "auto" or self.engine == "fused":
             new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
+            if new is None and torch.is_grad_enabled() and self._fused_training(input):
+                new = step_grad.cell_call(self, input, hx)  # a training step: one autograd node
             if new is not None:
                 record_engine(self, "fused")
                 return new
         engine = self._engine(input)
+        if engine == "fused" and self.engine == "auto" and torch.is_grad_enabled() \
+                and self._torch_op():  # a training step step_grad refused (e.g. unbatched)
+            engine = "native"
         if engine == "native":
             record_engine(self, engine)
             return self._TORCH.forward(self, input, hx)

@@ -30,6 +30,8 @@ each n of ``--threads``, the contenders run on the same input:
   fused run and against the reference engine (a Python loop over ``gatedrnn.equations.cells``).
 - targets, heads: issue 10's speed targets for the newer cells and for head-wise recurrence
   (``toolkit.bench_cells``).
+- small: issue 19's small calls (modules at (T, B) = (1, 1), (5, 4), (20, 8), cells at B = 1, 2,
+  8; training and inference) against torch.nn (``toolkit.bench_small``).
 
 Example:
     >>> from gatedrnn.toolkit import bench
@@ -50,7 +52,7 @@ from typing import Any
 import torch
 
 from ..modules.patch import TORCH_CLASSES
-from . import bench_cells, bench_ort
+from . import bench_cells, bench_ort, bench_small
 from .bench_common import (
     CELLS,
     ENGINES,
@@ -67,7 +69,7 @@ from .bench_common import (
 
 SHAPES = [(200, 1, 64, 128), (100, 32, 128, 128), (100, 64, 256, 256), (100, 64, 512, 512),
           (50, 256, 128, 256)]
-MODES = ("inference", "training", "streaming", "variants", "targets", "heads")
+MODES = ("inference", "training", "streaming", "variants", "targets", "heads", "small")
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lstm": {"peephole": {"peephole": True}, "layer_norm": {"layer_norm": True},
              "recurrent_dropout": {"recurrent_dropout": 0.25},
@@ -266,6 +268,8 @@ def _blocks(a: argparse.Namespace, old: list[str], repeats: int, threads: int) -
     if "heads" in a.modes:
         yield bench_cells.heads_rows([c for c in a.cells if c in ("lstm", "gru", "slstm")], repeats,
                                      a.quick)
+    if "small" in a.modes:
+        yield bench_small.rows(repeats, calls=1 if a.quick else 20, quick=a.quick)
 
 
 def main(argv: list[str] | None = None) -> int:

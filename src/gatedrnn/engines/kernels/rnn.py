@@ -94,7 +94,7 @@ def _forward(call: Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Ten
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
         steps.forward(*args, lo, hi, gemm_scratch(nd))
 
-    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS, size=T * B * H * H)
     return Y, hw, (G if sep and keep else None)
 
 
@@ -118,7 +118,7 @@ def _backward(call: Call, saved: tuple, dy: Tensor | None, dhn: Tensor | None,
     def work(part: int, lo: int, hi: int) -> None:
         steps.backward(*args, lo, hi, gemm_scratch(nd))
 
-    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
+    split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS, size=T * B * H * H)
     dA2 = dA.view(T * B, H)
     x2 = x.detach().reshape(T * B, x.shape[2])
     dx = matmul(dA2, w_ih.detach()).view(x.shape) if needs[0] else None

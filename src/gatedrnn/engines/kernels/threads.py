@@ -95,14 +95,23 @@ def _in_team(work: Callable[[int, int, int], None], parts: list[tuple[int, int, 
         raise errors[0]
 
 
+# Below this many multiply-adds in the time loop (T·B·G·H·H, the recurrent products: about a
+# millisecond of work), one thread. Entering torch's OpenMP team costs tens of µs on a quiet machine
+# and milliseconds when another process holds the second core (measured, issue 19, Elman RNN at
+# 2 threads on the shared machine: (T, B, H) = (5, 4, 64) inference 15.3 ms split against 0.29 ms
+# not; (20, 8, 128) 14.5 against 2.0 ms), which a loop this short cannot win back.
+MIN_SPLIT_WORK = 1 << 22
+
+
 def split_rows(B: int, work: Callable[[int, int, int], None], min_rows: int = 64,
-               team_min_rows: int | None = None) -> None:
+               team_min_rows: int | None = None, size: int | None = None) -> None:
     """Run ``work(part, lo, hi)`` over row ranges that cover [0, B).
 
     With torch allowed two or more threads and MKL present, it runs two halves at once, each with
     a one-thread BLAS: in torch's OpenMP team from B >= 2·team_min_rows (when torch's libgomp is
     there and team_min_rows is given), else on a pool thread from B >= 2·min_rows; otherwise it
-    calls ``work(0, 0, B)``. ``work`` must only touch its own rows and its own part's scratch. The
+    calls ``work(0, 0, B)``; so it does when ``size`` (the loop's multiply-adds, T·B·G·H·H) is
+    below ``MIN_SPLIT_WORK``. ``work`` must only touch its own rows and its own part's scratch. The
     split depends on B only, and any thread may run either half, so results are deterministic.
 
     Measured for the pool thread (LSTM inference, 2 threads): B = 256 gains 8%, B = 64 breaks
@@ -110,7 +119,8 @@ def split_rows(B: int, work: Callable[[int, int, int], None], min_rows: int = 64
     """
     team = _GOMP is not None and team_min_rows is not None
     least = team_min_rows if team and team_min_rows is not None else min_rows
-    if _mkl_local is None or torch.get_num_threads() < 2 or B < 2 * least:
+    small = size is not None and size < MIN_SPLIT_WORK
+    if _mkl_local is None or torch.get_num_threads() < 2 or B < 2 * least or small:
         if _mkl_local is not None and B <= 4:
             # A few rows make the per-step product a GEMV, where MKL's threads cost more than
             # they save (measured 8% at B = 1, H = 128).
