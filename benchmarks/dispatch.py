@@ -27,7 +27,7 @@ import gatedrnn
 SHAPES = [(200, 1, 64, 128), (100, 16, 128, 128), (100, 32, 128, 128), (100, 64, 256, 256),
           (50, 256, 128, 256)]
 QUICK_SHAPES = [(20, 1, 16, 32), (20, 32, 32, 32)]
-# Small calls (issue 19), where the fixed cost per call decides; the work T·B·H is what
+# Small calls, where the fixed cost per call decides; the work T·B·H is what
 # dispatch.Row.max_work bounds. Timed as loops of calls (see --calls), float32, not packed.
 SMALL_SHAPES = [(1, 1, 16, 32), (5, 4, 32, 64), (20, 8, 64, 128), (1, 8, 64, 128),
                 (50, 1, 64, 128), (20, 16, 64, 128), (50, 8, 64, 128)]

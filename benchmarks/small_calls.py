@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     table = bench_small.rows(1 if a.quick else a.repeats, 1 if a.quick else a.calls, a.quick)
     profile = bench_small.profile_rows(1 if a.quick else a.repeats, 5 if a.quick else 300)
     text = "\n".join([
-        "# Small calls against torch.nn (issue 19)", "",
+        "# Small calls against torch.nn", "",
         f"Written by `python benchmarks/small_calls.py` on {datetime.date.today()} "
         f"({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{a.threads} threads, float32, `engine=\"auto\"`, torch.nn's weights). Each figure is the "

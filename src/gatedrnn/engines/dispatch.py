@@ -81,7 +81,7 @@ TABLE: tuple[Row, ...] = (
     Row("reference", kind=_DECLARED, torch_op=False),
     # Cells under autograd on the CPU: one autograd node (engines.step_grad: a numba forward and a
     # hand-derived numba backward) against torch's cell op, whose ~10 ops are each a node. Measured
-    # (issue 19; I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
+    # (I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
     # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x, RNNCell 0.98-1.04x. Elsewhere torch's op.
     Row("fused", device="cpu", kind="cell", dtype="float32", torch_op=True, training=True),
     Row("fused", device="cpu", kind="cell", dtype="float64", torch_op=True, training=True),
@@ -108,7 +108,7 @@ TABLE: tuple[Row, ...] = (
         training=False, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=4),
-    # Small training calls (issue 19; forward + backward, 1 thread, the engines interleaved, torch.nn's
+    # Small training calls (forward + backward, 1 thread, the engines interleaved, torch.nn's
     # time / the engine's; work = T·B·H): the LSTM at (T, B, I, H) = (1, 1, 16, 32)
     # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
     # (native 1.0x, step_grad 0.8x); torch.nn's Elman RNN is cheap up to (5, 4, 32, 64) (native

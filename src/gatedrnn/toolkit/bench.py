@@ -30,7 +30,7 @@ each n of ``--threads``, the contenders run on the same input:
   fused run and against the reference engine (a Python loop over ``gatedrnn.equations.cells``).
 - targets, heads: issue 10's speed targets for the newer cells and for head-wise recurrence
   (``toolkit.bench_cells``).
-- small: issue 19's small calls (modules at (T, B) = (1, 1), (5, 4), (20, 8), cells at B = 1, 2,
+- small: the small calls (modules at (T, B) = (1, 1), (5, 4), (20, 8), cells at B = 1, 2,
   8; training and inference) against torch.nn (``toolkit.bench_small``).
 
 Example:

@@ -1,4 +1,4 @@
-"""The ``small`` table of ``gatedrnn bench``: issue 19's small calls against torch.nn.
+"""The ``small`` table of ``gatedrnn bench``: small calls against torch.nn.
 
 Small calls are where a fixed cost per call decides: an RL policy stepping at B = 1, a decoder
 stepping a cell under autograd, a short sequence in forecasting. The table times, in float32 with
@@ -12,7 +12,7 @@ each in training (forward, then backward from the sum of every output to the inp
 every weight) and in inference (``torch.no_grad``). A timing is a loop of ``calls`` calls; the
 contenders run interleaved and each one's fastest of ``repeats`` rounds counts
 (``bench_common.fastest``). The ratio is torch.nn's time over gatedrnn's (> 1: gatedrnn faster).
-Targets (issue 19): no ratio below 0.95, geomean >= 1.3, cells in inference >= 3.
+Targets: no ratio below 0.95, geomean >= 1.3, cells in inference >= 3.
 
 Example:
     >>> from gatedrnn.toolkit import bench_small
@@ -102,7 +102,7 @@ def measure(name: str, shape: tuple[int, ...], mode: str, repeats: int, calls: i
 
 def rows(repeats: int, calls: int, quick: bool = False) -> list[str]:
     """The table in Markdown: per call and mode, µs and the ratio torch.nn / gatedrnn; then the
-    geomean and the worst ratio against issue 19's targets."""
+    geomean and the worst ratio against the targets."""
     calls_of = (lambda us: calls) if quick else (lambda us: max(calls, int(600 / max(us, 1.0))))
     out = ["| call | mode | torch.nn µs | gatedrnn µs | torch.nn / gatedrnn | gatedrnn ran |",
            "|---|---|---:|---:|---:|---|"]
