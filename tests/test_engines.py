@@ -164,7 +164,7 @@ def _choose(device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=Tr
 
 
 def test_rule_off_the_cpu_is_native_where_torch_computes_it() -> None:
-    for kind in ("LSTM", "GRU", "RNN", "cell"):
+    for kind in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"):
         for dtype in ("float32", "float64", "half"):
             for training in (False, True):
                 assert _choose("cuda", kind, dtype, training=training) == "native"
@@ -194,10 +194,13 @@ def test_rule_on_the_cpu() -> None:
         assert _choose(kind=kind, dtype="half", training=True) == "fused-float32"
     for kind in ("GRU", "RNN"):
         assert _choose(kind=kind, batch=64, training=True) == "fused"
-    assert _choose(kind="cell", training=True) == "fused"  # one step_grad node per step
-    assert _choose(kind="cell", training=True, dtype="half") == "native"
-    assert _choose(kind="cell", training=False) == "fused"
-    assert _choose(kind="cell", torch_op=False) == "reference"
+    for cell in ("LSTMCell", "GRUCell"):
+        assert _choose(kind=cell, training=True) == "fused"  # one step_grad node per step
+    assert _choose(kind="RNNCell", training=True) == "native"  # torch's ~4-op tanh cell
+    for cell in ("LSTMCell", "GRUCell", "RNNCell"):
+        assert _choose(kind=cell, training=True, dtype="half") == "native"
+        assert _choose(kind=cell, training=False) == "fused"
+        assert _choose(kind=cell, torch_op=False) == "reference"
     assert _choose(dtype="other") == "native"
 
 

@@ -51,8 +51,8 @@ class Row:
 
     engine: str
     device: str | None = None  # "cpu" or "other" (CUDA, MPS, ...)
-    # "LSTM", "GRU", "RNN", "cell", or a declared kind without a torch op ("mingru", ...); a
-    # tuple matches any of its members (dtype likewise)
+    # "LSTM", "GRU", "RNN", a cell class ("LSTMCell", ...), or a declared kind without a torch
+    # op ("mingru", ...); a tuple matches any of its members (dtype likewise)
     kind: str | tuple[str, ...] | None = None
     dtype: str | tuple[str, ...] | None = None  # "float32", "float64", "half" or "other"
     torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
@@ -65,6 +65,7 @@ class Row:
 
 
 _DECLARED = ("mingru", "minlstm", "slstm")
+_CELLS = ("LSTMCell", "GRUCell", "RNNCell")  # the cell classes: one step per call
 
 TABLE: tuple[Row, ...] = (
     # minGRU, minLSTM, sLSTM: torch has no op for them. Their numba kernels on the CPU in float32
@@ -82,11 +83,13 @@ TABLE: tuple[Row, ...] = (
     # Cells under autograd on the CPU: one autograd node (engines.step_grad: a numba forward and a
     # hand-derived numba backward) against torch's cell op, whose ~10 ops are each a node. Measured
     # (I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
-    # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x, RNNCell 0.98-1.04x. Elsewhere torch's op.
-    Row("fused", device="cpu", kind="cell", dtype="float32", torch_op=True, training=True),
-    Row("fused", device="cpu", kind="cell", dtype="float64", torch_op=True, training=True),
-    Row("native", kind="cell", torch_op=True, training=True),
-    Row("reference", kind="cell", torch_op=False),
+    # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x. RNNCell: torch's op, whose tanh cell is ~4
+    # ops: the one-node step measured 0.81x torch.nn at B = 1 and 8 (interleaved, 15 rounds),
+    # torch's op through gatedrnn 0.95-0.99x. Elsewhere torch's op.
+    Row("fused", device="cpu", kind=("LSTMCell", "GRUCell"), dtype=("float32", "float64"),
+        torch_op=True, training=True),
+    Row("native", kind=_CELLS, torch_op=True, training=True),
+    Row("reference", kind=_CELLS, torch_op=False),
     # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
     Row("native", device="other", torch_op=True),
     # What cuDNN has no op for (variants, heads, return_gates, Cho's GRU): the Triton kernels
@@ -156,8 +159,9 @@ def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: b
            table: tuple[Row, ...] = TABLE) -> str:
     """The engine for a call with these features (a pure function: no tensors, no device).
 
-    device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "cell" | "mingru" |
-    "minlstm" | "slstm"; dtype: a key of ``DTYPES``' values or "other"; batch: the batch size N;
+    device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "LSTMCell" | "GRUCell" |
+    "RNNCell" | "mingru" | "minlstm" | "slstm"; dtype: a key of ``DTYPES``' values or "other";
+    batch: the batch size N;
     work: T·N·H (time steps, batch, hidden size), or None when the caller does not know it (rows
     with ``max_work`` then do not match); triton: the Triton engine can run the call (triton
     imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``).

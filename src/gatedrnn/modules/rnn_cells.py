@@ -129,23 +129,12 @@ class RNNCellBase(_TorchRNNCellBase):
             return explicit_engine(self.engine, input)
         torch_op = self._torch_op()
         training = torch.is_grad_enabled() and (self.weight_ih.requires_grad or input.requires_grad)
-        engine = dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
+        engine = dispatch.choose(input.device.type, self._TORCH.__name__, dispatch.dtype_key(input.dtype),
                                  torch_op=torch_op, simple=True, training=training,
                                  batch=input.shape[0] if input.dim() == 2 else 1)
         if engine.startswith("fused") and not stack.fused_available():
             engine = "native" if torch_op else "reference"
         return engine
-
-    def _fused_training(self, input: Any) -> bool:
-        """Whether a call under autograd goes to ``step_grad`` (engine "fused", or "auto" where
-        the measured table picks it); ``step_grad`` still checks the tensors."""
-        if self.engine == "fused":
-            return True
-        if type(input) is not Tensor:
-            return False
-        return dispatch.choose(input.device.type, "cell", dispatch.dtype_key(input.dtype),
-                               torch_op=self._torch_op(), simple=True, training=True,
-                               batch=input.shape[0] if input.dim() == 2 else 1) == "fused"
 
     def _reference_step(self, x: Tensor, parts: list[Tensor], dtype: torch.dtype | None = None
                         ) -> tuple[Tensor, ...]:
@@ -174,14 +163,21 @@ class RNNCellBase(_TorchRNNCellBase):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
+        engine = None
         if self.engine == "auto" or self.engine == "fused":
-            new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
-            if new is None and torch.is_grad_enabled() and self._fused_training(input):
-                new = step_grad.cell_call(self, input, hx)  # a training step: one autograd node
+            if torch.is_grad_enabled() and (self.weight_ih.requires_grad or (
+                    type(input) is Tensor and input.requires_grad)):
+                # A training step: the table is asked once (a small cell's call is ~100 µs, so a
+                # second lookup and the streaming path's declining checks were measurable).
+                engine = self._engine(input)
+                new = step_grad.cell_call(self, input, hx) if engine == "fused" else None
+            else:
+                new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
             if new is not None:
                 record_engine(self, "fused")
                 return new
-        engine = self._engine(input)
+        if engine is None:
+            engine = self._engine(input)
         if engine == "fused" and self.engine == "auto" and torch.is_grad_enabled() \
                 and self._torch_op():  # a training step step_grad refused (e.g. unbatched)
             engine = "native"

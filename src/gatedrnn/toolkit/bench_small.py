@@ -190,8 +190,8 @@ def profile_rows(repeats: int = 5, calls: int = 300) -> list[str]:
 
     pieces: dict[str, Callable[[], object]] = {
         "walk the dispatch table (dispatch.choose, uncached)":
-            lambda: dispatch.choose("cpu", "cell", "float32", table=copy, **kw),
-        "dispatch.choose, cached": lambda: dispatch.choose("cpu", "cell", "float32", **kw),
+            lambda: dispatch.choose("cpu", "GRUCell", "float32", table=copy, **kw),
+        "dispatch.choose, cached": lambda: dispatch.choose("cpu", "GRUCell", "float32", **kw),
         "the streaming path's checks, declining a call under autograd (one_step.cell_call)":
             lambda: one_step.cell_call(cell, xg, h),
         "the GRU step kernel alone (numba dispatch and a GEMV)":
