@@ -51,7 +51,8 @@ class LSTM(RNNBase, nn.LSTM):
         device: where the parameters are created.
         dtype: their dtype.
         engine: "auto" (the measured table of ``gatedrnn.engines.dispatch``), "fused" (numba,
-            CPU), "reference" (the equations under autograd) or "native" (torch's own op).
+            CPU), "triton" (Triton kernels, CUDA; ``gatedrnn[gpu]``), "reference" (the equations
+            under autograd) or "native" (torch's own op).
         layer_norm: layer normalisation of W_ih x, W_hh h and c (Ba et al. 2016).
         peephole: peephole connections from c to i, f, o (Gers & Schmidhuber 2000).
         recurrent_dropout: dropout on h in the recurrence, one mask per sequence (Gal &
@@ -100,8 +101,10 @@ class LSTM(RNNBase, nn.LSTM):
         ``engine="auto"`` picks per call from a measured table: torch's op ("native": cuDNN on a
         GPU, oneDNN for some float32 LSTM calls on the CPU) where it is the fastest and computes
         the call; the fused numba kernels on the CPU otherwise, bfloat16/float16 computed in
-        float32 ("fused-float32"); the reference engine elsewhere (a variant or num_heads > 1 off
-        the CPU). ``last_engine`` names the engine of the last call. Engines agree to about 1e-6
+        float32 ("fused-float32"); on CUDA, what cuDNN has no op for (a variant, num_heads > 1,
+        ``return_gates``) runs the Triton kernels ("triton") where triton is installed, the
+        reference engine otherwise (the GPU choices are planned from the design: their speed is
+        not yet measured). ``last_engine`` names the engine of the last call. Engines agree to about 1e-6
         in float32 (1e-12 in float64), not bit for bit; each is deterministic on one machine
         whatever the thread count (the fused kernels split rows, never a sum, across threads), so
         fix ``engine=`` for bitwise reproducible runs. numba compiles the fused kernels on their
@@ -152,7 +155,7 @@ class GRU(RNNBase, nn.GRU):
         bidirectional: a second direction per layer, reading the sequence backwards.
         device: where the parameters are created.
         dtype: their dtype.
-        engine: "auto", "fused", "reference" or "native" (see ``LSTM``).
+        engine: "auto", "fused", "triton", "reference" or "native" (see ``LSTM``).
         reset_after: True is torch.nn's and cuDNN's GRU (the reset gate after W_hh h); False is
             Cho et al. 2014's original (Keras' ``reset_after=False``).
         layer_norm: layer normalisation of W_ih x and W_hh h (needs reset_after=True).
@@ -189,7 +192,8 @@ class GRU(RNNBase, nn.GRU):
 
     Engines:
         As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the
-        CPU otherwise, the reference engine elsewhere; ``last_engine`` says which ran.
+        CPU otherwise, on CUDA the Triton kernels for what cuDNN lacks (GRU only; the Elman RNN has
+        none), the reference engine elsewhere; ``last_engine`` says which ran.
         Deterministic per engine on one machine; numba compiles on first use and caches on disk.
 
     Example:
@@ -258,7 +262,8 @@ class RNN(RNNBase, nn.RNN):
 
     Engines:
         As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the
-        CPU otherwise, the reference engine elsewhere; ``last_engine`` says which ran.
+        CPU otherwise, on CUDA the Triton kernels for what cuDNN lacks (GRU only; the Elman RNN has
+        none), the reference engine elsewhere; ``last_engine`` says which ran.
 
     Example:
         >>> import torch, gatedrnn

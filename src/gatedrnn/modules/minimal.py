@@ -31,7 +31,8 @@ class MinGRU(DeclaredRNN):
         device: where the parameters are created.
         dtype: their dtype.
         engine: "auto", "fused" (numba's sequential scan, CPU float32/float64), "scan" (the
-            log-space parallel scan, ``gatedrnn.equations.scan``) or "reference".
+            log-space parallel scan, ``gatedrnn.equations.scan``), "triton" (a linear-space
+            Triton scan, CUDA; ``gatedrnn[gpu]``) or "reference".
 
     Inputs:
         input, hx, return_gates
@@ -56,8 +57,9 @@ class MinGRU(DeclaredRNN):
         else D·H), rows [z | h̃], and ``bias_ih_l{k}`` (2H); all U(−1/√H, 1/√H).
 
     Engines:
-        ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors, the log-space
-        scan on other devices, and the reference loop otherwise (a CPU's bfloat16).
+        ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors; on CUDA the Triton
+        scan where triton is installed (planned, its speed not yet measured), else the log-space
+        scan; the reference loop otherwise (a CPU's bfloat16).
         ``last_engine`` names the engine of the last call. The fused scan is sequential in time
         and more accurate than the log-space scan (which loses digits as T grows); engines agree
         to about 1e-6 in float32, each is deterministic on one machine whatever the thread count.
@@ -98,7 +100,7 @@ class MinLSTM(DeclaredRNN):
         bidirectional: a second direction per layer, reading the sequence backwards.
         device: where the parameters are created.
         dtype: their dtype.
-        engine: "auto", "fused", "scan" or "reference" (see ``MinGRU``).
+        engine: "auto", "fused", "scan", "triton" or "reference" (see ``MinGRU``).
 
     Inputs:
         input, hx, return_gates

@@ -264,10 +264,12 @@ class LSTMCell(RNNCellBase, nn.LSTMCell):
     Note: Engines
         ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
         without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
-        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
-        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
-        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
-        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        one autograd node with a hand-derived backward (``"fused"``, ``engines.step_grad``) for
+        LSTMCell and GRUCell and torch's own cell op (``"native"``) for RNNCell, whose op is
+        already small; a variant runs the reference step (torch has no op for it); off the CPU,
+        torch's op. ``"fused"`` always takes the step kernels where it can (plain tensors, with
+        or without autograd); bfloat16/float16 compute in float32
+        (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
         forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
         Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
         the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
@@ -336,10 +338,12 @@ class GRUCell(RNNCellBase, nn.GRUCell):
     Note: Engines
         ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
         without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
-        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
-        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
-        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
-        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        one autograd node with a hand-derived backward (``"fused"``, ``engines.step_grad``) for
+        LSTMCell and GRUCell and torch's own cell op (``"native"``) for RNNCell, whose op is
+        already small; a variant runs the reference step (torch has no op for it); off the CPU,
+        torch's op. ``"fused"`` always takes the step kernels where it can (plain tensors, with
+        or without autograd); bfloat16/float16 compute in float32
+        (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
         forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
         Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
         the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
@@ -399,10 +403,12 @@ class RNNCell(RNNCellBase, nn.RNNCell):
     Note: Engines
         ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
         without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
-        torch's own cell op (``"native"``), or the reference step when a variant is on (torch has
-        no op for it); off the CPU, torch's op. ``"fused"`` always takes the step kernel where it
-        can (no autograd, plain tensors) and the reference step under autograd; bfloat16/float16
-        compute in float32 (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
+        one autograd node with a hand-derived backward (``"fused"``, ``engines.step_grad``) for
+        LSTMCell and GRUCell and torch's own cell op (``"native"``) for RNNCell, whose op is
+        already small; a variant runs the reference step (torch has no op for it); off the CPU,
+        torch's op. ``"fused"`` always takes the step kernels where it can (plain tensors, with
+        or without autograd); bfloat16/float16 compute in float32
+        (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
         forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
         Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
         the same bits on every call and at any ``torch.set_num_threads``. The numba kernels

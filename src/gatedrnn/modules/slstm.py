@@ -29,7 +29,8 @@ class SLSTM(DeclaredRNN):
         bidirectional: a second direction per layer, reading the sequence backwards.
         device: where the parameters are created.
         dtype: their dtype.
-        engine: "auto", "fused" (numba, CPU float32/float64) or "reference".
+        engine: "auto", "fused" (numba, CPU float32/float64), "triton" (Triton kernels, CUDA;
+            ``gatedrnn[gpu]``) or "reference".
         num_heads: nh > 1 makes the recurrence head-wise (block-diagonal): H splits into nh
             blocks of d = H / nh units whose gates see only their own block of h.
 
@@ -58,8 +59,9 @@ class SLSTM(DeclaredRNN):
         num_heads = nh > 1, ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H); all U(−1/√H, 1/√H).
 
     Engines:
-        ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors and the reference
-        loop otherwise (sLSTM's gates see h, so it has no scan). ``last_engine`` names the engine
+        ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors, the Triton kernels
+        on CUDA where triton is installed (planned, not yet measured), and the reference loop
+        otherwise (sLSTM's gates see h, so it has no scan). ``last_engine`` names the engine
         of the last call. Engines agree to about 1e-6 in float32; each is deterministic on one
         machine whatever the thread count. numba compiles the kernels on their first call and
         caches them on disk.
