@@ -1,4 +1,4 @@
-"""Issue 19's small calls against torch.nn, written to docs/results/small_calls.md.
+"""Small calls against torch.nn, written to docs/results/small_calls.md.
 
 Runs ``gatedrnn.toolkit.bench_small`` (the table of ratios and the fixed cost of a call, piece by
 piece) at 2 threads and writes the page; the figures in it come from this script only.
