@@ -168,12 +168,16 @@ def _task_args(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="adding", help="adding, copy, mnist1d, japanese-vowels, gunpoint, "
-                   "uea, charlm, sunspots (default: adding)")
+    p.add_argument("--task", default="adding", help="adding, copy, selective-copy, mnist1d, "
+                   "japanese-vowels, gunpoint, uea, charlm, sunspots (default: adding)")
     for flag, key, kind in TASK_OPTIONS:
         p.add_argument(flag, dest=key, type=kind, default=None, help=f"task option {key}")
     p.add_argument("--hidden", type=POSITIVE, help="hidden units")
     p.add_argument("--layers", type=POSITIVE, default=1)
+    p.add_argument("--block", choices=["plain", "conv"],
+                   help="stack --layers residual blocks (pre-norm, cell, residual, gated feed-forward; "
+                        "conv: a causal depthwise convolution first), as the minGRU and xLSTM papers do "
+                        "(gatedrnn.toolkit.blocks); default: the bare cell")
     p.add_argument("--steps", type=POSITIVE, help="optimizer steps")
     # Above 1e30, Adam's bias-corrected step overflows float32 inside torch (a RuntimeError).
     p.add_argument("--lr", type=real(0, 1e30, open_low=True), help="Adam learning rate")
@@ -208,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     tr.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     tr.add_argument("--engine", choices=["auto", "reference", "fused"])
-    tr.add_argument("--init", choices=["torch", "orthogonal", "chrono"])
+    tr.add_argument("--init", choices=["torch", "orthogonal", "chrono"],
+                    help="weight init (the LSTM on adding and copy defaults to chrono, elsewhere torch)")
     tr.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
                     help="GRU form: reset-after (torch, default) or Cho et al.'s")
     for flag, key, kind in VARIANTS:
@@ -238,20 +243,22 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("hidden", "layers", "steps", "lr", "batch", "clip", "eval_every")
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    keys = ("hidden", "layers", "block", "steps", "lr", "batch", "clip", "eval_every")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS
+    from .toolkit.compare import lstm_options_for, train_defaults
     from .toolkit.train import TrainConfig, train
 
-    defaults = {**GENERIC_DEFAULTS, **TASK_DEFAULTS.get(args.task, {})}
+    defaults = train_defaults(args.task, args.cell)
     settings = {**{k: v for k, v in defaults.items() if k != "task_args"}, **_settings(args)}
     settings.setdefault("eval_every", max(1, settings["steps"] // 20))
     task_args = {**defaults.get("task_args", {}), **_task_args(args.task, args)}
     keys = [key for _, key, _ in VARIANTS] + ["engine", "init", "reset_after"]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.cell == "lstm" and "init" not in options:  # chrono on adding and copy, as compare does
+        options = {**lstm_options_for(args.task, task_args), **options}
     cfg = TrainConfig(task=args.task, task_args=task_args, cell=args.cell, seed=args.seed, out=args.out,
                       resume=args.resume, progress=_progress(args), device=args.device,
                       options=options, **settings)

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..interop.io import check_fit, parse_json
+from .blocks import BlockStack
 from .checkpoint import META_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from .model import SequenceModel, build_model, check_model_config, count_parameters
 from .tasks import Batch, Task, get_task
@@ -62,6 +63,7 @@ class TrainConfig:
     cell: str = "gru"
     hidden: int = 64
     layers: int = 1
+    block: str | None = None  # None: the bare cell; "plain" or "conv": a BlockStack (blocks.py)
     steps: int = 1000
     lr: float = 1e-3
     batch: int = 64
@@ -80,7 +82,7 @@ class TrainResult:
     """What a run returns: the trained model (unwrapped), the evaluation records (also in
     metrics.jsonl), this process's per-step losses, and the run's size and time."""
 
-    model: SequenceModel
+    model: SequenceModel | BlockStack
     task: Task
     history: list[dict[str, Any]]
     losses: list[float]
@@ -120,7 +122,7 @@ def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return 0, 1, torch.device(cfg.device)
 
 
-def _meta(cfg: TrainConfig, task: Task, model: SequenceModel, seconds: float) -> dict[str, Any]:
+def _meta(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, seconds: float) -> dict[str, Any]:
     return {"model": model.get_config(), "train": dataclasses.asdict(cfg), "seconds": seconds,
             "task": {"name": task.name, "args": task.config(), "metric": task.metric,
                      "lower_is_better": task.lower_is_better, "baseline": task.baseline,
@@ -173,7 +175,8 @@ def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
          and isinstance(task["baseline"], (int, float)) and not isinstance(task["baseline"], bool)
          and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
          and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
-    need(set(meta["train"]) == {f.name for f in dataclasses.fields(TrainConfig)},
+    # "block" arrived later: checkpoints written before it still resume (as bare-cell runs).
+    need(set(meta["train"]) | {"block"} == {f.name for f in dataclasses.fields(TrainConfig)},
          f"the training settings have the keys {sorted(meta['train'])}")
     seconds = meta["seconds"]
     need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0,
@@ -194,7 +197,7 @@ def _stopped(step: int, what: str, out: Path | None, last_good: int | None) -> s
             "Try a smaller --lr, a tighter --clip, or another --seed.")
 
 
-def _resume(cfg: TrainConfig, task: Task, model: SequenceModel, opt: torch.optim.Optimizer
+def _resume(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, opt: torch.optim.Optimizer
             ) -> tuple[int, float]:
     """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far)."""
     assert cfg.out is not None  # train checks it before resuming
@@ -223,10 +226,12 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
     except (AttributeError, ValueError, OSError):
         return  # no sysconf (Windows): let the allocator answer
     with torch.device("meta"):
-        model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options)
+        model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options)
     length = getattr(task, "length", 1)  # the synthetic tasks and text windows; real series are short
-    directions = 2 if model.rnn.bidirectional else 1
-    floats = 4 * count_parameters(model) + 8 * cfg.batch * length * cfg.hidden * cfg.layers * directions
+    directions = 2 if cfg.options.get("bidirectional") else 1
+    per_layer = 8 if cfg.block is None else 24  # a block also keeps its norms and feed-forward
+    activations = per_layer * cfg.batch * length * cfg.hidden * cfg.layers * directions
+    floats = 4 * count_parameters(model) + activations
     if 4 * floats > total:
         raise ValueError(f"this run needs about {4 * floats / 2**30:.3g} GiB (weights, gradients, "
                          f"Adam state and activations), more than this machine's "
@@ -244,7 +249,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     if device.type == "cpu":
         _check_memory(task, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options).to(device)
+    model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out) if cfg.out else None
     start, seconds, history = 0, 0.0, []
