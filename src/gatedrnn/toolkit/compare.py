@@ -87,9 +87,10 @@ class Row:
 def _row(cell: str, result: TrainResult, options: dict[str, Any]) -> Row:
     task, history = result.task, result.history
     solved_at = next((r["step"] for r in history if task.solved(r)), None)
-    metrics = {k: v for k, v in result.final.items() if k.startswith(("test_", "recall_"))}
-    return Row(cell, result.parameters, result.seconds, result.final.get("step", 0), metrics,
-               task.solved(result.final), solved_at, options)
+    chosen = result.selected  # the final record, or the best on the validation set (select=True)
+    metrics = {k: v for k, v in chosen.items() if k.startswith("test_")}
+    return Row(cell, result.parameters, result.seconds, chosen.get("step", 0), metrics,
+               task.solved(chosen), solved_at, options)
 
 
 def _analyse(result: TrainResult, init_model: SequenceModel, out: Path) -> None:

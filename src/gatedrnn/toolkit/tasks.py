@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import datasets
-from .base import TEST_SEED, Batch, Task
+from .base import TEST_SEED, Batch, SyntheticTask, Task
 
 __all__ = ["TEST_SEED", "Batch", "Task", "AddingProblem", "CopyMemory", "SelectiveCopy", "get_task",
            "task_class", "task_names"]
 
 
-class AddingProblem(Task):
+class AddingProblem(SyntheticTask):
     """The adding problem (Hochreiter & Schmidhuber 1997), in the form of Le et al. 2015 and Bai et
     al. 2018: each step carries (value ~ U(0, 1), marker); exactly two markers are 1, one in each
     half of the sequence, and the target is the sum of the two marked values.
@@ -73,16 +73,11 @@ class AddingProblem(Task):
         y = values[rows, first] + values[rows, second]  # (B,)
         return Batch(x, y)
 
-    def test_batches(self, batch_size: int = 500) -> list[Batch]:
-        gen = torch.Generator().manual_seed(TEST_SEED)
-        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
-        return [self.train_batch(gen, n) for n in sizes if n]
-
     def solved(self, metrics: dict[str, float]) -> bool:
         return metrics.get(self.metric, math.inf) < self.solved_below
 
 
-class CopyMemory(Task):
+class CopyMemory(SyntheticTask):
     """Copy memory (Arjovsky, Shah & Bengio 2016): ten symbols from {1..8}, then ``length`` - 1
     blanks (0), a delimiter (9) and ten more blanks; the model must output blanks for the first
     ``length`` + 10 steps and then the ten symbols. Sequences are ``length`` + 20 long.
@@ -121,11 +116,6 @@ class CopyMemory(Task):
         y[:, -K:] = symbols
         return Batch(x, y)
 
-    def test_batches(self, batch_size: int = 500) -> list[Batch]:
-        gen = torch.Generator().manual_seed(TEST_SEED)
-        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
-        return [self.train_batch(gen, n) for n in sizes if n]
-
     def score(self, out: Tensor, y: Tensor) -> dict[str, float]:
         K = self.N_SYMBOLS
         ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1)).item()
@@ -137,7 +127,7 @@ class CopyMemory(Task):
                 and metrics.get("test_ce", math.inf) < 0.05 * self.baseline)
 
 
-class SelectiveCopy(Task):
+class SelectiveCopy(SyntheticTask):
     """Selective copying (Gu & Dao 2023, the Mamba paper): ``n_symbols`` symbols from {1..8} sit at
     random positions among ``length`` steps of noise (the blank, 0); after them a delimiter (9) and
     ``n_symbols`` - 1 blanks, during which the model must output the symbols in order. Unlike copy
@@ -178,11 +168,6 @@ class SelectiveCopy(Task):
         y = torch.zeros_like(x)
         y[:, -K:] = symbols
         return Batch(x, y)
-
-    def test_batches(self, batch_size: int = 500) -> list[Batch]:
-        gen = torch.Generator().manual_seed(TEST_SEED)
-        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
-        return [self.train_batch(gen, n) for n in sizes if n]
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         K = self.n_symbols

@@ -64,6 +64,7 @@ class TrainConfig:
     hidden: int = 64
     layers: int = 1
     block: str | None = None  # None: the bare cell; "plain" or "conv": a BlockStack (blocks.py)
+    select: bool = False  # also score the validation set at each evaluation (TrainResult.selected)
     steps: int = 1000
     lr: float = 1e-3
     batch: int = 64
@@ -92,6 +93,17 @@ class TrainResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+    @property
+    def selected(self) -> dict[str, Any]:
+        """The evaluation record with the best validation score (early stopping on the
+        validation set, never the test set); the final record when validation was not scored."""
+        key = "valid_" + self.task.metric
+        scored = [r for r in self.history if key in r]
+        if not scored:
+            return self.final
+        best = (min if self.task.lower_is_better else max)(r[key] for r in scored)
+        return next(r for r in scored if r[key] == best)  # the earliest of equals
 
 
 def seed_for(*parts: int) -> int:
@@ -175,8 +187,8 @@ def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
          and isinstance(task["baseline"], (int, float)) and not isinstance(task["baseline"], bool)
          and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
          and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
-    # "block" arrived later: checkpoints written before it still resume (as bare-cell runs).
-    need(set(meta["train"]) | {"block"} == {f.name for f in dataclasses.fields(TrainConfig)},
+    # "block" and "select" arrived later: checkpoints written before them still resume.
+    need(set(meta["train"]) | {"block", "select"} == {f.name for f in dataclasses.fields(TrainConfig)},
          f"the training settings have the keys {sorted(meta['train'])}")
     seconds = meta["seconds"]
     need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0,
@@ -308,6 +320,9 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             if rank == 0:
                 seconds += time.perf_counter() - tick
                 metrics = task.evaluate(model)
+                if cfg.select:
+                    metrics.update({f"valid_{k[5:] if k.startswith('test_') else k}": v for k, v in
+                                    task.evaluate(model, split="validation").items()})
                 record = {"step": done, "loss": sum(interval) / len(interval), "grad_norm": grad_norm,
                           "time": round(seconds, 3), **metrics}
                 history.append(record)
