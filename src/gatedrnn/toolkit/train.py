@@ -98,12 +98,17 @@ class TrainResult:
     def selected(self) -> dict[str, Any]:
         """The evaluation record with the best validation score (early stopping on the
         validation set, never the test set); the final record when validation was not scored."""
-        key = "valid_" + self.task.metric
+        key = validation_key(self.task.metric)
         scored = [r for r in self.history if key in r]
         if not scored:
             return self.final
         best = (min if self.task.lower_is_better else max)(r[key] for r in scored)
         return next(r for r in scored if r[key] == best)  # the earliest of equals
+
+
+def validation_key(metric: str) -> str:
+    """The log's name of a metric measured on the validation set: test_acc -> valid_acc."""
+    return "valid_" + metric.removeprefix("test_")
 
 
 def seed_for(*parts: int) -> int:
@@ -321,7 +326,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                 seconds += time.perf_counter() - tick
                 metrics = task.evaluate(model)
                 if cfg.select:
-                    metrics.update({f"valid_{k[5:] if k.startswith('test_') else k}": v for k, v in
+                    metrics.update({validation_key(k): v for k, v in
                                     task.evaluate(model, split="validation").items()})
                 record = {"step": done, "loss": sum(interval) / len(interval), "grad_norm": grad_norm,
                           "time": round(seconds, 3), **metrics}
