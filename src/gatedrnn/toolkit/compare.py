@@ -35,7 +35,7 @@ CELLS = ("rnn", "lstm", "gru")
 # Per-task settings for compare (and the starting point of benchmarks/results.py).
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "adding": {"task_args": {"length": 100}, "hidden": 64, "batch": 32, "lr": 3e-3, "steps": 2000},
-    "copy": {"task_args": {"length": 50}, "hidden": 64, "batch": 32, "lr": 3e-3, "steps": 2000},
+    "copy": {"task_args": {"length": 100}, "hidden": 64, "batch": 32, "lr": 3e-3, "steps": 2000},
     "mnist1d": {"hidden": 64, "batch": 64, "lr": 3e-3, "steps": 2000},
     "japanese-vowels": {"hidden": 64, "batch": 32, "lr": 3e-3, "steps": 600},
     "gunpoint": {"hidden": 64, "batch": 32, "lr": 3e-3, "steps": 600},
@@ -47,7 +47,12 @@ GENERIC_DEFAULTS: dict[str, Any] = {"hidden": 64, "batch": 32, "lr": 3e-3, "step
 
 # Per (task, cell) settings that replace the task's for `gatedrnn train`: the copy task at T = 100
 # is solved by each of these alone (measured runs: docs/results/copy.md).
-CELL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {}
+# At hidden 128 a GRU was still at 60% recall after 4000 steps (lr 2e-3 or 3e-3): the width matters
+# more than the step count here, so both cells get 256 units.
+CELL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("copy", "gru"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 6000},
+    ("copy", "lstm"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 6000},
+}
 
 
 def train_defaults(task: str, cell: str) -> dict[str, Any]:
