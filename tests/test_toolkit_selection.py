@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gatedrnn.toolkit.datasets import _holdout
@@ -47,3 +48,18 @@ def test_a_run_with_select_logs_validation_scores() -> None:
                       steps=4, eval_every=2, progress=False, select=True)
     result = train(cfg)
     assert all("valid_ce" in r and "valid_acc" in r for r in result.history)
+
+
+def test_the_learning_rate_falls_to_zero_over_the_last_decay_steps(monkeypatch) -> None:
+    seen: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    cfg = TrainConfig(task="copy", task_args={"length": 4, "test_size": 20}, cell="gru", hidden=4,
+                      steps=6, eval_every=6, lr=0.01, decay_steps=4, progress=False)
+    train(cfg)
+    assert seen == pytest.approx([0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025])

@@ -182,6 +182,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     # Above 1e30, Adam's bias-corrected step overflows float32 inside torch (a RuntimeError).
     p.add_argument("--lr", type=real(0, 1e30, open_low=True), help="Adam learning rate")
     p.add_argument("--batch", type=POSITIVE, help="sequences per step (per process under torchrun)")
+    p.add_argument("--decay-steps", type=COUNT,
+                   help="the learning rate falls linearly to 0 over the last N steps (default 0: constant)")
     p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--clip", type=POSITIVE_REAL, default=1.0, help="gradient norm clipping (default 1)")
     p.add_argument("--eval-every", type=POSITIVE, help="steps between evaluations and checkpoints")
@@ -243,7 +245,7 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("hidden", "layers", "block", "steps", "lr", "batch", "clip", "eval_every")
+    keys = ("hidden", "layers", "block", "steps", "lr", "batch", "decay_steps", "clip", "eval_every")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

@@ -50,8 +50,8 @@ GENERIC_DEFAULTS: dict[str, Any] = {"hidden": 64, "batch": 32, "lr": 3e-3, "step
 # At hidden 128 a GRU was still at 60% recall after 4000 steps (lr 2e-3 or 3e-3): the width matters
 # more than the step count here, so both cells get 256 units.
 CELL_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("copy", "gru"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 6000},
-    ("copy", "lstm"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 6000},
+    ("copy", "gru"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 8000, "decay_steps": 1500},
+    ("copy", "lstm"): {"hidden": 256, "batch": 64, "lr": 2e-3, "steps": 6000, "decay_steps": 1500},
 }
 
 

@@ -1,5 +1,8 @@
 """The training loop: Adam, gradient clipping, evaluation, JSONL log, checkpoints, exact resume, DDP.
 
+The learning rate is constant, or with ``decay_steps`` falls linearly to zero over the last
+``decay_steps`` steps (the step's own number sets it, so a resumed run follows the same schedule).
+
 Exact resume rests on one rule: everything random in step ``s`` is a function of (seed, rank, s).
 The batch comes from a generator seeded with that triple, and the global torch generator (which
 the modules use for dropout, zoneout and weight-drop masks) is reseeded from it too. So a run that
@@ -65,6 +68,7 @@ class TrainConfig:
     layers: int = 1
     block: str | None = None  # None: the bare cell; "plain" or "conv": a BlockStack (blocks.py)
     select: bool = False  # also score the validation set at each evaluation (TrainResult.selected)
+    decay_steps: int = 0  # the learning rate falls linearly to 0 over the last decay_steps steps
     steps: int = 1000
     lr: float = 1e-3
     batch: int = 64
@@ -192,8 +196,9 @@ def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
          and isinstance(task["baseline"], (int, float)) and not isinstance(task["baseline"], bool)
          and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
          and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
-    # "block" and "select" arrived later: checkpoints written before them still resume.
-    need(set(meta["train"]) | {"block", "select"} == {f.name for f in dataclasses.fields(TrainConfig)},
+    # These fields arrived later: checkpoints written before them still resume.
+    later = {"block", "select", "decay_steps"}
+    need(set(meta["train"]) | later == {f.name for f in dataclasses.fields(TrainConfig)},
          f"the training settings have the keys {sorted(meta['train'])}")
     seconds = meta["seconds"]
     need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0,
@@ -259,8 +264,8 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train ``cfg.cell`` on ``cfg.task``; see the module docstring. ``task`` overrides the one
     named in ``cfg`` (for tasks built by hand)."""
-    if cfg.seed < 0 or cfg.steps < 1 or cfg.eval_every < 1:
-        raise ValueError("seed must be >= 0, steps and eval_every >= 1")
+    if cfg.seed < 0 or cfg.steps < 1 or cfg.eval_every < 1 or cfg.decay_steps < 0:
+        raise ValueError("seed must be >= 0, steps and eval_every >= 1, decay_steps >= 0")
     rank, world, device = _distributed(cfg)
     task = task or get_task(cfg.task, **cfg.task_args)
     if device.type == "cpu":
@@ -309,6 +314,9 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             if not (math.isfinite(value) and math.isfinite(grad_norm)):
                 what = f"loss is {value}" if not math.isfinite(value) else f"gradient norm is {grad_norm}"
                 raise NonFiniteLossError(_stopped(step + 1, what, out, last_good))
+            if cfg.decay_steps:  # a function of the step alone, so resuming needs no scheduler state
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (cfg.steps - step) / cfg.decay_steps)
             opt.step()
             losses.append(value)
             interval.append(value)
