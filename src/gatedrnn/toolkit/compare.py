@@ -102,6 +102,7 @@ def _analyse(result: TrainResult, init_model: SequenceModel, out: Path) -> None:
     """Gradient norms (trained and at init) on up to 256 test sequences, and the insides of the
     first test sequence, saved as analysis.safetensors in the run folder."""
     task, model = result.task, result.model
+    assert isinstance(model, SequenceModel)  # compare analyses bare networks only, not blocks
     batch = task.test_batches(256)[0]
     arrays: dict[str, np.ndarray] = {}
     if isinstance(batch.x, torch.Tensor) and not model.rnn.bidirectional:
@@ -141,7 +142,7 @@ def compare(task: str = "adding", cells: tuple[str, ...] = CELLS, *, out: str | 
         init_model = build_model(the_task, cell, cfg.hidden, cfg.layers, cfg.block, **options)
         result = train(cfg, the_task)
         rows.append(_row(cell, result, options))
-        if folder is not None and cfg.block is None:  # the analysis reads one bare recurrent net
+        if folder is not None and isinstance(init_model, SequenceModel):  # not for blocks
             _analyse(result, init_model, folder)
     if out is not None:
         Path(out, "results.md").write_text(markdown_table(rows, the_task) + "\n")
