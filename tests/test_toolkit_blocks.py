@@ -107,3 +107,12 @@ def test_the_command_line_trains_a_block_and_resumes_it(tmp_path: Path, capsys) 
     assert cli.main([*argv, "--steps", "2"]) == 0
     assert cli.main([*argv, "--steps", "4", "--resume"]) == 0
     assert "test_acc" in capsys.readouterr().out
+
+
+def test_sampling_a_block_run_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    argv = ["train", "--task", "charlm", "--length", "16", "--cell", "gru", "--block", "plain",
+            "--hidden", "4", "--batch", "2", "--steps", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", str(tmp_path), "--chars", "5"]) == 1
+    assert "--block" in capsys.readouterr().err
