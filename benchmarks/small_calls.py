@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         "", "## The calls", "", *table, "",
         "## The fixed cost of a small call, piece by piece", "",
         "Each piece timed alone (1 thread for the kernels, this process's threads otherwise); "
-        "see [Engines](../engines.md#cost-of-a-small-call) for what each path pays.", "",
+        "the Engines page (Cost of a small call) says what each path pays.", "",
         *profile, ""])
     print(text)
     if not a.quick:

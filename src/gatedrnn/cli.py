@@ -190,7 +190,7 @@ def _engines() -> tuple[str, ...]:
 def _task_defaults() -> str:
     """The per-task defaults of --hidden, --batch, --lr, --steps and the task options, as the
     table printed under ``gatedrnn train --help`` and ``gatedrnn compare --help``."""
-    from .toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS
+    from .toolkit.compare import CELL_DEFAULTS, GENERIC_DEFAULTS, TASK_DEFAULTS
 
     lines = ["per-task defaults (an option given on the command line wins):"]
     for task, values in [*TASK_DEFAULTS.items(), ("other tasks", GENERIC_DEFAULTS)]:
@@ -198,6 +198,10 @@ def _task_defaults() -> str:
         task_args = settings.pop("task_args", {})
         text = ", ".join(f"--{k} {v}" for k, v in {**settings, **task_args}.items())
         lines.append(f"  {task:16} {text}")
+    lines.append("per-cell defaults of `gatedrnn train` (replacing the task's):")
+    for (task, cell), values in CELL_DEFAULTS.items():
+        text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        lines.append(f"  --task {task} --cell {cell}: {text}")
     lines.append("  --eval-every defaults to --steps / 20.")
     return "\n".join(lines)
 
@@ -235,12 +239,19 @@ def _add_common(p: Parser) -> None:
         p.add_argument(flag, dest=key, type=kind, default=None, help=f"task option: {text}")
     p.add_argument("--hidden", type=POSITIVE, help="hidden units (default: per task, below)")
     p.add_argument("--layers", type=POSITIVE, default=1, help="stacked recurrent layers")
+    p.add_argument("--block", choices=["plain", "conv"],
+                   help="stack --layers residual blocks (pre-norm, cell, residual, gated "
+                        "feed-forward; conv: a causal depthwise convolution first), as the minGRU "
+                        "and xLSTM papers do (gatedrnn.toolkit.BlockStack); default: the bare cell")
     p.add_argument("--steps", type=POSITIVE, help="optimizer steps (default: per task, below)")
     # Above 1e30, Adam's bias-corrected step overflows float32 inside torch (a RuntimeError).
     p.add_argument("--lr", type=real(0, 1e30, open_low=True),
                    help="Adam's learning rate (default: per task, below)")
     p.add_argument("--batch", type=POSITIVE, help="sequences per step, per process under torchrun "
                    "(default: per task, below)")
+    p.add_argument("--decay-steps", type=COUNT,
+                   help="the learning rate falls linearly to 0 over the last N steps "
+                        "(default: per task, below; 0 keeps it constant)")
     p.add_argument("--seed", type=COUNT, default=0, help="seed of the weights and the data")
     p.add_argument("--clip", type=POSITIVE_REAL, default=1.0, help="gradient norm clipping")
     p.add_argument("--eval-every", type=POSITIVE,
@@ -286,7 +297,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"the module's engine: {', '.join(engines)} (default: auto; each cell "
                          "takes the ones it has, see the Engines page)")
     tr.add_argument("--init", choices=["torch", "orthogonal", "chrono"],
-                    help="initialisation (default: torch, torch.nn's U(-1/sqrt(H), 1/sqrt(H)))")
+                    help="initialisation (default: torch.nn's U(-1/sqrt(H), 1/sqrt(H)); chrono "
+                         "for an LSTM on the tasks with a known lag: adding, copy)")
     tr.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
                     help="GRU form: reset after W_hh h (torch.nn's, the default) or before it "
                          "(Cho et al.'s, --no-reset-after)")
@@ -321,20 +333,22 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("hidden", "layers", "steps", "lr", "batch", "clip", "eval_every")
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    keys = ("hidden", "layers", "block", "steps", "lr", "batch", "decay_steps", "clip", "eval_every")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS
+    from .toolkit.compare import lstm_options_for, train_defaults
     from .toolkit.train import TrainConfig, train
 
-    defaults = {**GENERIC_DEFAULTS, **TASK_DEFAULTS.get(args.task, {})}
+    defaults = train_defaults(args.task, args.cell)
     settings = {**{k: v for k, v in defaults.items() if k != "task_args"}, **_settings(args)}
     settings.setdefault("eval_every", max(1, settings["steps"] // 20))
     task_args = {**defaults.get("task_args", {}), **_task_args(args.task, args)}
     keys = [key for _, key, _, _ in VARIANTS] + ["engine", "init", "reset_after"]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.cell == "lstm" and "init" not in options:  # chrono on adding and copy, as compare does
+        options = {**lstm_options_for(args.task, task_args), **options}
     cfg = TrainConfig(task=args.task, task_args=task_args, cell=args.cell, seed=args.seed, out=args.out,
                       resume=args.resume, progress=_progress(args), device=args.device,
                       options=options, **settings)

@@ -4,6 +4,9 @@ A task is a data generator plus its metric. Training batches are a pure function
 ``torch.Generator`` that the trainer seeds from (seed, rank, step), so a resumed run sees exactly the
 batches an uninterrupted one would, and no data loader has state to save. The test set is fixed by
 the task alone (its own constant seed), so runs with different seeds are scored on the same data.
+
+Model selection (the best step of a run) uses ``validation_batches``: for synthetic tasks another
+fixed draw, for real data a part of the training set held out from training. Never the test set.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 TEST_SEED = 20_240_601  # fixes every synthetic test set, independent of the training seed
+VALID_SEED = 20_240_602  # fixes every synthetic validation set, a different draw from the test set
 
 
 @dataclass
@@ -64,6 +68,11 @@ class Task:
     def test_batches(self, batch_size: int = 500) -> list[Batch]:
         raise NotImplementedError
 
+    def validation_batches(self, batch_size: int = 500) -> list[Batch]:
+        """Data for choosing among checkpoints, disjoint from the test set; tasks without one
+        raise NotImplementedError."""
+        raise NotImplementedError
+
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The training loss: MSE for regression, mean cross-entropy for classes."""
         if self.regression:
@@ -83,13 +92,34 @@ class Task:
         return False
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int = 500) -> dict[str, float]:
-        """Score ``model`` on the whole test set (in eval mode; the mode is restored after)."""
+    def evaluate(self, model: torch.nn.Module, batch_size: int = 500,
+                 split: str = "test") -> dict[str, float]:
+        """Score ``model`` on the whole test set, or with ``split="validation"`` on the validation
+        set (in eval mode; the mode is restored after)."""
+        batches = self.test_batches if split == "test" else self.validation_batches
         was_training = model.training
         model.eval()
         outs, ys = [], []
-        for batch in self.test_batches(batch_size):
+        for batch in batches(batch_size):
             outs.append(model(batch.x))
             ys.append(batch.y)
         model.train(was_training)
         return self.score(torch.cat(outs), torch.cat(ys))
+
+
+class SyntheticTask(Task):
+    """A task whose data is generated: the test and validation sets are fixed draws of
+    ``train_batch`` (``test_size`` sequences each, from TEST_SEED and VALID_SEED)."""
+
+    test_size: int
+
+    def _fixed(self, seed: int, batch_size: int) -> list[Batch]:
+        gen = torch.Generator().manual_seed(seed)
+        sizes = [batch_size] * (self.test_size // batch_size) + [self.test_size % batch_size]
+        return [self.train_batch(gen, n) for n in sizes if n]
+
+    def test_batches(self, batch_size: int = 500) -> list[Batch]:
+        return self._fixed(TEST_SEED, batch_size)
+
+    def validation_batches(self, batch_size: int = 500) -> list[Batch]:
+        return self._fixed(VALID_SEED, batch_size)

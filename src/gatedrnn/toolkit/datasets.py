@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pack_sequence
 
-from .base import Batch, Task
+from .base import VALID_SEED, Batch, Task
 from .tsfile import read_ts
 
 
@@ -36,8 +36,19 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def _holdout(n: int, fraction: float) -> tuple[Tensor, Tensor]:
+    """(train, validation) indices of a training set of ``n``: a fixed random ``fraction`` held
+    out for model selection, the same for every run."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation must be in [0, 1), got {fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VALID_SEED))
+    k = round(fraction * n)
+    return order[k:].sort().values, order[:k].sort().values
+
+
 class MNIST1D(Task):
-    """MNIST-1D (Greydanus 2020): 4000/1000 sequences of 40 steps, 10 classes.
+    """MNIST-1D (Greydanus 2020): 4000/1000 sequences of 40 steps, 10 classes; ``validation`` of
+    the 4000 training sequences (10% by default) are held out for model selection.
 
     Made by ``mnist1d.data.make_dataset`` with the package's default arguments, the published
     dataset's recipe. We never call ``get_dataset``, which would try a download first. Published:
@@ -48,15 +59,24 @@ class MNIST1D(Task):
     input_size, output_size, baseline = 1, 10, 0.1
     solved_rule = "test accuracy > 0.9"
 
-    def __init__(self) -> None:
+    def __init__(self, validation: float = 0.1) -> None:
         self.x, self.y, self.x_test, self.y_test = _mnist1d()
+        self.validation = float(validation)
+        self.train_idx, self.valid_idx = _holdout(len(self.y), self.validation)
+
+    def config(self) -> dict[str, Any]:
+        return {"validation": self.validation}
 
     def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
-        idx = torch.randint(0, len(self.y), (batch_size,), generator=gen)
+        idx = self.train_idx[torch.randint(0, len(self.train_idx), (batch_size,), generator=gen)]
         return Batch(self.x[idx], self.y[idx])
 
     def test_batches(self, batch_size: int = 500) -> list[Batch]:
         return [Batch(self.x_test[s], self.y_test[s]) for s in _chunks(len(self.y_test), batch_size)]
+
+    def validation_batches(self, batch_size: int = 500) -> list[Batch]:
+        v = self.valid_idx
+        return [Batch(self.x[v[s]], self.y[v[s]]) for s in _chunks(len(v), batch_size)]
 
     def solved(self, metrics: dict[str, float]) -> bool:
         return metrics.get("test_acc", 0.0) > 0.9
@@ -80,7 +100,8 @@ class SeriesClassification(Task):
     """A UEA/UCR classification problem read from its ``.ts`` files (variable length allowed).
 
     Channels are standardised with the training set's mean and deviation, missing values become 0
-    after that. Batches of unequal lengths are PackedSequences; the model reads its final state.
+    after that. ``validation`` of the training set (10% by default) is held out for model
+    selection. Batches of unequal lengths are PackedSequences; the model reads its final state.
     ``data`` is a folder or an aeon wheel (see ``gatedrnn.toolkit.tsfile.read_ts``).
     """
 
@@ -88,8 +109,9 @@ class SeriesClassification(Task):
     problem = "JapaneseVowels"
     solved_rule = "test accuracy > 0.9"
 
-    def __init__(self, problem: str | None = None, data: str | None = None) -> None:
-        self.problem, self.data = problem or type(self).problem, data
+    def __init__(self, problem: str | None = None, data: str | None = None,
+                 validation: float = 0.1) -> None:
+        self.problem, self.data, self.validation = problem or type(self).problem, data, float(validation)
         train, labels, _ = read_ts(self.problem, "train", data)
         test, test_labels, _ = read_ts(self.problem, "test", data)
         classes = sorted(set(labels), key=lambda s: (len(s), s))  # "10" after "9"
@@ -102,9 +124,10 @@ class SeriesClassification(Task):
         self.y_test = torch.tensor([index[c] for c in test_labels])
         self.input_size, self.output_size = self.x[0].shape[1], len(classes)
         self.baseline = float(np.bincount(self.y_test.numpy()).max() / len(self.y_test))  # majority
+        self.train_idx, self.valid_idx = _holdout(len(self.y), self.validation)
 
     def config(self) -> dict[str, Any]:
-        return {"problem": self.problem, "data": self.data}
+        return {"problem": self.problem, "data": self.data, "validation": self.validation}
 
     def _batch(self, xs: list[Tensor], y: Tensor) -> Batch:
         if len({len(x) for x in xs}) == 1:
@@ -112,11 +135,15 @@ class SeriesClassification(Task):
         return Batch(pack_sequence(xs, enforce_sorted=False), y)
 
     def train_batch(self, gen: torch.Generator, batch_size: int) -> Batch:
-        idx = torch.randint(0, len(self.y), (batch_size,), generator=gen).tolist()
+        idx = self.train_idx[torch.randint(0, len(self.train_idx), (batch_size,), generator=gen)].tolist()
         return self._batch([self.x[i] for i in idx], self.y[idx])
 
     def test_batches(self, batch_size: int = 500) -> list[Batch]:
         return [self._batch(self.x_test[s], self.y_test[s]) for s in _chunks(len(self.y_test), batch_size)]
+
+    def validation_batches(self, batch_size: int = 500) -> list[Batch]:
+        v = self.valid_idx.tolist()
+        return [self._batch([self.x[i] for i in v[s]], self.y[v[s]]) for s in _chunks(len(v), batch_size)]
 
     def solved(self, metrics: dict[str, float]) -> bool:
         return metrics.get("test_acc", 0.0) > 0.9
@@ -128,11 +155,11 @@ class JapaneseVowels(SeriesClassification):
 
     name, problem = "japanese-vowels", "JapaneseVowels"
 
-    def __init__(self, data: str | None = None) -> None:
-        super().__init__(None, data)
+    def __init__(self, data: str | None = None, validation: float = 0.1) -> None:
+        super().__init__(None, data, validation)
 
     def config(self) -> dict[str, Any]:
-        return {"data": self.data}
+        return {"data": self.data, "validation": self.validation}
 
 
 class GunPoint(JapaneseVowels):

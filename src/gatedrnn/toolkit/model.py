@@ -1,5 +1,7 @@
 """A sequence model around one gatedrnn recurrent network: (embedding) -> LSTM/GRU/RNN -> linear head.
 
+``build_model`` makes it, or with ``block`` a ``gatedrnn.toolkit.blocks.BlockStack``.
+
 The recurrent network is ``gatedrnn.LSTM``, ``GRU`` or ``RNN``, batch-first. Symbol inputs (a task
 with a ``vocab``) go through an embedding first. A per-step task reads every output; a
 per-sequence task reads the final hidden state of the top layer (both directions when
@@ -24,22 +26,11 @@ import gatedrnn
 
 from ..interop.io import CheckpointError, check_config
 from ..modules.base import SequenceModule
+from .blocks import BlockStack, check_block_config
+from .networks import CELLS, make_rnn
 
-CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "mingru": "MinGRU", "minlstm": "MinLSTM",
-         "slstm": "SLSTM"}
-
-
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-             **options: Any) -> SequenceModule:
-    """A batch-first ``gatedrnn`` network; ``options`` are its keyword arguments (variants,
-    bidirectional, dropout, engine, ...). Options left as None are dropped, so callers can pass
-    every command-line flag and only the ones given reach the module."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    options = {k: v for k, v in options.items() if v is not None}
-    cls = getattr(gatedrnn, CELLS[cell])
-    return cls(input_size, hidden_size, num_layers, batch_first=True, **options)
-
+__all__ = ["CELLS", "SequenceModel", "build_model", "check_model_config", "count_parameters",
+           "make_rnn", "model_from_config"]
 
 class SequenceModel(nn.Module):
     """Embedding (for symbol inputs), a gatedrnn network and a linear head.
@@ -104,12 +95,17 @@ class SequenceModel(nn.Module):
 
 
 def check_model_config(where: str, config: Any) -> dict[str, Any]:
-    """``config`` if it is a complete, well-typed ``SequenceModel.get_config()``; else a
-    CheckpointError naming ``where`` (the recurrent part is checked by interop.io.check_config)."""
-    keys = {"rnn", "output_size", "vocab_size", "per_step"}
+    """``config`` if it is a complete, well-typed ``SequenceModel.get_config()`` (or a
+    ``BlockStack``'s); else a CheckpointError naming ``where`` (the recurrent part is checked by
+    interop.io.check_config)."""
+    body = "block" if isinstance(config, dict) and "block" in config else "rnn"
+    keys = {body, "output_size", "vocab_size", "per_step"}
     if not isinstance(config, dict) or set(config) != keys:
         raise CheckpointError(f"{where}: the model config must have exactly the keys {sorted(keys)}")
-    check_config(where, config["rnn"])
+    if body == "rnn":
+        check_config(where, config["rnn"])
+    else:
+        check_block_config(where, config["block"])
     count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
     if not count(config["output_size"]) or not (config["vocab_size"] is None or count(config["vocab_size"])):
         raise CheckpointError(f"{where}: 'output_size' and 'vocab_size' must be integers >= 1")
@@ -118,13 +114,25 @@ def check_model_config(where: str, config: Any) -> dict[str, Any]:
     return config
 
 
-def build_model(task: Any, cell: str, hidden: int, layers: int = 1, **options: Any) -> SequenceModel:
-    """The model for ``task`` (a ``gatedrnn.toolkit.tasks.Task``). Symbol inputs are embedded in
-    min(vocab, hidden) dimensions."""
+def build_model(task: Any, cell: str, hidden: int, layers: int = 1, block: str | None = None,
+                **options: Any) -> SequenceModel | BlockStack:
+    """The model for ``task`` (a ``gatedrnn.toolkit.tasks.Task``): a ``SequenceModel`` (symbol
+    inputs embedded in min(vocab, hidden) dimensions), or with ``block`` ("plain" or "conv") a
+    ``gatedrnn.toolkit.blocks.BlockStack`` of ``layers`` residual blocks."""
     vocab = task.input_size if task.vocab is not None else None
+    if block is not None:
+        return BlockStack(cell, task.input_size, hidden, task.output_size, layers, block, vocab,
+                          task.per_step, **options)
     input_size = min(task.input_size, hidden) if vocab else task.input_size
     rnn = make_rnn(cell, input_size, hidden, layers, **options)
     return SequenceModel(rnn, task.output_size, vocab, task.per_step)
+
+
+def model_from_config(config: dict[str, Any]) -> SequenceModel | BlockStack:
+    """A ``SequenceModel`` or ``BlockStack`` rebuilt from its ``get_config()``."""
+    if "block" in config:
+        return BlockStack.from_config(config)
+    return SequenceModel.from_config(config)
 
 
 def count_parameters(module: nn.Module) -> int:

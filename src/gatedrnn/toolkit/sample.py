@@ -31,6 +31,8 @@ def load_model(folder: str | os.PathLike) -> tuple[SequenceModel, dict]:
     """The trained model of a run folder, in eval mode, and the checkpoint's metadata."""
     ckpt = load_checkpoint(folder)
     check_run_meta(ckpt.path, ckpt.meta)
+    if "block" in ckpt.meta["model"]:  # sampling carries one network's state step by step
+        raise CheckpointError(f"{ckpt.path}: sampling needs a bare-cell run, not a --block model")
     rnn = {k[len("rnn."):]: v for k, v in ckpt.model_state.items() if k.startswith("rnn.")}
     check_config_fits(str(ckpt.weights_path), rnn, ckpt.meta["model"]["rnn"])  # nothing built yet
     with torch.device("meta"):  # shapes and dtypes first, without memory (see interop.io)

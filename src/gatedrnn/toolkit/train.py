@@ -1,5 +1,8 @@
 """The training loop: Adam, gradient clipping, evaluation, JSONL log, checkpoints, exact resume, DDP.
 
+The learning rate is constant, or with ``decay_steps`` falls linearly to zero over the last
+``decay_steps`` steps (the step's own number sets it, so a resumed run follows the same schedule).
+
 Exact resume rests on one rule: everything random in step ``s`` is a function of (seed, rank, s).
 The batch comes from a generator seeded with that triple, and the global torch generator (which
 the modules use for dropout, zoneout and weight-drop masks) is reseeded from it too. So a run that
@@ -40,6 +43,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..interop.io import check_fit, parse_json
+from .blocks import BlockStack
 from .checkpoint import META_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from .model import SequenceModel, build_model, check_model_config, count_parameters
 from .tasks import Batch, Task, get_task
@@ -62,6 +66,9 @@ class TrainConfig:
     cell: str = "gru"
     hidden: int = 64
     layers: int = 1
+    block: str | None = None  # None: the bare cell; "plain" or "conv": a BlockStack (blocks.py)
+    select: bool = False  # also score the validation set at each evaluation (TrainResult.selected)
+    decay_steps: int = 0  # the learning rate falls linearly to 0 over the last decay_steps steps
     steps: int = 1000
     lr: float = 1e-3
     batch: int = 64
@@ -80,7 +87,7 @@ class TrainResult:
     """What a run returns: the trained model (unwrapped), the evaluation records (also in
     metrics.jsonl), this process's per-step losses, and the run's size and time."""
 
-    model: SequenceModel
+    model: SequenceModel | BlockStack
     task: Task
     history: list[dict[str, Any]]
     losses: list[float]
@@ -90,6 +97,22 @@ class TrainResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+    @property
+    def selected(self) -> dict[str, Any]:
+        """The evaluation record with the best validation score (early stopping on the
+        validation set, never the test set); the final record when validation was not scored."""
+        key = validation_key(self.task.metric)
+        scored = [r for r in self.history if key in r]
+        if not scored:
+            return self.final
+        best = (min if self.task.lower_is_better else max)(r[key] for r in scored)
+        return next(r for r in scored if r[key] == best)  # the earliest of equals
+
+
+def validation_key(metric: str) -> str:
+    """The log's name of a metric measured on the validation set: test_acc -> valid_acc."""
+    return "valid_" + metric.removeprefix("test_")
 
 
 def seed_for(*parts: int) -> int:
@@ -120,7 +143,7 @@ def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return 0, 1, torch.device(cfg.device)
 
 
-def _meta(cfg: TrainConfig, task: Task, model: SequenceModel, seconds: float) -> dict[str, Any]:
+def _meta(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, seconds: float) -> dict[str, Any]:
     return {"model": model.get_config(), "train": dataclasses.asdict(cfg), "seconds": seconds,
             "task": {"name": task.name, "args": task.config(), "metric": task.metric,
                      "lower_is_better": task.lower_is_better, "baseline": task.baseline,
@@ -173,7 +196,9 @@ def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
          and isinstance(task["baseline"], (int, float)) and not isinstance(task["baseline"], bool)
          and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
          and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
-    need(set(meta["train"]) == {f.name for f in dataclasses.fields(TrainConfig)},
+    # These fields arrived later: checkpoints written before them still resume.
+    later = {"block", "select", "decay_steps"}
+    need(set(meta["train"]) | later == {f.name for f in dataclasses.fields(TrainConfig)},
          f"the training settings have the keys {sorted(meta['train'])}")
     seconds = meta["seconds"]
     need(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 0,
@@ -194,7 +219,7 @@ def _stopped(step: int, what: str, out: Path | None, last_good: int | None) -> s
             "Try a smaller --lr, a tighter --clip, or another --seed.")
 
 
-def _resume(cfg: TrainConfig, task: Task, model: SequenceModel, opt: torch.optim.Optimizer
+def _resume(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, opt: torch.optim.Optimizer
             ) -> tuple[int, float]:
     """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far)."""
     assert cfg.out is not None  # train checks it before resuming
@@ -223,10 +248,12 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
     except (AttributeError, ValueError, OSError):
         return  # no sysconf (Windows): let the allocator answer
     with torch.device("meta"):
-        model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options)
+        model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options)
     length = getattr(task, "length", 1)  # the synthetic tasks and text windows; real series are short
-    directions = 2 if model.rnn.bidirectional else 1
-    floats = 4 * count_parameters(model) + 8 * cfg.batch * length * cfg.hidden * cfg.layers * directions
+    directions = 2 if cfg.options.get("bidirectional") else 1
+    per_layer = 8 if cfg.block is None else 24  # a block also keeps its norms and feed-forward
+    activations = per_layer * cfg.batch * length * cfg.hidden * cfg.layers * directions
+    floats = 4 * count_parameters(model) + activations
     if 4 * floats > total:
         raise ValueError(f"this run needs about {4 * floats / 2**30:.3g} GiB (weights, gradients, "
                          f"Adam state and activations), more than this machine's "
@@ -237,14 +264,14 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train ``cfg.cell`` on ``cfg.task``; see the module docstring. ``task`` overrides the one
     named in ``cfg`` (for tasks built by hand)."""
-    if cfg.seed < 0 or cfg.steps < 1 or cfg.eval_every < 1:
-        raise ValueError("seed must be >= 0, steps and eval_every >= 1")
+    if cfg.seed < 0 or cfg.steps < 1 or cfg.eval_every < 1 or cfg.decay_steps < 0:
+        raise ValueError("seed must be >= 0, steps and eval_every >= 1, decay_steps >= 0")
     rank, world, device = _distributed(cfg)
     task = task or get_task(cfg.task, **cfg.task_args)
     if device.type == "cpu":
         _check_memory(task, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, **cfg.options).to(device)
+    model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out) if cfg.out else None
     start, seconds, history = 0, 0.0, []
@@ -287,6 +314,9 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             if not (math.isfinite(value) and math.isfinite(grad_norm)):
                 what = f"loss is {value}" if not math.isfinite(value) else f"gradient norm is {grad_norm}"
                 raise NonFiniteLossError(_stopped(step + 1, what, out, last_good))
+            if cfg.decay_steps:  # a function of the step alone, so resuming needs no scheduler state
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (cfg.steps - step) / cfg.decay_steps)
             opt.step()
             losses.append(value)
             interval.append(value)
@@ -303,6 +333,9 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             if rank == 0:
                 seconds += time.perf_counter() - tick
                 metrics = task.evaluate(model)
+                if cfg.select:
+                    metrics.update({validation_key(k): v for k, v in
+                                    task.evaluate(model, split="validation").items()})
                 record = {"step": done, "loss": sum(interval) / len(interval), "grad_norm": grad_norm,
                           "time": round(seconds, 3), **metrics}
                 history.append(record)
