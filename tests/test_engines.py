@@ -298,3 +298,30 @@ def test_half_precision_cells_compute_in_float32(cls, grad) -> None:
     for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
         assert a.dtype == torch.bfloat16
         assert torch.all((a.float() - b).abs() <= 2 ** -8 * b.abs() + 1e-5)
+
+
+def test_rule_on_a_gpu_with_triton() -> None:
+    # Planned from the design (docs/gpu.md), not yet measured: cuDNN where torch has the op, the
+    # Triton kernels for what it lacks where triton runs, and the old answers where it does not.
+    def gpu(kind: str, torch_op: bool, triton: bool) -> str:
+        return dispatch.choose("cuda", kind, "float32", torch_op=torch_op, simple=True,
+                               training=True, batch=8, triton=triton)
+
+    for kind in ("LSTM", "GRU"):
+        assert gpu(kind, torch_op=True, triton=True) == "native"
+        assert gpu(kind, torch_op=False, triton=True) == "triton"
+        assert gpu(kind, torch_op=False, triton=False) == "reference"
+    assert gpu("RNN", torch_op=False, triton=True) == "reference"  # no Triton Elman RNN
+    for kind in ("mingru", "minlstm", "slstm"):
+        assert gpu(kind, torch_op=False, triton=True) == "triton"
+    assert gpu("mingru", torch_op=False, triton=False) == "scan"
+    assert gpu("slstm", torch_op=False, triton=False) == "reference"
+    assert gpu("LSTMCell", torch_op=False, triton=True) == "reference"  # cells: one step a call
+
+
+def test_triton_is_ready_only_on_cuda_and_where_a_cell_has_it() -> None:
+    from types import SimpleNamespace
+
+    assert not stack.triton_ready("lstm", torch.zeros(1))  # the CPU: never auto's pick
+    assert not stack.triton_ready("rnn_tanh", SimpleNamespace(is_cuda=True))  # no such kernel
+    assert "rnn_tanh" in stack._NO_TRITON  # and not asked again

@@ -63,11 +63,19 @@ def has_engine(mode: str, engine: str) -> bool:
     return True
 
 
+_NO_TRITON: set[str] = set()  # cell kinds whose Triton kernels did not import (asked once)
+
+
 def triton_ready(mode: str, x: Tensor) -> bool:
     """True when the Triton engine can run this call: x on CUDA and the cell's Triton kernels
     import (triton installed). Never on the CPU, where auto has faster engines than Triton's
     interpreter; there ``engine="triton"`` must be asked for by name."""
-    return x.is_cuda and has_engine(mode, "triton")
+    if not x.is_cuda or mode in _NO_TRITON:
+        return False
+    if has_engine(mode, "triton"):
+        return True
+    _NO_TRITON.add(mode)  # a failed import is not cached by Python: don't retry it every call
+    return False
 
 
 def fused_available() -> bool:
