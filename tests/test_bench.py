@@ -196,14 +196,17 @@ def _script(name: str):
 
 
 @pytest.mark.slow
-def test_results_script_has_a_column_per_chosen_cell(capsys) -> None:
+def test_results_script_has_a_row_per_chosen_cell(capsys) -> None:
     results = _script("results")
-    assert results.main(["--rows", "adding-100", "--cells", "gru,mingru,slstm", "--steps", "2"]) == 0
-    (row,) = _table(capsys.readouterr().out, "| task |")
-    for name in ("GRU", "minGRU", "sLSTM"):
-        metric, params, seconds = (v.strip() for v in row[name].split("·"))
-        assert float(metric) > 0 and params.endswith("k") and seconds.endswith(" s")
-    assert "LSTM" not in row and "tanh RNN" not in row
+    args = ["--rows", "adding-100", "--cells", "gru,mingru,slstm", "--steps", "2", "--seeds", "0,1"]
+    assert results.main(args) == 0
+    rows = {row["cell"]: row for row in _table(capsys.readouterr().out, "| cell |")}
+    assert set(rows) == {"GRU", "minGRU", "sLSTM"}  # the chosen cells, none other
+    for row in rows.values():
+        mean, _, std = row["test_mse, mean ± std"].partition(" ± ")
+        assert float(mean) > 0 and float(std) >= 0
+        assert len(row["per seed"].split(",")) == 2  # one value per seed
+        assert row["parameters"].endswith("k") and row["solved"].endswith("/2")
 
 
 def test_results_script_rejects_an_unknown_cell() -> None:
