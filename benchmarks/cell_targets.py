@@ -1,5 +1,5 @@
 """Training speed (forward + backward) of minGRU, minLSTM and sLSTM against their baselines, and of
-head-wise recurrence: issue 10's speed targets. A thin script over ``gatedrnn bench --modes
+head-wise recurrence: their speed targets. A thin script over ``gatedrnn bench --modes
 targets,heads`` (``gatedrnn.toolkit.bench_cells``).
 
 Usage: python benchmarks/cell_targets.py [--quick] [--repeats N] [--threads N] [--cells lstm,gru,slstm]
@@ -10,7 +10,7 @@ Groups (shape T, B, I, H), each timed interleaved, fastest of ``--repeats`` runs
 - SLSTM fused vs its reference engine at (100, 32, 128, 128);
 - heads: LSTM, GRU and SLSTM (fused), num_heads=1 vs num_heads=4 at (100, 64, 512, 512) (a cell
   whose module has no ``num_heads`` yet gets a row saying so).
-Issue 10's targets are printed next to the ratios they concern. ``--quick`` runs tiny shapes to
+The targets are printed next to the ratios they concern. ``--quick`` runs tiny shapes to
 check that the script works; its figures mean nothing.
 """
 

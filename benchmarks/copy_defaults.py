@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"- {c}." for c in commands],
         "- train min: training alone; wall min: the whole command, evaluations and checkpoints included.",
         f"- `python benchmarks/copy_defaults.py --seed {args.seed}"
-        + "".join(f" --logged {c}=FOLDER" for c in logged) + f"`, on one thread of {machine()}; "
-        "the machine was shared with other jobs, so times are upper bounds.",
+        + "".join(f" --logged {c}=FOLDER" for c in logged) + f"`, on one thread of {machine()}.",
     ]) + "\n"
     print(text)
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)

@@ -9,20 +9,28 @@ Move the rows of ``gatedrnn.engines.dispatch.TABLE`` where the flags say so, on 
 
 Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
                                      [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]
-                                     [--shapes T,B,I,H;...] [--small] [--calls N]
+                                     [--shapes T,B,I,H;...] [--small] [--calls N] [--out FILE]
+
+``--out`` also writes the table, a summary (geomean and worst of torch.nn's time over the time of
+the engine ``auto`` picked, and over the fused engine's, per cell, dtype, mode and input kind), the
+command and the machine to a Markdown file, which the results page includes.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatedrnn
+from gatedrnn.toolkit.bench_common import machine
 
 SHAPES = [(200, 1, 64, 128), (100, 16, 128, 128), (100, 32, 128, 128), (100, 64, 256, 256),
           (50, 256, 128, 256)]
@@ -116,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the small-call grid (SMALL_SHAPES, float32, neither packed nor proj_size)")
     ap.add_argument("--calls", type=int, default=None,
                     help="calls per timing (default 1; 50 with --small)")
+    ap.add_argument("--out", default=None, help="also write the tables and the command to this file")
     args = ap.parse_args(argv)
+    start = time.perf_counter()
     torch.set_num_threads(args.threads)
     global CALLS
     CALLS = args.calls or (50 if args.small else 1)
@@ -127,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
     dtypes = [getattr(torch, d) for d in ("float32",) if args.quick] or \
         [getattr(torch, d) for d in args.dtypes.split(",")]
-    print("| cell | T, B, I, H | dtype | mode | packed | proj | torch.nn ms | reference ms | "
-          "fused ms | native ms | fastest | auto picked | |")
-    print("|---|---|---|---|---|---|---:|---:|---:|---:|---|---|---|")
-    disagreements = 0
+    lines = ["| cell | T, B, I, H | dtype | mode | packed | proj | torch.nn ms | reference ms | "
+             "fused ms | native ms | fastest | auto picked | |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
+    print("\n".join(lines))
+    disagreements, ratios = 0, {}
     for (cell, shape, dtype, training, packed, proj), reps in rows(
             args.cells.split(","), shapes, dtypes, repeats, args.small):
         r = measure(cell, shape, dtype, training, packed, proj, reps)
@@ -144,12 +155,42 @@ def main(argv: list[str] | None = None) -> int:
             flag, disagreements = "<<", disagreements + 1
         ms = " | ".join("n/a" if e in r["failed"] else f"{best[e]:.3f}"
                         for e in ("torch.nn",) + ENGINES)
-        print(f"| {cell} | {', '.join(map(str, shape))} | {str(dtype)[6:]} | "
-              f"{'training' if training else 'inference'} | {packed} | {proj} | {ms} | {fastest} | "
-              f"{picked} | {flag} |", flush=True)
-    print(f"\n{disagreements} row(s) where auto's pick is more than {args.slack:.0%} slower than "
-          "the fastest engine")
+        lines.append(f"| {cell} | {', '.join(map(str, shape))} | {str(dtype)[6:]} | "
+                     f"{'training' if training else 'inference'} | {packed} | {proj} | {ms} | {fastest} | "
+                     f"{picked} | {flag} |")
+        print(lines[-1], flush=True)
+        kind = "+".join(k for k, on in (("packed", packed), ("proj", proj)) if on) or "plain"
+        key = (cell, str(dtype)[6:], "training" if training else "inference", kind)
+        if engine_of_pick in ours and "fused" in ours:
+            ratios.setdefault(key, []).append((best["torch.nn"] / ours[engine_of_pick],
+                                               best["torch.nn"] / ours["fused"], shape))
+    lines.append(f"\n{disagreements} row(s) where auto's pick is more than {args.slack:.0%} slower "
+                 "than the fastest engine\n")
+    lines += summary(ratios)
+    print("\n".join(lines[-len(ratios) - 4:]))
+    if args.out:
+        command = " ".join(["python benchmarks/dispatch.py", *(argv if argv is not None else sys.argv[1:])])
+        lines.append(f"\n- Command: `{command}`; {(time.perf_counter() - start) / 60:.0f} min on "
+                     f"{args.threads} threads of {machine()}.")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
+
+
+def summary(ratios: dict) -> list[str]:
+    """Geomean and worst of torch.nn / auto's engine and torch.nn / fused, per (cell, dtype, mode,
+    input kind), worst with its shape."""
+    out = ["| cell | dtype | mode | input | shapes | auto geomean | auto worst | fused geomean "
+           "| fused worst |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for (cell, dtype, mode, kind), rs in ratios.items():
+        cols = []
+        for i in (0, 1):
+            geo = math.exp(sum(math.log(r[i]) for r in rs) / len(rs))
+            worst = min(rs, key=lambda r: r[i])  # noqa: B023
+            cols += [f"{geo:.2f}", f"{worst[i]:.2f} ({', '.join(map(str, worst[2]))})"]
+        out.append(f"| {cell.upper()} | {dtype} | {mode} | {kind} | {len(rs)} | {' | '.join(cols)} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Inference against ONNX Runtime on the ONNX files gatedrnn exports (issue 9, item 4).
+"""Inference against ONNX Runtime on the ONNX files gatedrnn exports.
 
 For each cell and shape, one process times, interleaved and on the same weights:
 - ONNX Runtime (CPU, MLAS; the graph gatedrnn exports: ONNX's own LSTM/GRU operator, whose

@@ -23,7 +23,6 @@ absent.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -32,8 +31,8 @@ from typing import Any
 
 import torch
 
-import gatedrnn
-from gatedrnn.toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS, Row, compare
+from gatedrnn.toolkit.bench_common import machine
+from gatedrnn.toolkit.compare import GENERIC_DEFAULTS, TASK_DEFAULTS, Row, compare, model_options
 from gatedrnn.toolkit.tasks import Task
 
 ALL = ("rnn", "lstm", "gru", "mingru", "minlstm", "slstm")
@@ -43,14 +42,12 @@ BAI = "Bai, Kolter & Koltun 2018"
 ROWS: dict[str, tuple[str, dict[str, Any], tuple[str, ...], str]] = {
     "adding-100": ("adding", {"task_args": {"length": 100}, "steps": 2000}, ALL,
                    f"T = 600: LSTM 0.164, GRU 5.3e-5, tanh RNN 0.177 ({BAI})"),
-    "adding-200": ("adding", {"task_args": {"length": 200}, "steps": 2000}, ALL,
-                   f"T = 600: LSTM 0.164, GRU 5.3e-5, tanh RNN 0.177 ({BAI})"),
     "copy-50": ("copy", {"task_args": {"length": 50}, "hidden": 64, "batch": 32, "lr": 3e-3,
                          "steps": 2000}, ALL,
                 f"T = 1000: LSTM 0.0204, GRU 0.0197, tanh RNN 0.0202, all at the baseline ({BAI})"),
     "mnist1d": ("mnist1d", {"steps": 2000}, ALL,
                 "GRU 91%, CNN 94%, MLP 68% (Greydanus 2020; the GRU bidirectional, 6 hidden units)"),
-    "japanese-vowels": ("japanese-vowels", {"steps": 600}, ALL,
+    "japanese-vowels": ("japanese-vowels", {}, ALL,
                         "MLP 97.6%, FCN 99.3% (Fawaz et al. 2019); LSTM-FCN 99% (Karim et al. 2019)"),
     "mnist1d-blocks": ("mnist1d", {"block": "conv", "layers": 3, "hidden": 32, "steps": 1500}, GATED,
                        "GRU 91%, CNN 94% (Greydanus 2020)"),
@@ -80,26 +77,20 @@ def mean_std(values: list[float], metric: str) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}%" if metric.endswith("acc") else f"{mean:.3g} ± {std:.2g}"
 
 
-def machine() -> str:
-    """The CPU, and the versions the numbers came from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in info if line.startswith("flags"))
-        simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-        cpu += f" ({', '.join(simd) or 'no AVX2'})"
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"gatedrnn {gatedrnn.__version__}")
-
-
 def _cite(text: str) -> str:
     for name, url in LINKS.items():
         text = text.replace(name, f"[{name}]({url})")
     return text
+
+
+def _options(task: str, cells: tuple[str, ...], task_args: dict[str, Any], block: str | None) -> str:
+    """The module options each cell ran with (``model_options``), as '; LSTM: init chrono, ...'."""
+    parts = []
+    for cell in cells:
+        options = model_options(task, cell, task_args, block=block)
+        if options:
+            parts.append(f"{NAMES[cell]}: " + ", ".join(f"{k} {v}" for k, v in options.items()))
+    return "".join(f"; {p}" for p in parts)
 
 
 def run_row(name: str, seeds: list[int], cells: tuple[str, ...] | None = None,
@@ -122,7 +113,8 @@ def run_row(name: str, seeds: list[int], cells: tuple[str, ...] | None = None,
             runs[r.cell].append(r)
     assert task is not None
     metric = task.metric
-    extra = "test_ce" if metric == "test_acc" and task.per_step else None
+    # the other half of a per-step task's score: cross-entropy next to accuracy, recall next to it
+    extra = {"test_acc": "test_ce", "test_ce": "test_acc"}.get(metric) if task.per_step else None
     head = ["cell", f"{metric}, mean ± std", "per seed"] + ([extra] if extra else []) + \
         ["parameters", "train s", "solved"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -148,9 +140,11 @@ def run_row(name: str, seeds: list[int], cells: tuple[str, ...] | None = None,
         command += f" --steps {steps}"
     notes = [
         f"Task: {task.name} ({args}); baseline {fmt(task.baseline, metric)}; solved: {task.solved_rule}.",
-        f"Model: {model}; Adam lr {used['lr']:g}, batch {used['batch']}, {used['steps']} steps, "
-        f"gradient clipping at {used.get('clip', 1.0):g}"
-        + ("; the LSTM with chrono initialisation." if task_name in ("adding", "copy") else "."),
+        f"Model: {model}; Adam lr {used['lr']:g}, batch {used['batch']}, {used['steps']} steps"
+        + (f" (the rate falling linearly to 0 over the last {used['decay_steps']})"
+           if used.get("decay_steps") else "")
+        + f", gradient clipping at {used.get('clip', 1.0):g}"
+        + _options(task_name, cells, task.config(), used.get("block")) + ".",
         "Each seed's model is the evaluation with the best validation score (steps chosen: "
         + "; ".join(f"{NAMES[c]} {', '.join(map(str, s))}" for c, s in chosen.items()) + ").",
         f"Published: {_cite(published)}.",

@@ -1,4 +1,4 @@
-"""Concurrent inference from several Python threads, checked against serial calls (issue 3).
+"""Concurrent inference from several Python threads, checked against serial calls.
 
 Used by the kernel tests of each engine: the fused engines split a call's rows over two threads
 (kernels.threads), so several callers at once must still each get their own numbers.

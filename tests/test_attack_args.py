@@ -1,4 +1,4 @@
-"""What an attack on the landed code found in argument handling (issue 17, item 5): a half input to
+"""What an attack on the landed code found in argument handling: a half input to
 float32 cells, and constructor arguments read by truthiness (``bidirectional="no"``) or taken as
 ints when they are bools (``hidden_size=True``)."""
 

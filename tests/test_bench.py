@@ -104,6 +104,17 @@ def test_threads_is_a_list_and_each_count_gets_its_tables(capsys) -> None:
     assert torch.get_num_threads() == before  # main restores the caller's setting
 
 
+def test_out_writes_what_was_printed_with_the_command_and_machine(tmp_path, capsys) -> None:
+    out = tmp_path / "speed.md"
+    argv = ["--quick", "--shapes", "3,2,4,8", "--modes", "inference", "--cells", "gru", "--repeats", "1",
+            "--threads", "1", "--out", str(out)]
+    assert bench.main(argv) == 0
+    printed, text = capsys.readouterr().out, out.read_text()
+    table = [line for line in printed.splitlines() if line.startswith("| GRU |")]
+    assert table and all(line in text for line in table)
+    assert "python benchmarks/speed.py --quick" in text and "torch " + torch.__version__ in text
+
+
 @pytest.mark.parametrize("argv", [["--shapes", "3,2,4"], ["--shapes", "3,0,4,8"], ["--cells", "lstm,foo"],
                                   ["--modes", "speed"], ["--threads", "0"], ["--threads", "a"]])
 def test_bad_arguments_are_an_argument_error(argv: list[str], capsys) -> None:
@@ -140,7 +151,7 @@ def test_the_targets_table_names_every_model_and_target() -> None:
         "MinGRU fused", "MinLSTM fused", "MinGRU scan", "MinLSTM scan", "gatedrnn.GRU fused",
         "torch.nn.GRU", "SLSTM fused", "SLSTM reference"}
     assert all(float(r["ms"]) > 0 for r in times)
-    targets = _table(text, "| target (issue 10)")
+    targets = _table(text, "| target |")
     assert len(targets) == 4
     for r in targets:
         assert float(r["measured"]) > 0 and r["met"] in ("yes", "no")

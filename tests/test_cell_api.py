@@ -1,5 +1,5 @@
 """The cells' public face: torch.nn's signature, then gatedrnn's keyword-only options, and a
-docstring with Args, Inputs, Outputs, the weights, the engines and an example (issue 17, item 2)."""
+docstring with Args, Inputs, Outputs, the weights, the engines and an example."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hostile and damaged model files and checkpoints: every one is a CheckpointError naming the file.
 
-The attacks of issue 11 item 3, each as a test: settings outside the checksum, a checkpoint.json
+Attacks on checkpoint loading, each as a test: settings outside the checksum, a checkpoint.json
 without one, missing or ill-typed config keys, devices nobody asked for, a tiny file naming a huge
 model, silent dtype casts, loading into a model of another kind, deep JSON, and temp files of
 killed writes. The bit-flip properties flip one bit anywhere in a saved file: it must be refused

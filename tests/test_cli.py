@@ -96,7 +96,7 @@ def test_sample_from_a_char_model(tmp_path: Path, capsys) -> None:
     assert set(sample) <= set("the cat sat on the mat. \n")
 
 
-# --- every expected failure: one line on stderr, a nonzero exit, no traceback (issue 11 item 6) ---
+# --- every expected failure: one line on stderr, a nonzero exit, no traceback ---
 
 TRAIN = ["train", "--task", "adding", "--length", "6", "--hidden", "3", "--steps", "2", "--no-progress"]
 BAD_ARGUMENTS = {

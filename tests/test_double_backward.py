@@ -2,7 +2,7 @@
 (gradient penalties, Hessian-vector products, MAML) are right, and reach every parameter.
 
 The oracles: ``torch.autograd.gradgradcheck`` in float64 on the kernels' ``run``, and torch.nn's own
-LSTM/GRU/RNN with the same weights for a gradient penalty through a Linear layer (issue 11: the
+LSTM/GRU/RNN with the same weights for a gradient penalty through a Linear layer (the
 penalty once left weight_hh_l0.grad None and gave the Linear a wrong gradient, with no error).
 """
 

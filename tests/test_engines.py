@@ -165,7 +165,7 @@ def _choose(device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=Tr
 
 def test_rule_off_the_cpu_is_native_where_torch_computes_it() -> None:
     for kind in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"):
-        for dtype in ("float32", "float64", "half"):
+        for dtype in ("float32", "float64", "half", "bfloat16"):
             for training in (False, True):
                 assert _choose("cuda", kind, dtype, training=training) == "native"
                 assert _choose("cuda", kind, dtype, torch_op=False, training=training) == "reference"
@@ -176,9 +176,10 @@ def test_rule_on_the_cpu() -> None:
     # The rows of dispatch.TABLE, as benchmarks/dispatch.py measured them (see the table's notes).
     assert _choose(batch=64) == "native"  # oneDNN's LSTM in inference from B = 16
     assert _choose(batch=1) == "fused"
-    assert _choose(batch=1, training=True) == "native"  # training: native below B = 32
-    assert _choose(batch=16, training=True) == "native"
-    assert _choose(batch=32, training=True) == "fused"
+    assert _choose(batch=1, training=True) == "native"  # training: native up to B = 32
+    assert _choose(batch=32, training=True) == "native"
+    assert _choose(batch=33, training=True) == "fused"
+    assert _choose(batch=64, training=True) == "fused"
     assert _choose(batch=256, training=True) == "fused"
     assert _choose(simple=False, batch=64) == "fused"  # packed or proj_size: torch leaves oneDNN
     assert _choose(torch_op=False, batch=64) == "fused"  # a variant
@@ -189,7 +190,7 @@ def test_rule_on_the_cpu() -> None:
     assert _choose(kind="GRU", dtype="float64", training=False) == "native"
     assert _choose(kind="GRU", dtype="float64", training=True) == "fused"
     assert _choose(kind="RNN", dtype="float64", training=False) == "fused"
-    for kind in ("LSTM", "GRU", "RNN"):  # torch.nn's bfloat16 is 5-27x slower here
+    for kind in ("LSTM", "GRU", "RNN"):  # torch.nn's float16 and (without AMX) bfloat16 are slow
         assert _choose(kind=kind, dtype="half") == "fused-float32"
         assert _choose(kind=kind, dtype="half", training=True) == "fused-float32"
     for kind in ("GRU", "RNN"):
@@ -325,3 +326,24 @@ def test_triton_is_ready_only_on_cuda_and_where_a_cell_has_it() -> None:
     assert not stack.triton_ready("lstm", torch.zeros(1))  # the CPU: never auto's pick
     assert not stack.triton_ready("rnn_tanh", SimpleNamespace(is_cuda=True))  # no such kernel
     assert "rnn_tanh" in stack._NO_TRITON  # and not asked again
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_bfloat16_lstm_runs_onednn_where_the_cpu_has_amx(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    monkeypatch.setattr(dispatch, "AMX", amx)
+    monkeypatch.setattr(dispatch, "_CHOSEN", {})  # answers cached for the real CPU do not apply
+
+    def pick(**kw) -> str:  # type: ignore[no-untyped-def]
+        args = {"kind": "LSTM", "dtype": "bfloat16", "torch_op": True, "simple": True,
+                "training": False, "batch": 32, **kw}
+        return dispatch.choose("cpu", args.pop("kind"), args.pop("dtype"), **args)
+
+    onednn = "native" if amx else "fused-float32"
+    assert pick() == onednn and pick(batch=1) == onednn and pick(simple=False) == onednn  # packed
+    assert pick(training=True) == pick(training=True, batch=64) == onednn
+    assert pick(training=True, batch=1) == "fused-float32"  # a short step: fused is ahead
+    assert pick(training=True, simple=False) == "fused-float32"  # packed training: fused
+    assert pick(simple=False, proj=True) == "fused-float32"  # torch leaves oneDNN with proj_size
+    assert pick(torch_op=False) == "fused-float32"  # a variant
+    assert pick(kind="GRU") == pick(kind="RNN") == pick(dtype="half") == "fused-float32"
+    assert pick(dtype="float32") == "native" and pick(dtype="float32", batch=1) == "fused"

@@ -114,7 +114,7 @@ def test_constructor_accepts_and_refuses_what_torch_does(args, engine) -> None:
     ours, theirs = _both(pair, kw, engine)
     if _stricter(kw) and _outcome(theirs)[1] is None:
         # torch.nn builds these and fails (or runs by truthiness) at the call; gatedrnn refuses
-        # them when built (issue 17), with the TypeError torch.nn's op raises at the call.
+        # them when built, with the TypeError torch.nn's op raises at the call.
         assert isinstance(_outcome(ours)[1], (TypeError, type(None)))
         return
     m = assert_same_outcome(ours, theirs)

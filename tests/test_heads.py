@@ -1,4 +1,4 @@
-"""``num_heads`` on LSTM and GRU (issue 10): head-wise recurrence against an independent loop.
+"""``num_heads`` on LSTM and GRU: head-wise recurrence against an independent loop.
 
 The oracle below is written from the issue's text, not from ``gatedrnn.equations.cells``: one sequence at a
 time (packing, sorting, batch-first and unbatched input are the module's business), 1-D vector

@@ -1,4 +1,4 @@
-"""Imports run one way: no import cycle among the modules of src/gatedrnn (issue 12).
+"""Imports run one way: no import cycle among the modules of src/gatedrnn.
 
 A static walk with ``ast`` over every import statement, including those inside functions (a
 lazy import that calls back is still a circle: the custom-op files once imported their autograd

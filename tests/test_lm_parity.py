@@ -1,6 +1,6 @@
 """A real client, as under torch.nn: pytorch/examples' word language model, small and seeded.
 
-Issue 11 item 7 ran pytorch/examples ``word_language_model`` unchanged with torch.nn's recurrent
+A drop-in check ran pytorch/examples ``word_language_model`` unchanged with torch.nn's recurrent
 classes swapped for gatedrnn's. This is that comparison in miniature, written in our own words:
 embedding -> dropout -> 2-layer recurrent net with dropout 0.2 -> dropout -> linear decoder,
 truncated BPTT with the hidden state carried between batches, plain SGD with gradient clipping,

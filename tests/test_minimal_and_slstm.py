@@ -1,4 +1,4 @@
-"""MinGRU, MinLSTM and SLSTM against an independent implementation of issue 10's equations.
+"""MinGRU, MinLSTM and SLSTM against an independent implementation of their papers' equations.
 
 The oracle below is written from the issue's text, not from ``gatedrnn.equations.cells``: one sequence at a
 time (so packing, sorting and batch-first are all the module's business), scalar-free vector

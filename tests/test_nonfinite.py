@@ -126,7 +126,7 @@ def test_nonfinite_like_torch_nn(kind: str, dtype, engine: str, cell: bool, data
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gru_with_inf_state_gives_nan_like_torch_nn(dtype) -> None:
-    """The reported case (issue 11): inf in h; the fused sigmoid once stopped at 1.2e-7 above 0,
+    """The reported case: inf in h; the fused sigmoid once stopped at 1.2e-7 above 0,
     so z ⊙ h stayed inf where torch.nn's 0 ⊙ inf is NaN."""
     torch.manual_seed(0)
     ref = torch.nn.GRU(2, 3, dtype=dtype)

@@ -189,7 +189,7 @@ def test_gatedrnn_itself_under_the_swap() -> None:
 
 
 def test_plain_assignment_swap_keeps_the_cells_working(monkeypatch) -> None:
-    """The swap a new user tries first (issue 17): ``torch.nn.LSTMCell = gatedrnn.LSTMCell``."""
+    """The swap a new user tries first: ``torch.nn.LSTMCell = gatedrnn.LSTMCell``."""
     for name in NAMES:
         monkeypatch.setattr(nn, name, getattr(gatedrnn, name))
     for engine in ENGINES:

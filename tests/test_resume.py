@@ -1,6 +1,6 @@
 """Exact resume from a fresh process, and a library that leaves the global generators alone.
 
-Issue 11 item 1: the resumed run differed from the straight one because a first import drew from
+A reported bug: the resumed run differed from the straight one because a first import drew from
 torch's global generator after the user had seeded it. Fresh processes are the point here: a
 process that has already imported everything cannot see that kind of bug.
 """

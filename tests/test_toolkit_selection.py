@@ -63,3 +63,15 @@ def test_the_learning_rate_falls_to_zero_over_the_last_decay_steps(monkeypatch) 
                       steps=6, eval_every=6, lr=0.01, decay_steps=4, progress=False)
     train(cfg)
     assert seen == pytest.approx([0.01, 0.01, 0.01, 0.0075, 0.005, 0.0025])
+
+
+def test_ties_on_accuracy_go_to_the_lower_validation_cross_entropy() -> None:
+    task = get_task("mnist1d")
+    history = [{"step": 1, "test_acc": 0.9, "valid_acc": 0.8, "valid_ce": 0.7},
+               {"step": 2, "test_acc": 0.7, "valid_acc": 0.9, "valid_ce": 0.5},
+               {"step": 3, "test_acc": 0.95, "valid_acc": 0.9, "valid_ce": 0.3},
+               {"step": 4, "test_acc": 0.1, "valid_acc": 0.9, "valid_ce": 0.3}]
+    result = TrainResult(torch.nn.Linear(1, 1), task, history, [], 0.0, 0)  # type: ignore[arg-type]
+    assert result.selected["step"] == 3  # best accuracy, then lowest cross-entropy, then earliest
+    no_ce = [{k: v for k, v in r.items() if k != "valid_ce"} for r in history]
+    assert TrainResult(torch.nn.Linear(1, 1), task, no_ce, [], 0.0, 0).selected["step"] == 2  # type: ignore[arg-type]

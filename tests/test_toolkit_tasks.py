@@ -151,7 +151,7 @@ def test_sunspots_and_the_registry() -> None:
 
 
 def test_toolkit_imports_run_one_way() -> None:
-    """No import circle inside the toolkit (issue 12 item 4): base <- datasets <- tasks, and so on.
+    """No import circle inside the toolkit: base <- datasets <- tasks, and so on.
     Imports inside functions count too: they only hide a circle."""
     import ast
 

@@ -1,4 +1,4 @@
-"""The variants (issue 4) through the modules: definitions, masks, initialisation, gate recording,
+"""The variants through the modules: definitions, masks, initialisation, gate recording,
 and the fused engine against the reference engine with the same masks."""
 
 from __future__ import annotations

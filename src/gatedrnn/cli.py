@@ -196,12 +196,23 @@ def _task_defaults() -> str:
     for task, values in [*TASK_DEFAULTS.items(), ("other tasks", GENERIC_DEFAULTS)]:
         settings = {**GENERIC_DEFAULTS, **values}
         task_args = settings.pop("task_args", {})
-        text = ", ".join(f"--{k} {v}" for k, v in {**settings, **task_args}.items())
+        text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**settings, **task_args}.items())
         lines.append(f"  {task:16} {text}")
     lines.append("per-cell defaults of `gatedrnn train` (replacing the task's):")
     for (task, cell), values in CELL_DEFAULTS.items():
         text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
         lines.append(f"  --task {task} --cell {cell}: {text}")
+    from .toolkit.compare import TASK_OPTIONS, VARIANT_CELLS, VARIANT_OPTIONS
+
+    lines.append("per-task module options (--no-bidirectional etc. turn them off):")
+    for task in sorted({*TASK_OPTIONS, *VARIANT_OPTIONS}):
+        flags = lambda d: ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")  # noqa: E731
+                                    for k, v in d.items())
+        text = flags(TASK_OPTIONS.get(task, {}))
+        if task in VARIANT_OPTIONS:
+            text += f"; {'/'.join(VARIANT_CELLS).upper()} also {flags(VARIANT_OPTIONS[task])}"
+        lines.append(f"  {task:16} {text}")
+    lines.append("  --task adding/copy --cell lstm: --init chrono (--init torch turns it off)")
     lines.append("  --eval-every defaults to --steps / 20.")
     return "\n".join(lines)
 
@@ -303,8 +314,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="GRU form: reset after W_hh h (torch.nn's, the default) or before it "
                          "(Cho et al.'s, --no-reset-after)")
     for flag, key, kind, text in VARIANTS:
-        if kind is None:
-            tr.add_argument(flag, dest=key, action="store_true", default=None, help=text)
+        if kind is None:  # --no-FLAG turns off what a task's defaults switch on
+            tr.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=None,
+                            help=text)
         else:
             tr.add_argument(flag, dest=key, type=kind, help=text)
 
@@ -338,7 +350,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .toolkit.compare import lstm_options_for, train_defaults
+    from .toolkit.compare import model_options, train_defaults
     from .toolkit.train import TrainConfig, train
 
     defaults = train_defaults(args.task, args.cell)
@@ -347,8 +359,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     task_args = {**defaults.get("task_args", {}), **_task_args(args.task, args)}
     keys = [key for _, key, _, _ in VARIANTS] + ["engine", "init", "reset_after"]
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    if args.cell == "lstm" and "init" not in options:  # chrono on adding and copy, as compare does
-        options = {**lstm_options_for(args.task, task_args), **options}
+    # The task's options as compare uses them (chrono for the LSTM on adding and copy, both
+    # directions on JapaneseVowels, ...); an option on the command line wins, and --init drops chrono.
+    options = {**model_options(args.task, args.cell, task_args, {} if "init" in options else None,
+                               settings.get("block")), **options}
     cfg = TrainConfig(task=args.task, task_args=task_args, cell=args.cell, seed=args.seed, out=args.out,
                       resume=args.resume, progress=_progress(args), device=args.device,
                       options=options, **settings)

@@ -41,8 +41,21 @@ import torch
 
 ENGINES = ("auto", "reference", "fused", "native")
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "half",
+DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
           torch.float16: "half"}
+HALF = ("half", "bfloat16")  # the two 16-bit float keys
+
+
+def _amx() -> bool:
+    """The CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bfloat16
+    products on the tile unit."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or no way to ask
+        return False
+
+
+AMX = _amx()
 
 
 @dataclass(frozen=True)
@@ -54,14 +67,16 @@ class Row:
     # "LSTM", "GRU", "RNN", a cell class ("LSTMCell", ...), or a declared kind without a torch
     # op ("mingru", ...); a tuple matches any of its members (dtype likewise)
     kind: str | tuple[str, ...] | None = None
-    dtype: str | tuple[str, ...] | None = None  # "float32", "float64", "half" or "other"
+    dtype: str | tuple[str, ...] | None = None  # "float32", "float64", "half", "bfloat16", "other"
     torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
     simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
+    proj: bool | None = None  # an LSTM with proj_size
     training: bool | None = None  # autograd records the call
     min_batch: int = 0
     max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
     max_work: int | None = None  # ... and calls of at most this work T·N·H (None: any)
     triton: bool | None = None  # the Triton engine can run the call (triton imports, CUDA tensor)
+    amx: bool | None = None  # the CPU has AMX tiles (``AMX``)
 
 
 _DECLARED = ("mingru", "minlstm", "slstm")
@@ -103,8 +118,11 @@ TABLE: tuple[Row, ...] = (
     # - float32 inference: native 1.2-1.3x faster than fused from B = 16 to 64 (7.3 vs 9.8 ms,
     #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
     # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
-    #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256).
-    # Issue 19 (1 thread, torch.nn's time / gatedrnn's): a short call runs the step kernels
+    #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256). On an Intel
+    #   Xeon with AVX-512 (benchmarks/speed.py, docs/results/speed-lstm-gru.md) native was ahead at
+    #   B = 32 too (13.9 vs 15.8 ms at 2 threads, 24.0 vs 28.0 at 1) and fused still from B = 64
+    #   (88.9 vs 107.0, 171.7 vs 196.6), so native takes B <= 32.
+    # Measured (1 thread, torch.nn's time / gatedrnn's): a short call runs the step kernels
     # (engines.one_step) 1.46-1.53x at (T, B, I, H) = (5, 4, 32, 64), where the fused time loops
     # ran 0.75x; at (20, 8, 64, 128) oneDNN wins from B = 4 too (fused 0.63, step kernels 0.46).
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
@@ -121,7 +139,7 @@ TABLE: tuple[Row, ...] = (
     Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
         training=True, max_work=4096),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=True, max_batch=31),
+        training=True, max_batch=32),
     # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in
     # inference from B = 32, packed and proj_size included (LSTM 28.7 vs 30.1 ms, packed 21.3 vs
     # 31.4; GRU 21.6 vs 25.6), and loses at B = 1 (fused 2-2.5x) and in training (fused 1.2-4x).
@@ -129,10 +147,21 @@ TABLE: tuple[Row, ...] = (
         min_batch=16),
     Row("native", device="cpu", kind="GRU", dtype="float64", torch_op=True, training=False,
         min_batch=16),
+    # bfloat16 LSTM on a CPU with AMX (an Intel Xeon; benchmarks/dispatch.py, 2 threads, native
+    # against fused-float32 ms): oneDNN runs it on the tile unit. Inference without proj_size:
+    # native at B = 1 (1.19 vs 1.67, packed 1.23 vs 1.82) and B = 64 (7.8 vs 35.8, packed 21.3 vs
+    # 36.3). Training: plain native at B = 64 (45.3 vs 80.6) but fused at B = 1 (4.2 vs 6.5), the
+    # switch at B = 32 not measured between; packed fused at both (5.2 vs 6.5, 82 vs 219). With
+    # proj_size torch leaves oneDNN and fused-float32 is 2.4-6.7x torch.nn.
+    Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, amx=True,
+        proj=False, training=False),
+    Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, amx=True,
+        simple=True, training=True, min_batch=32),
     # Everything else on the CPU (GRU 1.0-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
-    # Half precision through float32: torch.nn's bfloat16 LSTM and GRU measured 5-27x slower than
-    # fused-float32 on this CPU (e.g. LSTM (100, 64, 256, 256) inference 434 vs 61 ms).
-    Row("fused-float32", dtype="half"),
+    # Half precision through float32: without AMX (an AMD EPYC) torch.nn's bfloat16 LSTM and GRU
+    # measured 5-27x slower than fused-float32 (LSTM (100, 64, 256, 256) inference 434 vs 61 ms);
+    # with AMX the GRU and the Elman RNN still run 1.7-5.5x faster fused-float32.
+    Row("fused-float32", dtype=HALF),
     Row("fused"),
 )
 
@@ -156,7 +185,7 @@ _CHOSEN: dict[tuple, str] = {}
 
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
            training: bool, batch: int, work: int | None = None, triton: bool = False,
-           table: tuple[Row, ...] = TABLE) -> str:
+           proj: bool = False, table: tuple[Row, ...] = TABLE) -> str:
     """The engine for a call with these features (a pure function: no tensors, no device).
 
     device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "LSTMCell" | "GRUCell" |
@@ -164,16 +193,17 @@ def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: b
     batch: the batch size N;
     work: T·N·H (time steps, batch, hidden size), or None when the caller does not know it (rows
     with ``max_work`` then do not match); triton: the Triton engine can run the call (triton
-    imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``).
+    imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``); proj: an LSTM
+    with ``proj_size``. Whether the CPU has AMX (``AMX``) is a feature of every call.
     """
-    key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton)
+    key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj)
     if table is TABLE:
         engine = _CHOSEN.get(key)
         if engine is not None:
             return engine
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
                 "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training,
-                "triton": triton}
+                "triton": triton, "proj": proj, "amx": AMX}
     for row in table:
         if _matches(row, features, batch, work):
             if table is TABLE:

@@ -3,7 +3,7 @@
 At B = 1 and a few hundred steps an LSTM or GRU layer's arithmetic takes about a millisecond, and
 the general path around it (argument checks, the engine interface, random masks, zoneout and
 layer-norm buffers, the thread split) adds ~0.2 ms of Python. ONNX Runtime pays a few tens of µs
-per call, so at B = 1 that overhead alone decided the comparison (issue 9). A call that is plainly
+per call, so at B = 1 that overhead alone decided the comparison. A call that is plainly
 such an inference goes here instead, straight to the same fused time loops
 (``kernels.{lstm,gru,rnn}_steps.forward``) with every variant switched off, and each layer's input
 projection is the same ``linear.block`` product the general path runs: the numbers are the fused

@@ -155,7 +155,7 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
 # A module's training call of a few steps as one ``_Step`` per step, layer and direction: below
 # this many steps (T·L·D) that beats the general fused path, whose fixed cost (checks, the engine
 # interface, masks, buffers, one autograd Function around the whole stack) is ~0.3-0.6 ms, and
-# torch.nn's GRU and RNN, whose every step is ~10 autograd nodes (measured in issue 19, see
+# torch.nn's GRU and RNN, whose every step is ~10 autograd nodes (measured, see
 # docs/results/small_calls.md; the LSTM's oneDNN op is one node for the whole sequence).
 MAX_STEPS = 32
 MAX_WORK = 4096  # ... and T·B·H: GRU training at (20, 8, 64, 128) ran 7.3 ms so, 4.7 ms fused

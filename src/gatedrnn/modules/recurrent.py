@@ -91,7 +91,7 @@ def explicit_engine(engine: str, x: Tensor) -> str:
                            f"{x.device}; use engine='auto', 'native' or 'reference'")
     if not stack.fused_available():
         raise RuntimeError("engine='fused' needs numba, which does not import here")
-    return "fused-float32" if dispatch.dtype_key(x.dtype) == "half" else "fused"
+    return "fused-float32" if dispatch.dtype_key(x.dtype) in dispatch.HALF else "fused"
 
 
 # The type checker sees the mixin as the torch.nn.RNNBase it is mixed into; at run time it derives
@@ -264,7 +264,7 @@ class RNNBase(_TorchRNNBase):
         kind = "RNN" if self.mode.startswith("RNN") else self.mode
         engine = dispatch.choose(data.device.type, kind, dispatch.dtype_key(data.dtype),
                                  torch_op=torch_op, simple=not (packed or self.proj_size),
-                                 training=training, batch=B,
+                                 training=training, batch=B, proj=bool(self.proj_size),
                                  triton=stack.triton_ready(self.mode.lower(), data))
         if engine.startswith("fused") and (B == 0 or not stack.fused_available()):
             engine = "native" if torch_op else "reference"

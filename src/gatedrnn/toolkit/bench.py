@@ -28,7 +28,7 @@ each n of ``--threads``, the contenders run on the same input:
 - streaming: one step at B = 1 with the state carried, gatedrnn's cells against torch.nn's.
 - variants (training at (100, 64, 256, 256)): each LSTM and GRU option's cost against the plain
   fused run and against the reference engine (a Python loop over ``gatedrnn.equations.cells``).
-- targets, heads: issue 10's speed targets for the newer cells and for head-wise recurrence
+- targets, heads: the speed targets of the newer cells and for head-wise recurrence
   (``toolkit.bench_cells``).
 - small: the small calls (modules at (T, B) = (1, 1), (5, 4), (20, 8), cells at B = 1, 2,
   8; training and inference) against torch.nn (``toolkit.bench_small``).
@@ -46,13 +46,15 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..modules.patch import TORCH_CLASSES
-from . import bench_cells, bench_ort, bench_small
+from . import bench_cells, bench_common, bench_ort, bench_small
 from .bench_common import (
     CELLS,
     ENGINES,
@@ -80,7 +82,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 COLUMNS = ("auto", "fused", "native", "scan", "onnxruntime")
 # The cells ONNX has an operator for. The newer cells export as their reference loop unrolled for
-# one length: tens of seconds to export at T = 200, and not the deployment path issue 9 is about.
+# one length: tens of seconds to export at T = 200, and not the deployment path compared here.
 ORT_CELLS = ("lstm", "gru")
 
 
@@ -287,22 +289,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="interleaved runs per contender (default: 9, or 3 with --quick)")
     p.add_argument("--threads", type=_threads, default=[2], help="comma list of thread counts (default 2)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--out", default=None,
+                   help="also write the tables, the command and the machine to this Markdown file")
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._probe:
         return _probe(a._probe)
     repeats = max(1, a.repeats or (3 if a.quick else 9))
     old = [c for c in a.cells if c in VARIANTS]
-    before = torch.get_num_threads()
+    before, start, written = torch.get_num_threads(), time.perf_counter(), []
     try:
         for n in a.threads:
             torch.set_num_threads(n)
-            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-                  f"fastest of {repeats} interleaved runs\n")
+            head = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+                    f"fastest of {repeats} interleaved runs")
+            print(head + "\n")
+            written.append(f"**{n} thread{'s' if n > 1 else ''}** ({head}):\n")
             for block in _blocks(a, old, repeats, n):
                 print("\n".join(block) + "\n", flush=True)
+                written.append("\n".join(block) + "\n")
     finally:
         torch.set_num_threads(before)
+    if a.out is not None:  # after the run, so an interrupted one leaves the old file whole
+        command = " ".join(["python benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])])
+        written.append(f"- Command: `{command}`; {(time.perf_counter() - start) / 60:.0f} min on "
+                       f"{bench_common.machine()}.\n")
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text("\n".join(written))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ``targets`` and ``heads`` tables of ``gatedrnn bench``: issue 10's speed targets.
+"""The ``targets`` and ``heads`` tables of ``gatedrnn bench``: the newer cells' speed targets.
 
 - targets (training, forward + backward):
   - minGRU and minLSTM (fused, and the log-space ``scan`` engine) against gatedrnn.GRU (fused)
@@ -45,7 +45,7 @@ def _target(name: str, value: float, goal: str) -> str:
 
 
 def target_rows(repeats: int, quick: bool = False) -> list[str]:
-    """Issue 10's speed targets for the newer cells: the times, then the ratios against their goals."""
+    """The speed targets of the newer cells: the times, then the ratios against their goals."""
     min_shape, slstm_shape = (QUICK_MIN, QUICK_SLSTM) if quick else (MIN_SHAPE, SLSTM_SHAPE)
     torch.manual_seed(0)
     I, H = min_shape[2], min_shape[3]
@@ -61,7 +61,7 @@ def target_rows(repeats: int, quick: bool = False) -> list[str]:
     rows += [f"| {k} | {', '.join(map(str, min_shape))} | {v * 1e3:.2f} |" for k, v in t.items()]
     rows += [f"| {k} | {', '.join(map(str, slstm_shape))} | {v * 1e3:.2f} |" for k, v in s.items()]
     mg = t["MinGRU fused"]
-    rows += ["", "| target (issue 10) | measured | goal | met |", "|---|---:|---|---|",
+    rows += ["", "| target | measured | goal | met |", "|---|---:|---|---|",
              _target("gatedrnn.GRU fused / MinGRU fused", t["gatedrnn.GRU fused"] / mg, ">= 1.5"),
              _target("torch.nn.GRU / MinGRU fused", t["torch.nn.GRU"] / mg, ">= 3"),
              _target("MinLSTM fused / MinGRU fused", t["MinLSTM fused"] / mg, "<= 1.2"),

@@ -15,11 +15,14 @@ Example:
 from __future__ import annotations
 
 import math
+import platform
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from .. import __version__
 
 # cell -> (gatedrnn class, torch.nn peer, gate blocks of W_ih, has a recurrent product W_hh·h).
 # The newer cells have no torch.nn counterpart: their peer is the torch.nn cell of the same
@@ -142,3 +145,19 @@ def shape_arg(text: str) -> list[tuple[int, int, int, int]]:
             raise argparse.ArgumentTypeError(f"{part!r} is not T,B,I,H (four positive integers)")
         shapes.append((dims[0], dims[1], dims[2], dims[3]))
     return shapes
+
+
+def machine() -> str:
+    """The CPU, and the versions the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in info if line.startswith("flags"))
+        simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+        cpu += f" ({', '.join(simd) or 'no AVX2'})"
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"gatedrnn {__version__}")

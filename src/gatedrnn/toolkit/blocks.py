@@ -134,6 +134,11 @@ class BlockStack(nn.Module):
             raise ValueError(f"block must be one of {list(BLOCKS)}, got {block!r}")
         if layers < 1 or hidden_size < 1:
             raise ValueError(f"layers and hidden_size must be >= 1, got {layers}, {hidden_size}")
+        # The residual stream is the cell's width and each step may see only the past.
+        for key in ("bidirectional", "proj_size"):
+            if options.get(key):
+                raise ValueError(f"{key} is not available in blocks: each block's cell keeps the "
+                                 "stream's width and reads only the past")
         self.cell, self.block, self.per_step, self.vocab_size = cell, block, per_step, vocab_size
         self.input_size, self.hidden_size = input_size, hidden_size
         self.options = {k: v for k, v in options.items() if v is not None}

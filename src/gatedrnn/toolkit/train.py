@@ -101,13 +101,16 @@ class TrainResult:
     @property
     def selected(self) -> dict[str, Any]:
         """The evaluation record with the best validation score (early stopping on the
-        validation set, never the test set); the final record when validation was not scored."""
+        validation set, never the test set); the final record when validation was not scored.
+        Among records with equal scores, the one with the lowest validation cross-entropy where
+        the task reports one (a small validation set ties often on accuracy), else the earliest."""
         key = validation_key(self.task.metric)
         scored = [r for r in self.history if key in r]
         if not scored:
             return self.final
         best = (min if self.task.lower_is_better else max)(r[key] for r in scored)
-        return next(r for r in scored if r[key] == best)  # the earliest of equals
+        ties = [r for r in scored if r[key] == best]
+        return min(ties, key=lambda r: r.get("valid_ce", 0.0))  # min keeps the earliest of equals
 
 
 def validation_key(metric: str) -> str:

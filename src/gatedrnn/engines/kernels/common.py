@@ -52,7 +52,7 @@ _CLAMP = _F32(7.90531110763549805)
 # Where torch's own float32 activations are exactly ±1 or 0 (measured by bisection over float32
 # values, torch 2.x CPU). The kernels saturate at the same points, so that 0 ⊙ inf gives NaN (and
 # 1 − 1 = 0 gives 0 ⊙ inf) exactly where torch.nn's does: the plain rational function stops at
-# 1 − 2.4e-7, which turned torch's NaN into inf (issue 11, item 4). Finite values move < 1.2e-7.
+# 1 − 2.4e-7, which turned torch's NaN into inf. Finite values move < 1.2e-7.
 _TANH_ONE = _F32(9.01084041595459)  # |tanh(x)| == 1 from here
 _SIGMOID_ONE = _F32(16.635532)  # sigmoid(x) == 1 from here
 _SIGMOID_ZERO = _F32(-88.72284)  # sigmoid(x) == 0 up to here (exp(-x) overflows)

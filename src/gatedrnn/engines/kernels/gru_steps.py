@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numba
 
-# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11),
+# sigmoid and tanh are inlined from common (saturating exactly where torch's do),
 # the recurrent products from heads; numba's cache is keyed on this file, so an edit to them must
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, sigmoid, tanh

@@ -26,7 +26,7 @@ from numba.core import types
 from numba.extending import intrinsic
 from torch import Tensor
 
-# sigmoid and tanh are inlined from common (saturating exactly where torch's do, since issue 11);
+# sigmoid and tanh are inlined from common (saturating exactly where torch's do);
 # numba's cache is keyed on this file, so an edit to them must touch this file too.
 from .common import JIT, prod, sigmoid, tanh
 

@@ -97,7 +97,7 @@ def _in_team(work: Callable[[int, int, int], None], parts: list[tuple[int, int, 
 
 # Below this many multiply-adds in the time loop (T·B·G·H·H, the recurrent products: about a
 # millisecond of work), one thread. Entering torch's OpenMP team costs tens of µs on a quiet machine
-# and milliseconds when another process holds the second core (measured, issue 19, Elman RNN at
+# and milliseconds when another process holds the second core (measured, Elman RNN at
 # 2 threads on the shared machine: (T, B, H) = (5, 4, 64) inference 15.3 ms split against 0.29 ms
 # not; (20, 8, 128) 14.5 against 2.0 ms), which a loop this short cannot win back.
 MIN_SPLIT_WORK = 1 << 22
