@@ -97,6 +97,32 @@ def model_options(task: str, cell: str, task_args: dict[str, Any],
     return options
 
 
+def defaults_help() -> str:
+    """The per-task defaults of --hidden, --batch, --lr, --steps, the per-cell ones and the task
+    options, as the table printed under ``gatedrnn train --help`` and ``gatedrnn compare --help``."""
+    lines = ["per-task defaults (an option given on the command line wins):"]
+    for task, values in [*TASK_DEFAULTS.items(), ("other tasks", GENERIC_DEFAULTS)]:
+        settings = {**GENERIC_DEFAULTS, **values}
+        task_args = settings.pop("task_args", {})
+        text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**settings, **task_args}.items())
+        lines.append(f"  {task:16} {text}")
+    lines.append("per-cell defaults of `gatedrnn train` (replacing the task's):")
+    for (task, cell), values in CELL_DEFAULTS.items():
+        text = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        lines.append(f"  --task {task} --cell {cell}: {text}")
+    lines.append("per-task module options (--no-bidirectional etc. turn them off):")
+    for task in sorted({*TASK_OPTIONS, *VARIANT_OPTIONS}):
+        flags = lambda d: ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")  # noqa: E731
+                                    for k, v in d.items())
+        text = flags(TASK_OPTIONS.get(task, {}))
+        if task in VARIANT_OPTIONS:
+            text += f"; {'/'.join(VARIANT_CELLS).upper()} also {flags(VARIANT_OPTIONS[task])}"
+        lines.append(f"  {task:16} {text}")
+    lines.append("  --task adding/copy --cell lstm: --init chrono (--init torch turns it off)")
+    lines.append("  --eval-every defaults to --steps / 20.")
+    return "\n".join(lines)
+
+
 @dataclass
 class Row:
     """One cell's line in the table."""
