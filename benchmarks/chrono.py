@@ -36,11 +36,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from gatedrnn.toolkit.bench_common import machine  # noqa: E402
 from gatedrnn.toolkit.tasks import CopyMemory  # noqa: E402
 from gatedrnn.toolkit.train import TrainConfig, train  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from results import machine  # noqa: E402
 
 RUNS: dict[str, tuple[str, str]] = {  # name -> (cell, label)
     "lstm-chrono": ("lstm", "LSTM, chrono init"), "lstm-torch": ("lstm", "LSTM, torch init"),

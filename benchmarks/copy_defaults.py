@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 from gatedrnn import cli
-from gatedrnn.toolkit.compare import lstm_options_for, train_defaults
+from gatedrnn.toolkit.bench_common import machine
+from gatedrnn.toolkit.compare import model_options, train_defaults
 from gatedrnn.toolkit.tasks import CopyMemory
-
-sys.path.insert(0, str(Path(__file__).parent))
-from results import machine  # noqa: E402
 
 NAMES = {"gru": "GRU", "lstm": "LSTM", "rnn": "tanh RNN", "mingru": "minGRU", "minlstm": "minLSTM",
          "slstm": "sLSTM"}
@@ -56,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         final = history[-1]
         solved_at = next((r["step"] for r in history if task.solved(r)), None)
-        used = {**train_defaults("copy", cell), **lstm_options_for("copy", {"length": 100})} \
-            if cell == "lstm" else train_defaults("copy", cell)
+        used = {**train_defaults("copy", cell), **model_options("copy", cell, task.config())}
         settings = ", ".join(f"{k} {v}" for k, v in used.items() if k not in ("task_args",))
         share = 100 * final["test_ce"] / task.baseline
         rows.append(f"| {NAMES[cell]} | {final['test_ce']:.4g} | {share:.1f}% | "
