@@ -27,7 +27,6 @@ time.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import torch  # noqa: E402
 
 from gatedrnn.toolkit.bench_common import machine  # noqa: E402
 from gatedrnn.toolkit.tasks import CopyMemory  # noqa: E402
-from gatedrnn.toolkit.train import TrainConfig, train  # noqa: E402
+from gatedrnn.toolkit.train import LOG_FILE, TrainConfig, read_log, train  # noqa: E402
 
 RUNS: dict[str, tuple[str, str]] = {  # name -> (cell, label)
     "lstm-chrono": ("lstm", "LSTM, chrono init"), "lstm-torch": ("lstm", "LSTM, torch init"),
@@ -77,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.cells.split(",") if n.strip()]
     logged = dict(item.split("=", 1) for item in args.logged if "=" in item)
-    if not names or any(n not in RUNS for n in names) or any(n not in names for n in logged):
+    if not names or any(n not in RUNS for n in names) or any(n not in names for n in logged) \
+            or len(logged) < len(args.logged):
         parser.error(f"--cells takes names from {list(RUNS)}; --logged NAME=FOLDER names one of them")
     torch.set_num_threads(1)
     task = CopyMemory(length=args.length)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                               decay_steps=args.decay_steps, eval_every=args.eval_every,
                               options=options_for(name, args.length), progress=False, out=str(folder))
             train(cfg, task)
-        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        history = read_log(folder / LOG_FILE)
         curves[name] = history
         final = history[-1]
         solved_at = next((r["step"] for r in history if task.solved(r)), None)

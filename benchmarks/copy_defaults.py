@@ -16,7 +16,6 @@ wall time is then not known and the row says so.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from gatedrnn import cli
 from gatedrnn.toolkit.bench_common import machine
 from gatedrnn.toolkit.compare import model_options, train_defaults
 from gatedrnn.toolkit.tasks import CopyMemory
+from gatedrnn.toolkit.train import LOG_FILE, read_log
 
 NAMES = {"gru": "GRU", "lstm": "LSTM", "rnn": "tanh RNN", "mingru": "minGRU", "minlstm": "minLSTM",
          "slstm": "sLSTM"}
@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default="docs/results")
     parser.add_argument("--logged", action="append", default=[], help="CELL=FOLDER: read, do not train")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.logged):
+        parser.error("--logged takes CELL=FOLDER")
     logged = dict(item.split("=", 1) for item in args.logged)
     task = CopyMemory(length=100)
     rows, commands = [], []
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         elif cli.main(command) != 0:
             return 1
         wall = time.perf_counter() - start if cell not in logged else None
-        history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        history = read_log(folder / LOG_FILE)
         final = history[-1]
         solved_at = next((r["step"] for r in history if task.solved(r)), None)
         used = {**train_defaults("copy", cell), **model_options("copy", cell, task.config())}
