@@ -22,7 +22,9 @@ from pathlib import Path
 from gatedrnn import cli
 from gatedrnn.toolkit.bench_common import machine
 
-RUNS = {"compare-adding": [], "compare-newer-cells": ["--cells", "mingru,minlstm,slstm"]}
+# results file -> (report folder under --runs, the flags of `gatedrnn compare`)
+RUNS = {"compare-adding": ("compare", []),
+        "compare-newer-cells": ("compare-newer-cells", ["--cells", "mingru,minlstm,slstm"])}
 FIGURES = ("learning_curves.png", "gradient_norms.png", "gates_lstm.png", "gates_gru.png")
 
 
@@ -32,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default="docs/results")
     parser.add_argument("--figures", default="docs", help="where the first run's figures go")
     args = parser.parse_args(argv)
-    for name, flags in RUNS.items():
-        folder = Path(args.runs) / name.replace("compare-adding", "compare")
+    for name, (run, flags) in RUNS.items():
+        folder = Path(args.runs) / run
         if cli.main(["compare", *flags, "--out", str(folder), "--no-progress"]) != 0:
             return 1
         command = " ".join(["gatedrnn compare", *flags])
