@@ -16,8 +16,8 @@ copy``: 256 units, batch 32, Adam 5e-3 falling to 0 over the last 2000 steps, gr
 at 1). At T = 200 the published run uses 128 units (the paper's width), whose steps cost about a
 third as much, so that 34000 steps fit in about 30 minutes of one thread: ``--length 200 --steps
 34000 --hidden 128 --decay-steps 14000 --eval-every 500``. ``gru`` and ``rnn`` can join on the same
-axes. Each run is saved under ``<runs>/`` (its
-metrics.jsonl), and ``--logged NAME=FOLDER`` reads a run from such a folder instead of training it,
+axes. Each run is saved under ``<runs>/`` (its metrics.jsonl; a rerun replaces an earlier
+run there), and ``--logged NAME=FOLDER`` reads a run from such a folder instead of training it,
 so runs can train in parallel processes and be drawn together. The figure plots the test
 cross-entropy against steps with the baseline drawn (default ``docs/chrono-<T>.png``), and
 ``<out-dir>/chrono-<T>.md`` gives the table with the command, the settings, the machine and the
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(task="copy", task_args=task.config(), cell=cell, hidden=args.hidden,
                               batch=args.batch, lr=args.lr, steps=args.steps, seed=args.seed,
                               decay_steps=args.decay_steps, eval_every=args.eval_every,
-                              options=options_for(name, args.length), progress=False, out=str(folder))
+                              options=options_for(name, args.length), progress=False, out=str(folder),
+                              overwrite=True)  # a rerun replaces the old run
             train(cfg, task)
         history = read_log(folder / LOG_FILE)
         curves[name] = history

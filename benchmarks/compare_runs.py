@@ -4,7 +4,8 @@ Usage: python benchmarks/compare_runs.py [--runs runs] [--out-dir docs/results] 
 
 Runs ``gatedrnn compare --out RUNS/compare`` (a tanh RNN, an LSTM and a GRU on the adding problem,
 the main job's defaults) and ``gatedrnn compare --cells mingru,minlstm,slstm --out
-RUNS/compare-newer-cells``, one thread each, and writes each report's table to
+RUNS/compare-newer-cells``, one thread each, each with ``--overwrite`` (an earlier report there is
+replaced, its figures included), and writes each report's table to
 ``<out-dir>/compare-adding.md`` and ``<out-dir>/compare-newer-cells.md`` under a line that names the
 command, the date and the machine. The first run's figures (learning curves, gradient norms, the
 gates of the LSTM and the GRU) are copied to ``<figures>/``, where the README and the results page
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name, (run, flags) in RUNS.items():
         folder = Path(args.runs) / run
-        if cli.main(["compare", *flags, "--out", str(folder), "--no-progress"]) != 0:
+        # --overwrite: this script rewrites the published reports (and drops their stale figures)
+        if cli.main(["compare", *flags, "--out", str(folder), "--overwrite", "--no-progress"]) != 0:
             return 1
         command = " ".join(["gatedrnn compare", *flags])
         text = (f"Written by `{command}` (its report's results.md, unchanged below) on "

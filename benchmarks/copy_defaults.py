@@ -3,11 +3,12 @@
 Usage: python benchmarks/copy_defaults.py [--cells gru,lstm] [--seed 0] [--out-dir docs/results]
                                           [--logged CELL=FOLDER ...]
 
-Runs ``gatedrnn train --task copy --length 100 --cell CELL --seed SEED --out runs/copy-CELL``
-(nothing else on the command line: the settings are the per-cell defaults in
-``gatedrnn.toolkit.compare``), then writes ``<out-dir>/copy-100.md``: wall time, final test
-cross-entropy against the memoryless baseline, recall accuracy, and the step at which the run
-first counted as solved (recall accuracy >= 0.99 and cross-entropy < 5% of the baseline).
+Runs ``gatedrnn train --task copy --length 100 --cell CELL --seed SEED --out runs/copy-CELL
+--overwrite`` (an earlier run there is replaced; nothing else on the command line: the settings
+are the per-cell defaults in ``gatedrnn.toolkit.defaults``), then writes ``<out-dir>/copy-100.md``:
+wall time, final test cross-entropy against the memoryless baseline, recall accuracy, and the step
+at which the run first counted as solved (recall accuracy >= 0.99 and cross-entropy < 5% of the
+baseline).
 ``--logged CELL=FOLDER`` reads a cell's row from a run folder trained earlier with the same
 settings (for a run that was stopped and continued with ``--resume``) instead of training it; its
 wall time is then not known and the row says so.
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:
         folder = Path(args.runs) / f"copy-{cell}"
         command = ["train", "--task", "copy", "--length", "100", "--cell", cell, "--seed", str(args.seed),
-                   "--out", str(folder), "--no-progress"]
+                   "--out", str(folder), "--overwrite", "--no-progress"]  # a rerun replaces the old run
         start = time.perf_counter()
         if cell in logged:
             folder = Path(logged[cell])
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{100 * final['test_acc']:.2f}% | {solved_at or 'no'} | {final['step']} | "
                     f"{final['time'] / 60:.1f} | {'-' if wall is None else f'{wall / 60:.1f}'} |")
         how = " (read from an earlier run of these settings, stopped and resumed)" if cell in logged else ""
-        commands.append(f"`gatedrnn train {' '.join(command[1:-3])}` ({settings}){how}")
+        commands.append(f"`gatedrnn train {' '.join(command[1:-4])}` ({settings}){how}")
         print(rows[-1], file=sys.stderr, flush=True)
     text = "\n".join([
         "| cell | test cross-entropy | of the baseline | recall accuracy | solved at step | steps | "

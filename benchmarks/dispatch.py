@@ -10,6 +10,10 @@ Move the rows of ``gatedrnn.engines.dispatch.TABLE`` where the flags say so, on 
 Usage: python benchmarks/dispatch.py [--quick] [--repeats N] [--threads N] [--slack F]
                                      [--cells lstm,gru,rnn] [--dtypes float32,float64,bfloat16]
                                      [--shapes T,B,I,H;...] [--small] [--calls N] [--out FILE]
+                                     [--plan]
+
+``auto`` follows the shipped rules alone (GATEDRNN_PLAN=off) unless ``--plan`` asks for this
+machine's tuned plan (``gatedrnn tune``); the report says which.
 
 ``--out`` also writes the table, a summary (geomean and worst of torch.nn's time over the time of
 the engine ``auto`` picked, and over the fused engine's, per cell, dtype, mode and input kind), the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +35,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import gatedrnn
+from gatedrnn.engines import dispatch
 from gatedrnn.toolkit.bench_common import machine
 
 SHAPES = [(200, 1, 64, 128), (100, 16, 128, 128), (100, 32, 128, 128), (100, 64, 256, 256),
@@ -125,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=None,
                     help="calls per timing (default 1; 50 with --small)")
     ap.add_argument("--out", default=None, help="also write the tables and the command to this file")
+    ap.add_argument("--plan", action="store_true",
+                    help="auto follows this machine's tuned plan (`gatedrnn tune`); by default the "
+                         "shipped rules alone, as in the published tables")
     args = ap.parse_args(argv)
+    rules = use_plan(args.plan)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     global CALLS
@@ -171,10 +181,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         command = " ".join(["python benchmarks/dispatch.py", *(argv if argv is not None else sys.argv[1:])])
         lines.append(f"\n- Command: `{command}`; {(time.perf_counter() - start) / 60:.0f} min on "
-                     f"{args.threads} threads of {machine()}.")
+                     f"{args.threads} threads of {machine()}; auto followed {rules}.")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
+
+
+def use_plan(on: bool) -> str:
+    """Follow the tuned plan (``on``) or the shipped rules alone (GATEDRNN_PLAN=off); returns
+    what auto follows, for the report."""
+    if not on:
+        os.environ["GATEDRNN_PLAN"] = "off"
+    dispatch.reload()
+    return dispatch.rules_in_effect()
 
 
 def summary(ratios: dict) -> list[str]:

@@ -38,5 +38,10 @@ def test_positional_calls_work_as_torchs() -> None:
 def test_docstring_sections(name: str) -> None:
     doc = inspect.getdoc(getattr(gatedrnn, name))
     for section in ("Args:", "Inputs:", "Outputs:", "Attributes:", "Note: Engines", "Example:",
-                    "weight_ih:", "unbatched", "cache", "set_num_threads"):
+                    "weight_ih (Tensor):", "Raises:", "unbatched"):
         assert section in doc, (name, section)
+    # The engines note is written once, on LSTMCell; the other two cells point to it.
+    note = inspect.getdoc(gatedrnn.LSTMCell)
+    assert name == "LSTMCell" or "As ``LSTMCell``'s" in doc, name
+    for words in ("cache", "set_num_threads"):
+        assert words in note

@@ -83,6 +83,41 @@ def test_compare_writes_the_report_and_plot_redraws_it(tmp_path: Path, capsys) -
     assert len(list(out.glob("*.png"))) == 5
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_train_into_a_finished_run_is_refused_and_overwrite_replaces_it(tmp_path: Path, capsys) -> None:
+    run = ["train", "--task", "adding", "--length", "6", "--hidden", "3", "--steps", "2", "--no-progress",
+           "--out", str(tmp_path)]
+    assert cli.main(run) == 0 and cli.main(["plot", str(tmp_path)]) == 0
+    before = files(tmp_path)
+    capsys.readouterr()
+    # Once this replaced metrics.jsonl and the weights and left the old learning_curves.png.
+    assert_one_line_error(capsys, cli.main([*run, "--steps", "4"]), f"{tmp_path} already holds a run")
+    assert files(tmp_path) == before
+    assert_one_line_error(capsys, cli.main([*run, "--resume", "--overwrite"]), "give one of them")
+    assert cli.main([*run, "--steps", "4", "--overwrite"]) == 0
+    assert sorted(files(tmp_path)) == ["checkpoint.json", "metrics.jsonl", "weights-00000004.safetensors"]
+
+
+def test_compare_twice_keeps_the_first_report(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny = ["compare", "--length", "6", "--hidden", "3", "--steps", "2", "--eval-every", "1", "--no-progress"]
+    assert cli.main([*tiny, "--cells", "gru"]) == 0
+    first = files(tmp_path / "runs/compare")
+    capsys.readouterr()
+    assert cli.main([*tiny, "--cells", "gru"]) == 0  # the main job, again: a new numbered folder
+    assert "runs/compare-2" in capsys.readouterr().err
+    assert files(tmp_path / "runs/compare") == first
+    assert files(tmp_path / "runs/compare-2").keys() == first.keys()
+    assert_one_line_error(capsys, cli.main([*tiny, "--out", "runs/compare"]), "--overwrite")
+    assert cli.main([*tiny, "--cells", "rnn", "--overwrite"]) == 0  # no --out: runs/compare itself
+    names = {p.name for p in (tmp_path / "runs/compare").iterdir()}
+    assert "rnn" in names and not names & {"gru", "gates_gru.png"}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["compare", "compare-2"]
+
+
 def test_sample_from_a_char_model(tmp_path: Path, capsys) -> None:
     text = tmp_path / "corpus.txt"
     text.write_text("the cat sat on the mat. " * 200)
@@ -231,7 +266,7 @@ def test_plot_of_a_damaged_run_folder_is_one_line(tmp_path: Path, capsys: Any, d
 FLAGS = ["--hidden", "--layers", "--steps", "--lr", "--batch", "--seed", "--clip", "--eval-every",
          "--length", "--recurrent-dropout", "--zoneout", "--zoneout-cell", "--weight-drop", "--forget-bias",
          "--chrono-max-len", "--dropout", "--proj-size", "--cell", "--init", "--engine", "--task"]
-SWITCHES = ["--layer-norm", "--peephole", "--bidirectional", "--no-reset-after", "--resume"]
+SWITCHES = ["--layer-norm", "--peephole", "--bidirectional", "--no-reset-after", "--resume", "--overwrite"]
 VALUES = ["0", "1", "2", "3", "-1", "0.5", "nan", "inf", "1e400", "abc", "", "lstm", "gru", "rnn",
           "chrono", "orthogonal", "reference", "fused", "copy", "adding"]
 
@@ -297,6 +332,6 @@ def test_engine_lists_every_engine() -> None:
     from gatedrnn.equations import kinds
 
     engine = next(a for a in _parsers()["train"]._actions if "--engine" in a.option_strings)
-    declared = {e for kind in kinds.CELLS.values() for e in kind.engines}
+    declared = {e for kind in kinds.CELLS.values() for e in kind.engines} - set(kinds.INT8_ENGINES)
     assert set(engine.choices) == declared | {"auto", "native"}
     assert {"auto", "native", "fused", "reference", "scan"} <= set(engine.choices)

@@ -135,7 +135,7 @@ def test_notes_for_the_maintainers_stay_out_of_the_rendered_text(site: Path) -> 
 
 def test_the_cli_page_names_every_command_and_flag() -> None:
     page = (ROOT / "docs" / "toolkit.md").read_text(encoding="utf-8")
-    sources = [PKG / "cli.py", PKG / "toolkit" / "bench.py"]
+    sources = [PKG / "cli.py", PKG / "toolkit" / "bench.py", PKG / "toolkit" / "tuning.py"]
     text = "".join(path.read_text(encoding="utf-8") for path in sources)
     flags = set(re.findall(r'"(--[a-z][\w-]*)"', text))
     flags |= {"--no-reset-after"}  # argparse.BooleanOptionalAction's other half
@@ -208,3 +208,134 @@ def test_docstring_examples_run(name: str) -> None:
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed (above)"
     skipped = sum(ex.options.get(doctest.SKIP, False) for t in tests for ex in t.examples)
     assert result.attempted > 0 or skipped > 0, f"{name} has '>>>' but no docstring example ran"
+
+
+# --- the API pages, the engines page, the first model ------------------------------------------
+
+MODULES = ("LSTM", "GRU", "RNN", "MinGRU", "MinLSTM", "SLSTM")
+CELLS = ("LSTMCell", "GRUCell", "RNNCell")
+
+
+def _equation_lines(doc: str) -> list[str]:
+    """The equations of a docstring's ``::`` blocks: each line's text before its first run of two
+    spaces (the notes beside an equation may differ from page to page, the equation may not)."""
+    lines, out, inside, indent = doc.split("\n"), [], False, 0
+    for line in lines:
+        if inside and line.strip() and len(line) - len(line.lstrip()) <= indent:
+            inside = False
+        if inside and line.strip():
+            out.append(re.split(r"\s{2,}", line.strip())[0])
+        if line.rstrip().endswith("::"):
+            inside, indent = True, len(line) - len(line.lstrip())
+    return out
+
+
+def test_the_classes_state_the_equations_of_their_cell() -> None:
+    """Each module's docstring copies (a part of) its cell's equation block from
+    ``gatedrnn.equations.cells``, line for line; each cell names its step, whose block the site
+    inserts (``docs/_ext/equations.py``'s ``pull_equations``)."""
+    import gatedrnn
+    from gatedrnn.equations import cells
+
+    for name in MODULES + CELLS:
+        doc = inspect.getdoc(getattr(gatedrnn, name)) or ""
+        step = re.search(r"gatedrnn\.equations\.cells\.(\w+_cell)", doc)
+        assert step, f"{name}'s docstring names no step of gatedrnn.equations.cells"
+        source = _equation_lines(inspect.getdoc(getattr(cells, step.group(1))) or "")
+        assert source, step.group(1)
+        copied = _equation_lines(doc)
+        if name in CELLS:
+            assert not copied and re.search(r"^Equations: ``gatedrnn\.equations\.cells\.", doc, re.M), name
+            continue
+        assert len(copied) >= 1, f"{name} states no equations"
+        stray = [ln for ln in copied if ln not in source]
+        assert not stray, f"{name} states equations {step.group(1)} does not: {stray}"
+
+
+def _entry(page: str, name: str) -> str:
+    """The HTML of one class's entry on an API page: from its anchor to the next class's."""
+    start = page.index(f'id="gatedrnn.{name}"')
+    following = [page.find(f'id="gatedrnn.{other}"', start + 1) for other in MODULES + CELLS]
+    return page[start:min([i for i in following if i > 0], default=len(page))]
+
+
+def test_the_api_pages_show_what_torch_nn_shows(site: Path) -> None:
+    page = (site / "api" / "modules" / "index.html").read_text(encoding="utf-8")
+    for name in MODULES + CELLS:
+        entry = _entry(page, name)
+        assert f'id="gatedrnn.{name}.forward"' in entry, f"{name}.forward is not rendered"
+        assert '<table class="equations">' in entry and "<math" in entry, f"{name}: no equations"
+        for word in ("Attributes", "Raises", "last_engine", "ValueError", "RuntimeError"):
+            assert word in entry, f"{name}: no {word}"
+        assert re.search(r"<code>engine</code>|>engine<", entry), f"{name}: no engine attribute"
+    for name in MODULES:
+        assert f'id="gatedrnn.{name}.get_config"' in page, name
+        assert "view(L, N, 2, H" in _entry(page, name), f"{name}: how to split the directions"
+    for name in ("MinGRU", "MinLSTM", "SLSTM"):
+        assert f'id="gatedrnn.{name}.step"' in page, name
+    interop = (site / "api" / "interop" / "index.html").read_text(encoding="utf-8")
+    stream = interop[interop.index('id="gatedrnn.interop.Stream"'):]
+    assert "detach" in stream and "Raises" in stream and "Parameters" in stream
+
+
+def test_the_engines_page_shows_the_dispatch_table_as_it_is(site: Path) -> None:
+    import dataclasses
+
+    from gatedrnn.engines import dispatch
+
+    page = (site / "engines" / "index.html").read_text(encoding="utf-8")
+    assert "dispatch-table" not in page
+    table = next(t for t in re.findall(r"<table>.*?</table>", page, re.S) if "<code>engine</code>" in t)
+    rows = re.findall(r"<tr>\s*<td[^>]*>(\d+)</td>", table)
+    assert rows == [str(i) for i in range(1, len(dispatch.TABLE) + 1)]
+    for field in dataclasses.fields(dispatch.Row):
+        assert f"<code>{field.name}</code>" in page, f"Row.{field.name} is not on the engines page"
+    for number, row in enumerate(dispatch.TABLE, 1):
+        line = re.search(rf"<tr>\s*<td[^>]*>{number}</td>(.*?)</tr>", table, re.S)
+        assert line and f"<code>{row.engine}</code>" in line.group(1), number
+
+
+def test_the_pages_name_every_engine_and_count_none() -> None:
+    from gatedrnn.equations import kinds
+    from gatedrnn.modules.recurrent import engines_of
+
+    quantized = set(getattr(kinds, "INT8_ENGINES", ()))  # the engines of quantized modules only
+    engines = {e for kind in kinds.CELLS.values() for e in kind.engines} - quantized
+    engines |= set(engines_of("LSTM")) - {"auto"}
+    page = (ROOT / "docs" / "engines.md").read_text(encoding="utf-8")
+    assert not [e for e in engines if f"`{e}`" not in page], "docs/engines.md leaves engines out"
+    # A count goes stale with the next engine.
+    counted = re.compile(r"\b(?:two|three|four|five|six|seven|eight|\d+) engines\b", re.I)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = [f"{p.relative_to(ROOT)}: {m.group()}" for p in pages
+             for m in counted.finditer(p.read_text(encoding="utf-8"))]
+    assert not found, found
+
+
+def _first_model() -> tuple[str, str]:
+    """The getting-started page's first model: its code and the output the page shows."""
+    page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    section = page[page.index("## A first model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    shown = re.search(r"```text\n(.*?)```", section, re.S)
+    assert code and shown
+    return code.group(1), shown.group(1)
+
+
+@pytest.mark.slow
+def test_the_first_model_learns_and_prints_what_the_page_shows() -> None:
+    code, shown = _first_model()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONWARNINGS": "error"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    got, want = result.stdout.split(), shown.split()
+    assert len(got) == len(want), (result.stdout, shown)
+    for g, w in zip(got, want):
+        if re.fullmatch(r"\d+\.\d+", w):
+            # The reference, fused and native engines printed the same four decimals; another
+            # CPU may round the last one differently.
+            assert abs(float(g) - float(w)) <= 2e-4, (result.stdout, shown)
+        else:
+            assert g == w, (result.stdout, shown)
+    final = float(got[-1])
+    assert final < 0.05 * float(want[2]), "the first model does not learn"

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 
 import gatedrnn
-from gatedrnn.engines import dispatch, stack
+from gatedrnn.engines import dispatch, machine, stack
 from gatedrnn.equations import reference
 from parity import KINDS, Case, assert_parity
 from parity import cases as parity_cases
@@ -177,11 +177,13 @@ def test_rule_on_the_cpu() -> None:
     assert _choose(batch=64) == "native"  # oneDNN's LSTM in inference from B = 16
     assert _choose(batch=1) == "fused"
     assert _choose(batch=1, training=True) == "native"  # training: native below B = 32
-    assert _choose(batch=31, training=True) == "native"
-    assert _choose(batch=32, training=True) == "fused"
+    assert _choose(batch=32, training=True) == "native"
+    assert _choose(batch=45, training=True) == "native"
+    assert _choose(batch=46, training=True) == "fused"
     assert _choose(batch=64, training=True) == "fused"
     assert _choose(batch=256, training=True) == "fused"
-    assert _choose(simple=False, batch=64) == "fused"  # packed or proj_size: torch leaves oneDNN
+    assert _choose(simple=False, batch=32) == "fused"  # packed or proj_size: torch leaves oneDNN
+    assert _choose(simple=False, batch=64) == "native"  # ... but its packed loop wins at B = 64
     assert _choose(torch_op=False, batch=64) == "fused"  # a variant
     assert _choose(dtype="float64", training=False) == "native"
     assert _choose(dtype="float64", training=False, simple=False) == "native"
@@ -189,7 +191,8 @@ def test_rule_on_the_cpu() -> None:
     assert _choose(dtype="float64", training=True) == "fused"
     assert _choose(kind="GRU", dtype="float64", training=False) == "native"
     assert _choose(kind="GRU", dtype="float64", training=True) == "fused"
-    assert _choose(kind="RNN", dtype="float64", training=False) == "fused"
+    assert _choose(kind="RNN", dtype="float64", training=False) == "native"  # from B = 16
+    assert _choose(kind="RNN", dtype="float64", training=False, batch=1) == "fused"
     for kind in ("LSTM", "GRU", "RNN"):  # torch.nn's float16 and (without AMX) bfloat16 are slow
         assert _choose(kind=kind, dtype="half") == "fused-float32"
         assert _choose(kind=kind, dtype="half", training=True) == "fused-float32"
@@ -332,8 +335,11 @@ def test_triton_is_ready_only_on_cuda_and_where_a_cell_has_it() -> None:
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_bfloat16_lstm_runs_onednn_where_the_cpu_has_amx(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
-    monkeypatch.setattr(dispatch, "AMX", amx)
-    monkeypatch.setattr(dispatch, "_CHOSEN", {})  # answers cached for the real CPU do not apply
+    flags = {"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"} if amx else {"avx512f"}
+    monkeypatch.setattr(dispatch, "CPU", machine.detect(frozenset(flags)))
+    # Rules and answers cached for the real CPU do not apply here, and come back afterwards.
+    monkeypatch.setattr(dispatch, "_RULES", None)
+    monkeypatch.setattr(dispatch, "_CACHE", {})
 
     def pick(**kw) -> str:  # type: ignore[no-untyped-def]
         args = {"kind": "LSTM", "dtype": "bfloat16", "torch_op": True, "simple": True,

@@ -130,13 +130,12 @@ def test_the_torchscript_exporter_is_refused_with_the_way_out(kind: str) -> None
         torch.onnx.export(rnn, (torch.randn(5, 2, I),), io.BytesIO(), dynamo=False)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_a_plain_trace_still_runs_the_reference_engine() -> None:
-    # torch.jit.trace is not an export: it records the reference loop, as before.
+def test_a_plain_trace_is_refused_with_the_ways_that_work() -> None:
+    # torch.jit.trace would unroll the time loop into a graph of one length; the exporters
+    # (torch.export, torch.onnx.export) build the scan and take any length.
     rnn = gatedrnn.MinGRU(I, H).eval()
-    x = torch.randn(5, 2, I)
-    traced = torch.jit.trace(rnn, (x,), check_trace=False)
-    torch.testing.assert_close(traced(x)[0], rnn(x)[0])
+    with pytest.raises(RuntimeError, match=r"torch\.export.*dynamo=True"):
+        torch.jit.trace(rnn, (torch.randn(5, 2, I),), check_trace=False)
 
 
 def test_dropout_in_training_mode_is_refused() -> None:

@@ -69,7 +69,7 @@ def test_options_of_another_class_name_their_owner() -> None:
 @pytest.mark.parametrize("name", SIX)
 def test_docstring_has_torch_nn_sections(name: str) -> None:
     doc = inspect.getdoc(getattr(gatedrnn, name)) or ""
-    for section in ("Args:", "Inputs:", "Outputs:", "Weights:", "Engines:", "Example:"):
+    for section in ("Args:", "Inputs:", "Outputs:", "Attributes:", "Raises:", "Engines:", "Example:"):
         assert f"\n{section}" in doc, (name, section)
     params = inspect.signature(getattr(gatedrnn, name)).parameters
     args = doc.split("\nArgs:")[1].split("\n\n")[0]

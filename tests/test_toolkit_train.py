@@ -205,3 +205,59 @@ def test_gate_maps_come_from_return_gates() -> None:
         if cell == "gru":
             _, _, gates = model.rnn(x, return_gates=True)
             assert torch.equal(maps["update"], gates["update"][-1, :, 0])
+
+
+# --- a run is never overwritten unasked ---
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten(tmp_path: Path) -> None:
+    from gatedrnn.toolkit import plots
+
+    train(small(steps=3, out=str(tmp_path)))
+    plots.redraw(tmp_path)  # the figure that used to outlive an overwritten run
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "results.md").write_text("mine too")  # a compare report's name, not a train run's
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match=r"already holds a run .*resume=True.*overwrite=True"):
+        train(small(steps=2, out=str(tmp_path)))
+    assert snapshot(tmp_path) == before  # nothing written, nothing deleted
+    with pytest.raises(ValueError, match="give one of them"):
+        train(small(steps=6, out=str(tmp_path), resume=True, overwrite=True))
+    assert snapshot(tmp_path) == before
+
+    train(small(steps=2, out=str(tmp_path), overwrite=True))
+    assert sorted(snapshot(tmp_path)) == ["checkpoint.json", "metrics.jsonl", "notes.txt", "results.md",
+                                          "weights-00000002.safetensors"]  # no stale figure
+    assert [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2]
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # not files of the run: kept
+
+
+def test_compare_refuses_a_report_and_overwrite_leaves_nothing_stale(tmp_path: Path) -> None:
+    from gatedrnn.toolkit.compare import compare
+
+    tiny = dict(task_args={"length": 6}, hidden=3, steps=2, eval_every=1, progress=False)
+    compare("adding", ("rnn", "gru"), out=tmp_path, **tiny)
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match="already holds a report .*overwrite=True"):
+        compare("adding", ("lstm",), out=tmp_path, **tiny)
+    assert snapshot(tmp_path) == before
+    compare("adding", ("lstm",), out=tmp_path, overwrite=True, **tiny)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["gates_lstm.png", "gradient_norms.png", "learning_curves.png", "lstm", "results.csv",
+                     "results.md"]  # the rnn and gru runs, and their figures, are gone
+
+
+def test_train_resolves_the_task_defaults_and_records_them(tmp_path: Path) -> None:
+    # The main job's published settings for the adding problem (README: hidden 64, batch 32,
+    # Adam 3e-3, 2000 steps, chrono for the LSTM), where TrainConfig once had lr 1e-3, batch 64.
+    cfg = TrainConfig(task="adding", cell="lstm")
+    assert (cfg.hidden, cfg.batch, cfg.lr, cfg.steps, cfg.eval_every, cfg.decay_steps) == (64, 32, 3e-3, 2000,
+                                                                                          100, 0)
+    assert cfg.task_args == {"length": 100} and cfg.options == {"init": "chrono", "chrono_max_len": 100}
+    train(TrainConfig(task="adding", task_args={"length": 6}, hidden=3, steps=2, out=str(tmp_path),
+                      progress=False))
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())["train"]
+    assert (saved["lr"], saved["batch"], saved["eval_every"], saved["options"]) == (3e-3, 32, 1, {})

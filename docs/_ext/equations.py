@@ -10,6 +10,11 @@ A line is split into chunks at runs of two or more spaces. A chunk is an equatio
 function (tanh, exp, log, max, LN, ...) or a Greek letter; anything else stays text. A block with
 no equation at all (a shape legend, say) stays a code block. Doctest examples (``>>>``) are put in
 ``pycon`` code fences on the way.
+
+A docstring paragraph that starts ``Equations: ``gatedrnn.equations.cells.NAME````` gets that
+function's equation block inserted after it (``pull_equations``): the cells' file is at the
+project's length limit, so their docstrings name the step whose equations they compute and the
+site shows them, written once, in ``gatedrnn/equations/cells.py``.
 """
 
 from __future__ import annotations
@@ -164,13 +169,47 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out)
 
 
+PULL = re.compile(r"^Equations: ``gatedrnn\.equations\.cells\.(\w+)``", re.M)
+
+
+def equation_block(name: str) -> list[str]:
+    """The lines of the first ``::`` block of ``gatedrnn.equations.cells.<name>``'s docstring."""
+    import inspect
+
+    from gatedrnn.equations import cells
+
+    lines = (inspect.getdoc(getattr(cells, name)) or "").split("\n")
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("::")) + 1
+    block: list[str] = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith(" "):
+            break
+        block.append(line)
+    while block and not block[-1].strip():
+        block.pop()
+    return block
+
+
+def pull_equations(text: str) -> str:
+    """After each ``Equations: ``gatedrnn.equations.cells.NAME`` ...`` paragraph, that function's
+    equation block (as a ``::`` literal block, which ``convert_docstring`` then renders)."""
+    match = PULL.search(text)
+    if match is None:
+        return text
+    end = text.find("\n\n", match.end())
+    end = len(text) if end < 0 else end
+    name = match.group(1)
+    block = "\n".join(equation_block(name))
+    return f"{text[:end]}\n\nThe step, from ``gatedrnn.equations.cells.{name}``::\n{block}{text[end:]}"
+
+
 class UnicodeEquations(Extension):
     """Griffe hook: rewrite each object's docstring before mkdocstrings renders it."""
 
     def on_object(self, *, obj: Object, **kwargs: Any) -> None:
         if obj.docstring is None:
             return
-        text = obj.docstring.value
+        text = pull_equations(obj.docstring.value)
         if "::" in text:
             text = convert_docstring(text)
         if ">>>" in text:

@@ -12,11 +12,15 @@ The engines (see ``gatedrnn.engines.stack`` and ``gatedrnn.modules``):
 Which engines a cell kind has is its declaration's (``gatedrnn.equations.kinds``); this table only
 says which of them ``engine="auto"`` picks.
 
-``choose`` describes a call by a few features and returns the engine of the first row of
-``TABLE`` that matches them. The rows come from ``benchmarks/dispatch.py``, which times every
-engine over a grid of shapes and prints, per row, the fastest engine next to the one this rule
-picks; re-run it on a quiet machine and move the rows where they disagree. The seed figures are
-those of the README's speed section (CPU, 2 threads).
+``choose`` describes a call by a few features (and the CPU's: ``machine.CPU``, and the thread
+count, read per call) and returns the engine of the first row that matches them, in this order:
+- a pinned table, where a run pinned one (``pinned``, ``TABLES``: the published runs pin theirs);
+- otherwise the entries of this machine's tuned plan (``gatedrnn.tune``, ``gatedrnn.engines.plan``),
+  then the shipped rules, ``TABLE``.
+The rows come from ``benchmarks/dispatch.py``, which times every engine over a grid of shapes and
+prints, per row, the fastest engine next to the one this rule picks; each row names the machine
+its figures come from (``Row.measured_on``, ``rows.MACHINES``). ``explain`` says which row or plan
+entry decides a call.
 
 Example:
     >>> from gatedrnn.engines import dispatch
@@ -34,54 +38,34 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from . import machine, plan
+from .rows import HALF, MACHINES, TABLE_2026_11, Row, describe, matches
+
+__all__ = ["ENGINES", "DTYPES", "HALF", "MACHINES", "CPU", "AMX", "Row", "TABLE", "TABLES",
+           "choose", "dtype_key", "pinned", "pin", "reload", "explain", "Explanation"]
 
 ENGINES = ("auto", "reference", "fused", "native")
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16",
           torch.float16: "half"}
-HALF = ("half", "bfloat16")  # the two 16-bit float keys
 
+CPU = machine.detect()  # this process's CPU: its ISA, its bfloat16 hardware
+AMX = CPU.amx  # (the first CPU feature the table knew; ``CPU`` has them all)
 
-def _amx() -> bool:
-    """The CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bfloat16
-    products on the tile unit."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # an older torch, or no way to ask
-        return False
-
-
-AMX = _amx()
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the table: the engine, and the features a call must have (None: any)."""
-
-    engine: str
-    device: str | None = None  # "cpu" or "other" (CUDA, MPS, ...)
-    # "LSTM", "GRU", "RNN", a cell class ("LSTMCell", ...), or a declared kind without a torch
-    # op ("mingru", ...); a tuple matches any of its members (dtype likewise)
-    kind: str | tuple[str, ...] | None = None
-    dtype: str | tuple[str, ...] | None = None  # "float32", "float64", "half", "bfloat16", "other"
-    torch_op: bool | None = None  # torch has an op for it: no variant, no return_gates, one head
-    simple: bool | None = None  # neither packed nor proj_size: where oneDNN runs the LSTM
-    proj: bool | None = None  # an LSTM with proj_size
-    training: bool | None = None  # autograd records the call
-    min_batch: int = 0
-    max_batch: int | None = None  # the row matches batch sizes min_batch <= N <= max_batch
-    max_work: int | None = None  # ... and calls of at most this work T·N·H (None: any)
-    triton: bool | None = None  # the Triton engine can run the call (triton imports, CUDA tensor)
-    amx: bool | None = None  # the CPU has AMX tiles (``AMX``)
 
 
 _DECLARED = ("mingru", "minlstm", "slstm")
 _CELLS = ("LSTMCell", "GRUCell", "RNNCell")  # the cell classes: one step per call
 
+# The rows' figures: ms or torch.nn's time / gatedrnn's, 2 threads unless said; "xeon-spr" rows
+# from benchmarks/dispatch.py --out docs/results/speed-dtypes.md unless said (see rows.MACHINES).
 TABLE: tuple[Row, ...] = (
     # minGRU, minLSTM, sLSTM: torch has no op for them. Their numba kernels on the CPU in float32
     # and float64 (measured against the reference loop and the scan by benchmarks/cell_targets.py:
@@ -89,12 +73,12 @@ TABLE: tuple[Row, ...] = (
     # gatedrnn.equations.scan). Off the CPU the log-space scan's parallel depth pays off for the
     # minimal cells; sLSTM's gates see h, so it has no scan. Everything else (a CPU's bfloat16,
     # sLSTM off the CPU): the reference loop.
-    Row("fused", device="cpu", kind=_DECLARED, dtype=("float32", "float64")),
+    Row("fused", device="cpu", kind=_DECLARED, dtype=("float32", "float64"), measured_on="epyc"),
     # On a GPU the Triton kernels, where triton imports (planned from the design, not yet
     # measured: docs/gpu.md; a GPU run of benchmarks/gpu.py moves these rows).
-    Row("triton", device="other", kind=_DECLARED, triton=True),
-    Row("scan", device="other", kind=("mingru", "minlstm")),
-    Row("reference", kind=_DECLARED, torch_op=False),
+    Row("triton", device="other", kind=_DECLARED, triton=True, measured_on="design"),
+    Row("scan", device="other", kind=("mingru", "minlstm"), measured_on="design"),
+    Row("reference", kind=_DECLARED, torch_op=False, measured_on="design"),
     # Cells under autograd on the CPU: one autograd node (engines.step_grad: a numba forward and a
     # hand-derived numba backward) against torch's cell op, whose ~10 ops are each a node. Measured
     # (I = 32, H = 64, forward + backward, 1 thread, shared machine): LSTMCell 1.28-1.45x
@@ -102,120 +86,323 @@ TABLE: tuple[Row, ...] = (
     # ops: the one-node step measured 0.81x torch.nn at B = 1 and 8 (interleaved, 15 rounds),
     # torch's op through gatedrnn 0.95-0.99x. Elsewhere torch's op.
     Row("fused", device="cpu", kind=("LSTMCell", "GRUCell"), dtype=("float32", "float64"),
-        torch_op=True, training=True),
-    Row("native", kind=_CELLS, torch_op=True, training=True),
-    Row("reference", kind=_CELLS, torch_op=False),
+        torch_op=True, training=True, measured_on="epyc"),
+    Row("native", kind=_CELLS, torch_op=True, training=True, measured_on="epyc"),
+    Row("reference", kind=_CELLS, torch_op=False, measured_on="design"),
     # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
-    Row("native", device="other", torch_op=True),
+    Row("native", device="other", torch_op=True, measured_on="design"),
     # What cuDNN has no op for (variants, heads, return_gates, Cho's GRU): the Triton kernels
     # where they run, the reference loop otherwise (planned from the design, not yet measured).
-    Row("triton", device="other", kind=("LSTM", "GRU"), triton=True),
-    Row("reference", device="other"),
-    Row("native", dtype="other", torch_op=True),
-    Row("reference", dtype="other"),
+    Row("triton", device="other", kind=("LSTM", "GRU"), triton=True, measured_on="design"),
+    Row("reference", device="other", measured_on="design"),
+    Row("native", dtype="other", torch_op=True, measured_on="design"),
+    Row("reference", dtype="other", measured_on="design"),
     # CPU LSTM without packing or projection: torch runs oneDNN (float32). Measured by
-    # benchmarks/dispatch.py (CPU, 2 threads, fastest of 3 interleaved; README "Speed"):
+    # benchmarks/dispatch.py (fastest of 3 interleaved; README "Speed"):
     # - float32 inference: native 1.2-1.3x faster than fused from B = 16 to 64 (7.3 vs 9.8 ms,
-    #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0).
+    #   11.9 vs 14.3, 59.7 vs 77.2), level at B = 256 (101 vs 97); fused at B = 1 (2.5 vs 3.0);
+    #   on the Xeon native at B = 64 (23.7 vs 34.0 ms), level at B = 1 (1.19 vs 1.16).
     # - float32 training: native at B = 1 and 16 (5.4 vs 5.9 ms, 18.2 vs 20.6), level at B = 32
     #   (29.9 vs 28.5), fused from B = 64 (161.8 vs 197.7; 277 vs 331 at B = 256). On an Intel
     #   Xeon with AVX-512 (benchmarks/speed.py, docs/results/speed-lstm-gru.md) native was ahead at
     #   B = 32 (13.9 vs 15.8 ms at 2 threads, 24.0 vs 28.0 at 1) and fused still from B = 64
-    #   (88.9 vs 107.0, 171.7 vs 196.6). Moving this row to B <= 32 changes the engine, and so the
-    #   last bits, of the toolkit's LSTM runs at batch 32 (the published learning results), so it
-    #   waits for those to be rerun with it.
+    #   (88.9 vs 107.0, 171.7 vs 196.6); on a Zen 3 (AVX2) native 17% ahead at B = 32.
+    #   This Xeon (interleaved, fastest of 7, shared machine, noisy), native against fused ms:
+    #   1 thread: (100, 16, 128, 128) 44.0 vs 56.8, (100, 32, 128, 128) 72.5 vs 91.9, (100, 32, 1,
+    #   64) 12.9 vs 15.4, (100, 64, 128, 128) 163.7 vs 111.8. So native up to the border between
+    #   B = 32 and 64 (45, their geometric mean). The published learning runs (LSTM training at
+    #   B = 32) pin TABLES["2026-11"], which kept B = 32 on fused.
     # Measured (1 thread, torch.nn's time / gatedrnn's): a short call runs the step kernels
     # (engines.one_step) 1.46-1.53x at (T, B, I, H) = (5, 4, 32, 64), where the fused time loops
     # ran 0.75x; at (20, 8, 64, 128) oneDNN wins from B = 4 too (fused 0.63, step kernels 0.46).
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, max_work=4096),
+        training=False, max_work=4096, measured_on="epyc"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, min_batch=4),
+        training=False, min_batch=4, measured_on="epyc"),
+    # Packed float32 inference at B = 64, (100, 64, 256, 256): native 30.7 vs fused 33.4 ms
+    # (auto's fused was 0.91x torch.nn); GRU 22.5 vs 25.6 (0.88x). At B = 1 fused.
+    Row("native", device="cpu", kind=("LSTM", "GRU"), dtype="float32", torch_op=True, simple=False,
+        proj=False, training=False, min_batch=64, measured_on="xeon-spr"),
     # Small training calls (forward + backward, 1 thread, the engines interleaved, torch.nn's
     # time / the engine's; work = T·B·H): the LSTM at (T, B, I, H) = (1, 1, 16, 32)
     # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
     # (native 1.0x, step_grad 0.8x); torch.nn's Elman RNN is cheap up to (5, 4, 32, 64) (native
     # 0.9-1.0x, step_grad 0.77-0.96x, fused 0.67-0.85x) and fused wins at (20, 8, 64, 128) (1.5-2.9x).
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=True, max_work=512),
+        training=True, max_work=512, measured_on="epyc"),
     Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
-        training=True, max_work=4096),
+        training=True, max_work=4096, measured_on="epyc"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=True, max_batch=31),
+        training=True, max_batch=45, measured_on="xeon-spr"),
+    # Packed LSTM training at B = 1, (200, 1, 64, 128): native 3.6 vs fused 4.4 ms; at B = 64
+    # torch's packed training is 3x slower than fused (224 vs 74).
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=False,
+        proj=False, training=True, max_batch=1, measured_on="xeon-spr"),
     # float64 has no oneDNN: torch's generic loop (addmm per step) beats our float64 kernels in
     # inference from B = 32, packed and proj_size included (LSTM 28.7 vs 30.1 ms, packed 21.3 vs
     # 31.4; GRU 21.6 vs 25.6), and loses at B = 1 (fused 2-2.5x) and in training (fused 1.2-4x).
-    Row("native", device="cpu", kind="LSTM", dtype="float64", torch_op=True, training=False,
-        min_batch=16),
-    Row("native", device="cpu", kind="GRU", dtype="float64", torch_op=True, training=False,
-        min_batch=16),
-    # bfloat16 LSTM on a CPU with AMX (an Intel Xeon; benchmarks/dispatch.py, 2 threads, native
-    # against fused-float32 ms): oneDNN runs it on the tile unit. Inference without proj_size:
-    # native at B = 1 (1.19 vs 1.67, packed 1.23 vs 1.82) and B = 64 (7.8 vs 35.8, packed 21.3 vs
-    # 36.3). Training: plain native at B = 64 (45.3 vs 80.6) but fused at B = 1 (4.2 vs 6.5), the
-    # switch at B = 32 not measured between; packed fused at both (5.2 vs 6.5, 82 vs 219). With
-    # proj_size torch leaves oneDNN and fused-float32 is 2.4-6.7x torch.nn.
+    # The Elman RNN likewise on the Xeon: at B = 64 (19.9 vs 28.7 ms, packed 16.7 vs 29.7) and at
+    # (100, 32, 128, 128) (1 thread, 3 rounds, busy machine: 47.2 vs 138.8, packed 34.8 vs 126.7).
+    Row("native", device="cpu", kind=("LSTM", "GRU"), dtype="float64", torch_op=True,
+        training=False, min_batch=16, measured_on="epyc"),
+    Row("native", device="cpu", kind="RNN", dtype="float64", torch_op=True, training=False,
+        min_batch=16, measured_on="xeon-spr"),
+    # bfloat16 LSTM on a CPU with bfloat16 hardware: oneDNN runs it on AMX's tiles (Xeon) or
+    # with avx512_bf16 (Zen 4). Xeon, native against fused-float32 ms: inference without proj_size
+    # native at B = 1 (1.19 vs 1.67, packed 1.23 vs 1.82) and B = 64 (7.8 vs 35.8, packed 21.3
+    # vs 36.3). Training: plain native at B = 64 (45.3 vs 80.6) but fused at B = 1 (4.2 vs 6.5);
+    # packed fused at both (5.2 vs 6.5, 82 vs 219). Zen 4 at (100, 32, 128, 128): inference
+    # 4.31 vs 8.67, training 14.6 vs 22.2. With proj_size torch leaves oneDNN: fused-float32 at
+    # B = 1 (1.5 vs 12.4) but native at B = 64 on the Xeon (24.3 vs 28.5; packed 21.9 vs 28.6).
+    Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, bf16=True,
+        proj=False, training=False, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, amx=True,
-        proj=False, training=False),
-    Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, amx=True,
-        simple=True, training=True, min_batch=32),
+        proj=True, training=False, min_batch=64, measured_on="xeon-spr"),
+    Row("native", device="cpu", kind="LSTM", dtype="bfloat16", torch_op=True, bf16=True,
+        simple=True, training=True, min_batch=32, measured_on="xeon-spr"),
+    # bfloat16 GRU and Elman RNN inference on AMX at B = 64: torch's generic loop runs its GEMMs on
+    # the tiles (GRU 17.9 vs 25.5 ms, packed 15.5 vs 26.0; RNN level plain, packed 8.2 vs 9.1).
+    # At B = 1, and on Zen 4 (GRU at (100, 32, 128, 128): 8.92 vs 7.03), fused-float32.
+    Row("native", device="cpu", kind=("GRU", "RNN"), dtype="bfloat16", torch_op=True, amx=True,
+        training=False, min_batch=64, measured_on="xeon-spr"),
     # Everything else on the CPU (GRU 1.0-12x, RNN 1.1-6x, packed, proj_size, variants): fused.
-    # Half precision through float32: without AMX (an AMD EPYC) torch.nn's bfloat16 LSTM and GRU
-    # measured 5-27x slower than fused-float32 (LSTM (100, 64, 256, 256) inference 434 vs 61 ms);
-    # with AMX the GRU and the Elman RNN still run 1.7-5.5x faster fused-float32.
-    Row("fused-float32", dtype=HALF),
-    Row("fused"),
+    # Half precision through float32: without bfloat16 hardware (an AMD EPYC) torch.nn's
+    # bfloat16 LSTM and GRU measured 5-27x slower than fused-float32 (LSTM (100, 64, 256, 256)
+    # inference 434 vs 61 ms); with AMX the GRU and the Elman RNN training still run 1.7-5.5x
+    # faster fused-float32.
+    Row("fused-float32", dtype=HALF, measured_on="xeon-spr"),
+    Row("fused", measured_on="epyc"),
 )
+# The frozen tables a run can pin (``pinned``): a frozen table never changes. To pin today's
+# rules, copy TABLE into rows.py under the next month's name and add it here.
+TABLES: dict[str, tuple[Row, ...]] = {"2026-11": TABLE_2026_11}
 
 
-def _matches(row: Row, features: Mapping[str, object], batch: int, work: int | None) -> bool:
-    if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
-        return False
-    if row.max_work is not None and (work is None or work > row.max_work):
-        return False
-    for key, value in features.items():
-        want = getattr(row, key)
-        if not (want is None or want == value or (type(want) is tuple and value in want)):
-            return False
-    return True
+@dataclass
+class _Rules:
+    """What ``choose`` walks for the calls that give no table: a name, the rows (a plan's entries
+    first, then the table's), how many of them are the plan's, and the answers so far."""
+
+    name: str
+    rows: tuple[Row, ...]
+    planned: int = 0  # rows[:planned] are the plan's entries
+    notes: tuple[str, ...] = ()  # what was measured for each plan entry
+    cache: dict[tuple, str] | None = None
 
 
-# choose's answers for TABLE, by the call's features: walking the table costs ~5 µs, a call of a
-# small cell ~20. Bounded: a stream of ever-new (batch, work) pairs restarts it.
-_CHOSEN: dict[tuple, str] = {}
+_RULES: _Rules | None = None  # None: the default rules, loaded (with the plan) at the first call
+_CACHE: dict[tuple, str] = {}  # the active rules' answers, by the call's features
+_NAMED: dict[str, _Rules] = {}  # pinned tables' rules, kept with their answers across pins
+_TRACE: list[tuple[tuple, str, int, _Rules]] | None = None  # explain's record of decisions
+
+
+def _default() -> _Rules:
+    """The shipped rules behind this machine's plan, where one is used (``plan.load``)."""
+    found = plan.load(TABLE)
+    if found is None:
+        return _Rules("shipped", TABLE, cache={})
+    entries = tuple(r for r, _ in found.entries)
+    return _Rules(f"plan {found.path}", entries + TABLE, len(entries),
+                  tuple(n for _, n in found.entries), cache={})
+
+
+def _activate(rules: _Rules) -> None:
+    global _RULES, _CACHE
+    if rules.cache is None:
+        rules.cache = {}
+    _RULES, _CACHE = rules, rules.cache
+
+
+def ruleset(rows: Sequence[Row], name: str = "rows") -> _Rules:
+    """Rows ready to pin (``pin``, ``pinned``), keeping their answers across pins."""
+    return _Rules(name, tuple(rows), cache={})
+
+
+def pin(name: str | Sequence[Row] | _Rules | None) -> _Rules | None:
+    """Make ``engine="auto"`` follow the frozen table ``TABLES[name]`` (a plan is then ignored),
+    a sequence of rows, or, with None, the default rules (the plan, then ``TABLE``); returns the
+    rules it replaces, which ``pin`` takes back. ``pinned`` is the same as a context manager."""
+    previous = _RULES
+    if name is None:
+        _activate(_default())
+    elif isinstance(name, _Rules):
+        _activate(name)
+    elif isinstance(name, str):
+        if name not in TABLES:
+            raise ValueError(f"no dispatch table named {name!r}; there are {sorted(TABLES)}")
+        _activate(_NAMED.setdefault(name, _Rules(f"table {name}", TABLES[name])))
+    else:
+        _activate(_Rules("rows", tuple(name)))
+    return previous
+
+
+@contextlib.contextmanager
+def pinned(name: str | Sequence[Row] | _Rules | None) -> Iterator[None]:
+    """``with dispatch.pinned("2026-11"): ...``: the calls inside take that frozen table's engines
+    (a seeded run then gives the same bits whatever the shipped rules become)."""
+    previous = pin(name)
+    try:
+        yield
+    finally:
+        if previous is None:
+            reload()
+        else:
+            pin(previous)
+
+
+def reload() -> None:
+    """Forget the rules' answers and the plan; the next call reads ``GATEDRNN_PLAN`` and the plan
+    file again (after ``gatedrnn.tune`` wrote one, or a test changed the CPU's flags)."""
+    global _RULES, _CACHE
+    _RULES, _CACHE = None, {}
+    _NAMED.clear()
+
+
+def rules_in_effect() -> str:
+    """What ``engine="auto"`` follows in this process, in words (for benchmark reports)."""
+    if _RULES is None:
+        _activate(_default())
+    assert _RULES is not None
+    if _RULES.planned:
+        return f"the tuned {_RULES.name} ({_RULES.planned} entries), then the shipped table"
+    return "the shipped table (no plan)" if _RULES.name == "shipped" else f"the {_RULES.name}"
 
 
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
            training: bool, batch: int, work: int | None = None, triton: bool = False,
-           proj: bool = False, table: tuple[Row, ...] = TABLE) -> str:
-    """The engine for a call with these features (a pure function: no tensors, no device).
+           proj: bool = False, table: Sequence[Row] | None = None) -> str:
+    """The engine for a call with these features (a pure function of them, the CPU and the
+    thread count: no tensors, no device).
 
     device_type: ``tensor.device.type``; kind: "LSTM" | "GRU" | "RNN" | "LSTMCell" | "GRUCell" |
     "RNNCell" | "mingru" | "minlstm" | "slstm"; dtype: a key of ``DTYPES``' values or "other";
     batch: the batch size N;
-    work: T·N·H (time steps, batch, hidden size), or None when the caller does not know it (rows
-    with ``max_work`` then do not match); triton: the Triton engine can run the call (triton
-    imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``); proj: an LSTM
-    with ``proj_size``. Whether the CPU has AMX (``AMX``) is a feature of every call.
+    work: T·N·H (time steps, batch, hidden size; N·H for a cell), or None when the caller does not
+    know it (rows with ``max_work`` then do not match); triton: the Triton engine can run the call
+    (triton imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``); proj: an
+    LSTM with ``proj_size``; table: walk these rows instead of the active rules (uncached).
+    The CPU's features (``CPU``) and ``torch.get_num_threads()`` are features of every call.
     """
-    key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj)
-    if table is TABLE:
-        engine = _CHOSEN.get(key)
-        if engine is not None:
-            return engine
+    # (~0.2 µs for the thread count and ~0.2 for the key and the lookup: a small cell's call is ~20)
+    key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj,
+           torch.get_num_threads())
+    if table is not None:
+        return table[_first(table, key)].engine
+    engine = _CACHE.get(key)
+    if engine is None:
+        engine = _decide(key)
+    return engine
+
+
+def _first(rows: Sequence[Row], key: tuple) -> int:
+    device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj, threads = key
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
                 "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training,
-                "triton": triton, "proj": proj, "amx": AMX}
-    for row in table:
-        if _matches(row, features, batch, work):
-            if table is TABLE:
-                if len(_CHOSEN) > 4096:
-                    _CHOSEN.clear()
-                _CHOSEN[key] = row.engine
-            return row.engine
+                "triton": triton, "proj": proj, "amx": CPU.amx, "bf16": CPU.bf16, "isa": CPU.isa}
+    for i, row in enumerate(rows):
+        if matches(row, features, batch, work, threads):
+            return i
     raise AssertionError("the last row of the table matches every call")  # pragma: no cover
+
+
+def _decide(key: tuple) -> str:
+    """A call the active rules have not answered yet: walk them (~5 µs) and keep the answer."""
+    if _RULES is None:
+        _activate(_default())
+    rules = _RULES
+    assert rules is not None and rules.cache is not None
+    i = _first(rules.rows, key)
+    if _TRACE is not None:
+        _TRACE.append((key, rules.rows[i].engine, i, rules))
+        return rules.rows[i].engine  # (explain: nothing kept, so every call is walked)
+    if len(rules.cache) > 4096:  # bounded: a stream of ever-new (batch, work) pairs restarts it
+        rules.cache.clear()
+    rules.cache[key] = rules.rows[i].engine
+    return rules.rows[i].engine
 
 
 def dtype_key(dtype: torch.dtype) -> str:
     """The table's name for a dtype."""
     return DTYPES.get(dtype, "other")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which engine ``engine="auto"`` took for one call, and which plan entry or table row said so."""
+
+    engine: str  # what ran (``module.last_engine``)
+    chosen: str | None  # the engine the deciding row names (None: auto was not asked)
+    source: str  # "plan", "table", "pinned table" or "asked" (engine= other than "auto")
+    index: int | None  # the row's position in the plan or in the table
+    row: Row | None
+    features: dict[str, Any]
+    note: str = ""  # a plan entry's measurements
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return f"ran {self.engine}: {self.note}"
+        f = self.features
+        call = (f"{f['kind']} {f['dtype']} {'training' if f['training'] else 'inference'}, "
+                f"batch {f['batch']}, work {f['work']}, {f['threads']} thread(s)")
+        where = f"{self.source} row {self.index}"
+        text = f"{call}: {where} -> {self.chosen} (ran {self.engine})\n  {describe(self.row)}"
+        if self.row.measured_on:
+            text += f"\n  measured on: {MACHINES.get(self.row.measured_on, self.row.measured_on)}"
+        return text + (f"\n  {self.note}" if self.note else "")
+
+
+@contextlib.contextmanager
+def tracing() -> Iterator[list[tuple[tuple, str, int, _Rules]]]:
+    """Record every decision ``choose`` makes inside (the call's features as ``choose``'s key,
+    the engine, the row's index, the rules walked); nothing is cached meanwhile."""
+    global _TRACE, _CACHE
+    if _RULES is None:
+        _activate(_default())
+    trace: list[tuple[tuple, str, int, _Rules]] = []
+    saved, _TRACE, _CACHE = _CACHE, trace, {}  # every call walks the rules and is recorded
+    try:
+        yield trace
+    finally:
+        _TRACE, _CACHE = None, saved
+
+
+def active_rows() -> tuple[Row, ...]:
+    """The rows ``choose`` walks now: the pinned table, or the plan's entries and ``TABLE``."""
+    if _RULES is None:
+        _activate(_default())
+    assert _RULES is not None
+    return _RULES.rows
+
+
+_KEYS = ("device", "kind", "dtype", "torch_op", "simple", "training", "batch", "work", "triton",
+         "proj", "threads")
+
+
+def explain(module: torch.nn.Module, input: Any, hx: Any = None) -> Explanation:
+    """Run ``module(input, hx)`` once (in the current grad mode) and say which engine ran and which
+    plan entry or table row chose it: the last decision ``choose`` made during the call.
+
+    Example:
+        >>> import torch, gatedrnn
+        >>> from gatedrnn.engines import dispatch
+        >>> with torch.no_grad():
+        ...     why = dispatch.explain(gatedrnn.GRU(8, 16), torch.randn(20, 4, 8))
+        >>> why.engine, why.source
+        ('fused', 'table')
+    """
+    with tracing() as trace:
+        module(input) if hx is None else module(input, hx)
+    ran = str(getattr(module, "last_engine", None))
+    if not trace:
+        asked = getattr(module, "engine", "auto")
+        return Explanation(ran, None, "asked", None, None, {},
+                           f"engine={asked!r} was asked for" if asked != "auto"
+                           else "auto took a path that asks no table")
+    key, engine, i, rules = trace[-1]
+    features = dict(zip(_KEYS, key))
+    if i < rules.planned:
+        return Explanation(ran, engine, "plan", i, rules.rows[i], features, rules.notes[i])
+    source = "table" if rules.name == "shipped" or rules.planned or rules.name.startswith("plan") \
+        else f"pinned {rules.name}"
+    return Explanation(ran, engine, source, i - rules.planned, rules.rows[i], features)
+

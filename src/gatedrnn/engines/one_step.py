@@ -52,7 +52,9 @@ def _fresh(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 
 def _traced() -> bool:
     """Under torch.compile, torch.export or TorchScript tracing (which the TorchScript ONNX
-    exporter uses) the computation must stay visible as torch ops: no kernel by address."""
+    exporter uses) the computation must stay visible as torch ops: no kernel by address. (The
+    tracing test is ``torch.jit.is_tracing()``'s own, without its two Python calls on this path;
+    ``tests/test_jit.py`` checks that no fast path returns a result while a trace records.)"""
     return torch._C._get_tracing_state() is not None or torch.compiler.is_compiling()
 
 

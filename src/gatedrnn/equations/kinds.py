@@ -18,7 +18,7 @@ Example:
     >>> kinds.CELLS["slstm"].state, kinds.CELLS["slstm"].engines["fused"]
     (('h', 'c', 'n', 'm'), 'gatedrnn.engines.kernels.slstm:run')
     >>> sorted(kinds.CELLS["mingru"].engines)
-    ['fused', 'reference', 'scan', 'triton']
+    ['fused', 'int8', 'int8-reference', 'reference', 'scan', 'triton']
 """
 
 from __future__ import annotations
@@ -82,35 +82,46 @@ def _engines(**more: str) -> dict[str, str]:
     return {"reference": REFERENCE, **more}
 
 
+# int8 inference (``quantized``): only quantized modules run these engines, and only they run them
+# (``gatedrnn.modules.quantized``); float modules neither accept nor pick them.
+INT8_REFERENCE = "gatedrnn.equations.quantized:run"
+INT8 = "gatedrnn.engines.kernels.int8:run"  # LSTM, GRU, RNN; the newer cells run the reference
+INT8_ENGINES = ("int8", "int8-reference")
+
+
+def _int8(fast: str = INT8_REFERENCE) -> dict[str, str]:
+    return {"int8": fast, "int8-reference": INT8_REFERENCE}
+
+
 # torch.nn's cells: torch.nn's parameter layout and gate order, every variant (the step takes the
 # options and masks), head-wise LSTM and GRU.
 register(CellKind("lstm", cells.lstm_cell, 4, cells.GATE_NAMES["lstm"], ("h", "c"),
                   headwise=True, variants=True,
                   engines=_engines(fused="gatedrnn.engines.kernels.lstm:run",
-                                   triton="gatedrnn.engines.triton.lstm:run")))
+                                   triton="gatedrnn.engines.triton.lstm:run", **_int8(INT8))))
 register(CellKind("gru", cells.gru_cell, 3, cells.GATE_NAMES["gru"], headwise=True, variants=True,
                   engines=_engines(fused="gatedrnn.engines.kernels.gru:run",
-                                   triton="gatedrnn.engines.triton.gru:run")))
+                                   triton="gatedrnn.engines.triton.gru:run", **_int8(INT8))))
 register(CellKind("rnn_tanh", cells.rnn_cell, 1, (), variants=True,
-                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run")))
+                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run", **_int8(INT8))))
 register(CellKind("rnn_relu", cells.rnn_cell, 1, (), variants=True,
-                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run")))
+                  engines=_engines(fused="gatedrnn.engines.kernels.rnn:run", **_int8(INT8))))
 
 # The minimal cells (Feng et al. 2024): gates of x alone, so no recurrent weight, and a scan.
 register(CellKind("mingru", cells.mingru_cell, 2, ("update", "candidate"),
                   weights=("weight_ih", "bias_ih"),
                   engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
                                    scan="gatedrnn.equations.scan:run",
-                                   triton="gatedrnn.engines.triton.minrnn:run")))
+                                   triton="gatedrnn.engines.triton.minrnn:run", **_int8())))
 register(CellKind("minlstm", cells.minlstm_cell, 3, ("forget", "input", "candidate"),
                   weights=("weight_ih", "bias_ih"),
                   engines=_engines(fused="gatedrnn.engines.kernels.minrnn:run",
                                    scan="gatedrnn.equations.scan:run",
-                                   triton="gatedrnn.engines.triton.minrnn:run")))
+                                   triton="gatedrnn.engines.triton.minrnn:run", **_int8())))
 
 # sLSTM (Beck et al. 2024): exponential gating with a stabiliser, optionally head-wise.
 register(CellKind("slstm", cells.slstm_cell, 4,
                   ("input", "forget", "candidate", "output", "cell", "normalizer", "stabilizer"),
                   ("h", "c", "n", "m"), headwise=True,
                   engines=_engines(fused="gatedrnn.engines.kernels.slstm:run",
-                                   triton="gatedrnn.engines.triton.slstm:run")))
+                                   triton="gatedrnn.engines.triton.slstm:run", **_int8())))

@@ -8,6 +8,7 @@ import it themselves.
 """
 
 from ..modules import base
+from . import quantized as quantized  # installs the int8 modules' export in graph
 from .graph import export_forward
 
 base.set_exporter(export_forward)

@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,12 +49,21 @@ from torch import Tensor
 
 from ..equations.kinds import CELLS
 from ..modules import checks
+from ..modules.quantized import _QuantizedBase
 
 # ONNX's block order, as indices into torch.nn's blocks (LSTM i|f|g|o, GRU r|z|n).
 _ONNX_ORDER = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN_TANH": [0], "RNN_RELU": [0]}
 _PEEPHOLE_ORDER = [0, 2, 1]  # gatedrnn rows i, f, o -> ONNX i, o, f
 _ONNX_OP = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 _RANDOM_OPTIONS = ("dropout", "recurrent_dropout", "zoneout", "zoneout_cell", "weight_drop")
+# The int8 modules' export: ONNX Runtime's int8 LSTM, else their float32 weights. It builds on this
+# file, so ``gatedrnn.export.quantized`` installs it here when imported (``gatedrnn.export`` does).
+_int8_export: Callable[..., Any] | None = None
+
+
+def set_int8_export(export: Callable[..., Any]) -> None:
+    global _int8_export
+    _int8_export = export
 
 
 def export_forward(module: Any, input: Any, hx: Any = None, return_gates: bool = False) -> Any:
@@ -79,6 +89,8 @@ def export_forward(module: Any, input: Any, hx: Any = None, return_gates: bool =
         True
     """
     name = type(module).__name__
+    if isinstance(module, _QuantizedBase) and _int8_export is not None:  # ``export.quantized``
+        return _int8_export(module, input, hx, return_gates)
     _refuse_unexportable(module, input)
     if getattr(module, "kind", ""):  # a module built from a declaration (MinGRU, ...)
         return _declared_forward(module, input, hx, return_gates)
@@ -350,7 +362,7 @@ class _TorchScriptOp(torch.autograd.Function):
         x, h0 = inputs[0], inputs[5]  # (T, B, I), (D, B, H)
         assert x is not None and h0 is not None  # always given (see _native_stack)
         y = x.new_zeros(x.shape[0], *h0.shape)
-        return (y,) + tuple(h0.new_zeros(h0.shape) for _ in range(2 if op == "LSTM" else 1))
+        return (y,) + tuple(h0.new_zeros(h0.shape) for _ in range(2 if op.endswith("LSTM") else 1))
 
     @staticmethod
     def symbolic(g: Any, op: str, direction: str, hidden: int, reset: int, activation: str,
@@ -362,7 +374,7 @@ class _TorchScriptOp(torch.autograd.Function):
         if activation:
             kwargs["activations_s"] = [activation] * D
         values = [_absent(g) if v is None else v for v in inputs]
-        return g.op(op, *values, outputs=3 if op == "LSTM" else 2, **kwargs)
+        return g.op(op, *values, outputs=3 if op.endswith("LSTM") else 2, **kwargs)
 
 
 def _absent(g: Any) -> Any:

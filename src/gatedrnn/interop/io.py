@@ -47,6 +47,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import gatedrnn
+from gatedrnn.modules import quantized_convert as quantized
 
 from .shapes import config_misfit
 
@@ -265,7 +266,7 @@ CONFIG_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "forget_bias": (lambda v: v is None or _is_real(v), "null or a finite number"),
     "init": (lambda v: v in ("torch", "orthogonal", "chrono"), "'torch', 'orthogonal' or 'chrono'"),
     "nonlinearity": (lambda v: v in ("tanh", "relu"), "'tanh' or 'relu'"),
-    "dtype": (lambda v: v in _FLOAT_DTYPES, f"one of {_FLOAT_DTYPES}"),
+    "dtype": (lambda v: v in _FLOAT_DTYPES + ("qint8",), f"one of {_FLOAT_DTYPES + ('qint8',)}"),
     "engine": (lambda v: isinstance(v, str), "a string"),
     # torch.nn takes any truth value for its own switches (bias=1); JSON keeps bools and ints.
     **{k: ((lambda v: isinstance(v, int) and v in (0, 1)), "true, false, 0 or 1") for k in
@@ -305,20 +306,23 @@ def check_config(where: str, config: Any) -> dict[str, Any]:
         ok, wanted = CONFIG_CHECKS.get(key, same_type)
         if not ok(value):
             raise CheckpointError(f"{where}: config {key!r} must be {wanted}, got {value!r}")
+    if (config["dtype"] == "qint8") != str(kind).startswith("Quantized"):
+        raise CheckpointError(f"{where}: config 'dtype' {config['dtype']!r} does not fit {kind}")
     return config
 
 
 def check_config_fits(where: str, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
     """Before anything is built: ``tensors`` must be exactly the parameters the checked ``config``
     describes, by arithmetic (``gatedrnn.interop.shapes``); else a CheckpointError naming ``where``."""
-    why = config_misfit(tensors, config)
+    tensors, config, why = quantized.float_form(tensors, config)  # int8 weights: their scales
+    why = why or config_misfit(tensors, config)
     if why is not None:
         raise CheckpointError(f"{where}: {why}")
 
 
 def _build(where: str, config: dict[str, Any]) -> torch.nn.Module:
     try:
-        return gatedrnn.from_config(config)
+        return quantized.from_config(config)  # gatedrnn.from_config's, the int8 modules too
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: its config does not build a gatedrnn module ({e})") from None
 
@@ -357,7 +361,8 @@ def check_device(where: str, device: str | torch.device) -> torch.device:
 
 def recurrent_configs(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """``get_config()`` of every gatedrnn module inside ``module`` (itself included, as "")."""
-    kinds = tuple(getattr(gatedrnn, k) for k in ("LSTM", "GRU", "RNN", "MinGRU", "MinLSTM", "SLSTM"))
+    kinds = tuple(getattr(gatedrnn, p + k) for k in ("LSTM", "GRU", "RNN", "MinGRU", "MinLSTM", "SLSTM")
+                  for p in ("", "Quantized"))
     return {name: m.get_config() for name, m in module.named_modules() if isinstance(m, kinds)}
 
 

@@ -36,6 +36,21 @@ class Stream:
     (B, T, I) with ``batch_first``, or (T, I). The state is detached after each call (``detach``)
     so a long stream does not grow an autograd graph; pass ``detach=False`` for truncated BPTT.
 
+    Args:
+        module: A forward-in-time recurrent module: gatedrnn's LSTM, GRU, RNN, MinGRU, MinLSTM,
+            SLSTM, or torch.nn's LSTM, GRU, RNN. Call ``module.eval()`` first for outputs equal
+            to the whole-sequence run (in training, random masks are drawn per call).
+        state: The state to start from, as the module's ``hx`` (None: zeros); ``stream.state``
+            holds the current one.
+        detach: Detach the state from the autograd graph after each call (True), or keep the
+            graph across calls (False: truncated backpropagation through time, whose caller
+            detaches when a window ends).
+
+    Raises:
+        ValueError: A bidirectional module: its reverse direction starts from the last step,
+            which has not arrived yet.
+        TypeError: A module that is not a recurrent module (no ``batch_first``, ``num_layers``).
+
     Example:
         >>> import torch, gatedrnn
         >>> from gatedrnn.interop.streaming import Stream

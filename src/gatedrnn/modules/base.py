@@ -27,8 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from ..engines import lean_path, one_step, stack
+from ..engines import lean_path, native_path, one_step, stack
 from ..equations.cells import CellOptions, Weights
+from . import scripting
 from .checks import ModuleArgs
 
 _LOG = logging.getLogger("gatedrnn")
@@ -46,6 +47,24 @@ def set_exporter(export_forward: Callable[..., Any]) -> None:
 
 def exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def trace_engine(module: Any, return_gates: bool) -> str:
+    """The engine of a call that ``torch.jit.trace`` records (an exporter's trace excepted, see
+    ``exporting``): torch's own op, which the trace records as one node that runs at any sequence
+    length, as torch.nn's trace does, whatever ``engine`` says. Anything else would be recorded as
+    the time loop unrolled at the traced length, and the traced graph would return that many steps
+    for any input: refused here, with the ways that work."""
+    untorched = module._untorched(return_gates)
+    if untorched == []:
+        return "native"
+    name = type(module).__name__
+    what = f"{name}({', '.join(untorched)})" if untorched else name
+    raise RuntimeError(
+        f"torch.jit.trace cannot record {what}: torch has no operator for it, so the trace would "
+        "hold the time loop unrolled at the traced length and return that many steps for any "
+        "input. Use torch.export.export(model, args, dynamic_shapes=...), which records a scan "
+        "that runs at any length, or torch.onnx.export(model, args, dynamo=True) for ONNX.")
 
 
 def record_engine(obj: Any, engine: str) -> str:
@@ -123,9 +142,23 @@ class SequenceModule(_Module):
     def _options(self) -> CellOptions:
         raise NotImplementedError
 
+    def _untorched(self, return_gates: bool) -> list[str] | None:
+        """What torch's recurrent ops lack to compute this call: the options they cannot
+        ("layer_norm=True", "return_gates=True"), [] when they can, None when torch has no op
+        for the module at all (the modules built from a declaration)."""
+        return None
+
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments as JSON-serialisable values (see ``gatedrnn.from_config``)."""
         raise NotImplementedError
+
+    def __prepare_scriptable__(self) -> Any:
+        """``torch.jit.script`` calls this first. It refuses what torch's ops cannot compute, by
+        name, and returns the module itself: TorchScript writes the result back into a parent's
+        ``_modules``, so anything else would change the user's eager model. The LSTM, GRU and RNN
+        compile ``gatedrnn.modules.scripting``'s methods."""
+        scripting.prepare(self, self._untorched(False))
+        return self
 
     # --- forward --------------------------------------------------------------------------------
 
@@ -137,6 +170,11 @@ class SequenceModule(_Module):
         ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
         exporter passes every defaulted parameter of ``forward`` positionally."""
         if self._FAST_PATHS and (self.engine == "auto" or self.engine == "fused"):
+            if return_gates is False and self.engine == "auto":
+                # Where auto runs torch's op: straight to it, decided from a memo (native_path.py).
+                result = native_path.module_call(self, input, hx)
+                if result is not None:
+                    return result
             # One inference step with the state carried (see one_step.py); None otherwise.
             result = one_step.module_call(self, input, hx, return_gates)
             if result is not None:
@@ -156,7 +194,9 @@ class SequenceModule(_Module):
             if _exporter is None:  # pragma: no cover - ``import gatedrnn`` installs it
                 raise RuntimeError("import gatedrnn.export to export gatedrnn's modules")
             return _exporter(self, input, hx, return_gates)
-        engine = record_engine(self, self._engine(input, return_gates))
+        # A TorchScript trace (an exporter's took the branch above): torch's op, or a refusal.
+        engine = record_engine(self, trace_engine(self, return_gates) if torch.jit.is_tracing()
+                               else self._engine(input, return_gates))
         if engine == "native":
             return self._native(input, hx)
         a = self._call_args(input, hx)

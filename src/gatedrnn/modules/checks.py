@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
@@ -60,6 +62,8 @@ def check_options(options: dict[str, Any], engines: tuple[str, ...], gru: bool) 
     cml = out["chrono_max_len"]
     if cml is not None and (isinstance(cml, bool) or not isinstance(cml, numbers.Integral)):
         raise TypeError(f"chrono_max_len should be an int or None, got {type(cml).__name__}")
+    if cml is not None:
+        out["chrono_max_len"] = cml = int(cml)  # (a numpy integer: stored JSON-safe)
     if out["init"] == "chrono" and (cml is None or cml < 3):
         raise ValueError("init='chrono' needs chrono_max_len >= 3, the longest dependency to "
                          f"expect; got {cml!r}")
@@ -71,27 +75,64 @@ def check_options(options: dict[str, Any], engines: tuple[str, ...], gru: bool) 
     return out
 
 
-def check_sizes(name: str, bidirectional: Any = False, **sizes: Any) -> None:
-    """Integer sizes that are ints and not bools, and a ``bidirectional`` that is a bool.
+def as_int(value: Any) -> Any:
+    """A size torch.nn's constructor took (an int, a bool, a numpy integer, an integer tensor of
+    one element: torch's shape arguments read any of them through ``__index__``) as a plain int,
+    so that ``get_config``, ``save_model`` and pickles stay JSON-safe and weights_only-safe.
+    Anything ``operator.index`` refuses is returned as it is (torch's own errors follow)."""
+    if isinstance(value, np.bool_):  # (no __index__, but torch reads it as 0 or 1)
+        return int(value)
+    try:
+        return operator.index(value)
+    except (TypeError, ValueError, RuntimeError):
+        return value
 
-    torch.nn's constructors take ``hidden_size=True`` (an int to ``isinstance``) and store
-    ``bidirectional="no"`` as given, reading it by truthiness: "no" builds two directions. Its
-    ``_VF`` op refuses a non-bool bidirectional or num_layers at the call, with a TypeError;
-    gatedrnn refuses them all when the module is built, with the same class (``name`` is the
+
+def op_int(value: Any) -> bool:
+    """Whether torch's recurrent op takes ``value`` as its ``int num_layers``: what torch's
+    argument parser reads as an int64 (a Python int but not a bool, a numpy integer, a 0-dim
+    integer tensor that is not bool), as opposed to what torch.nn's constructor lets through
+    (``range(True)``, ``range(torch.tensor([2]))``)."""
+    if isinstance(value, Tensor):
+        return (value.dim() == 0 and not value.is_floating_point() and not value.is_complex()
+                and value.dtype != torch.bool)
+    return isinstance(value, np.integer) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def check_op_args(name: str, num_layers: Any, bidirectional: Any) -> None:
+    """What torch.nn's constructor stores unchecked and its op refuses at the first call, with the
+    op's TypeError: a ``num_layers`` that is no int64 to it (``True``, ``torch.tensor([2])``) and
+    a ``bidirectional`` that is not a bool (torch.nn builds ``bidirectional="no"`` with two
+    directions, by truthiness). gatedrnn refuses them when the module is built (``name`` is the
     class's, for the message)."""
-    for arg, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name}: {arg} should be of type int, got: {type(value).__name__}")
+    if not op_int(num_layers):
+        raise TypeError(f"{name}: num_layers should be of type int, got: {type(num_layers).__name__}")
     if not isinstance(bidirectional, bool):
         raise TypeError(f"{name}: bidirectional should be of type bool, got: "
                         f"{type(bidirectional).__name__}")
 
 
+def normalise_module(m: Any) -> None:
+    """After torch.nn's constructor accepted them: refuse what its op would refuse at the call
+    (``check_op_args``) and store the sizes as plain ints (a bool, numpy or tensor size is read
+    as torch's op reads it)."""
+    check_op_args(type(m).__name__, m.num_layers, m.bidirectional)
+    for key in ("input_size", "hidden_size", "num_layers", "proj_size"):
+        if key in m.__dict__:
+            m.__dict__[key] = as_int(m.__dict__[key])
+
+
+def normalise_cell(cell: Any) -> None:
+    """After torch.nn's cell constructor accepted them (any integer-like size, ``bias=1``):
+    store the sizes as plain ints and ``bias`` as the bool torch.nn reads it as."""
+    cell.input_size, cell.hidden_size = as_int(cell.input_size), as_int(cell.hidden_size)
+    cell.bias = cell.bias_ih is not None
+
+
 def check_module(m: Any) -> None:
-    """``check_sizes`` on a built torch.nn-style module (LSTM, GRU, RNN): its stored arguments."""
-    check_sizes(type(m).__name__, m.bidirectional, input_size=m.input_size,
-                hidden_size=m.hidden_size, num_layers=m.num_layers,
-                proj_size=getattr(m, "proj_size", 0))
+    """``check_op_args`` on a built torch.nn-style module (LSTM, GRU, RNN): its stored arguments,
+    which code may have changed since it was built."""
+    check_op_args(type(m).__name__, m.num_layers, m.bidirectional)
 
 
 @dataclass
@@ -161,10 +202,19 @@ def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
     return ModuleArgs(x, state, batch_sizes, lengths, unsorted, unbatched)
 
 
-def packed_lstm_state(m: Any, data: Tensor, batch_sizes: Tensor, hx: Any) -> None:
+def packed_lstm_state(m: Any, data: Tensor, batch_sizes: Tensor, hx: Any,
+                      sorted_indices: Tensor | None = None) -> None:
     """The checks torch.nn.LSTM skips for a packed input (raising RuntimeError, as its op does
     for most of them). Without them torch's op reads past a c_0 with too few layers and the
-    process dies (torch 2.13: a segmentation fault), so the native engine runs them too."""
+    process dies (torch 2.13: a segmentation fault), so the native engine runs them too.
+
+    ``hx`` as torch's op receives it: give the packed input's ``sorted_indices`` when ``hx`` is the
+    caller's (torch.nn permutes it first, and an IndexError from there wins); a single tensor is
+    refused with the op's TypeError (it takes a tuple of tensors)."""
+    if sorted_indices is not None:
+        hx = m.permute_hidden(hx, sorted_indices)
+    if not isinstance(hx, (tuple, list)):
+        raise TypeError(f"lstm(): argument 'hx' must be tuple of Tensors, not {type(hx).__name__}")
     try:
         m.check_forward_args(data, hx, batch_sizes)
     except ValueError as e:
@@ -252,28 +302,38 @@ def check_constructor(
     dropout: Any,
     proj_size: Any,
     bidirectional: Any = False,
-) -> None:
-    """Constructor checks, in torch.nn.RNNBase's order and with its exception classes, then a
-    ``bidirectional`` that is a bool (see ``check_sizes``).
+) -> tuple[int, int, int, float]:
+    """torch.nn.RNNBase's constructor checks, in its order and with its exception classes (the
+    truthiness of ``bidirectional``, ``float(dropout)``, then dropout, bias, batch_first, the sizes,
+    ``range(num_layers)``), then ``check_op_args``: what torch.nn.GRU builds and runs, these build
+    and run; what it refuses, at construction or at the first call, these refuse when built.
 
-    The arguments are the caller's as given (hence Any): this is where they are checked."""
+    The arguments are the caller's as given (hence Any): this is where they are checked. Returns
+    (input_size, hidden_size, num_layers, dropout) as plain ints and a float."""
+    bool(bidirectional)  # torch.nn reads it by truthiness first (a tensor of two: RuntimeError)
+    dropout_value = float(dropout)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Number) or \
             not 0 <= cast(float, dropout) <= 1:
         raise ValueError(
             "dropout should be a number in range [0, 1] representing the probability of an "
             f"element being zeroed, got {dropout!r}"
         )
+    if cast(float, dropout) > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
+            stacklevel=4,
+        )
     for arg, value in (("bias", bias), ("batch_first", batch_first)):
         if not isinstance(value, bool):
             raise TypeError(f"{arg} should be of type bool, got: {type(value).__name__}")
-    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                       ("num_layers", num_layers), ("proj_size", proj_size)):
-        if isinstance(value, bool) or not isinstance(value, int):
+    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(value, int):  # (a bool is an int to torch.nn: True builds a size of 1)
             raise TypeError(f"{arg} should be of type int, got: {type(value).__name__}")
-    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                       ("num_layers", num_layers)):
         if value <= 0:
             raise ValueError(f"{arg} must be greater than zero, got {value}")
+    if num_layers <= 0:
+        raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
     if proj_size < 0:
         raise ValueError(
             f"proj_size should be a positive integer or zero to disable projections, got {proj_size}"
@@ -283,19 +343,16 @@ def check_constructor(
             f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
             f"hidden_size={hidden_size}"
         )
-    check_sizes(name, bidirectional)
-    if cast(float, dropout) > 0 and num_layers == 1:
-        warnings.warn(
-            "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
-            f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
-            stacklevel=4,
-        )
+    range(num_layers)  # torch.nn's layer loop: TypeError for a float
+    check_op_args(name, num_layers, bidirectional)
+    return int(input_size), int(hidden_size), operator.index(num_layers), dropout_value
 
 
 def check_input(name: str, x: object, input_size: int, dtype: torch.dtype, packed: bool) -> None:
     """Rank, feature size, dtype and sequence length of the input."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(x).__name__}")
+        raise InputTypeError(f"{name}: input must be a Tensor or PackedSequence, got "
+                             f"{type(x).__name__}")
     if not packed and x.dim() not in (2, 3):
         raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.dim()}D instead")
     if x.dtype != dtype and not torch.is_autocast_enabled():
@@ -330,6 +387,15 @@ def check_hidden(
         raise RuntimeError(f"{name}: {which} dtype ({hx.dtype}) does not match input dtype ({dtype})")
     if hx.device != device:
         raise RuntimeError(f"{name}: {which} is on {hx.device} but input is on {device}")
+
+
+class InputTypeError(TypeError, AttributeError):
+    """An input that is not a tensor (a list, a numpy array, None).
+
+    torch.nn's modules raise AttributeError for it (``'list' object has no attribute 'dim'``);
+    this class is that and a TypeError, so an ``except`` written for torch.nn still catches it,
+    and the message says what was expected.
+    """
 
 
 class StateTypeError(TypeError, AttributeError, IndexError, RuntimeError):

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from ..engines import dispatch, stack
 from ..engines.triton import check as triton_check
 from ..equations.cells import CellOptions
-from ..equations.kinds import CELLS, CellKind
+from ..equations.kinds import CELLS, INT8_ENGINES, CellKind
 from . import checks
 from .base import SequenceModule, pack_state
 
@@ -53,9 +53,11 @@ class DeclaredRNN(SequenceModule, nn.Module):
                  num_heads: int = 1) -> None:
         super().__init__()
         name, cell = type(self).__name__, self._cell()
-        checks.check_constructor(name, input_size, hidden_size, num_layers, bias, batch_first,
-                                 dropout, 0, bidirectional)
-        engines = ("auto", *cell.engines)
+        # (sizes come back as plain ints: torch.nn takes a bool size, a numpy integer layer count)
+        input_size, hidden_size, num_layers, dropout = checks.check_constructor(
+            name, input_size, hidden_size, num_layers, bias, batch_first, dropout, 0, bidirectional)
+        # The int8 engines run quantized modules only (``gatedrnn.modules.quantized``).
+        engines = ("auto", *(e for e in cell.engines if e not in INT8_ENGINES))
         if engine not in engines:
             raise ValueError(f"engine must be one of {engines} for {name}, got {engine!r}")
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
@@ -196,9 +198,32 @@ class DeclaredRNN(SequenceModule, nn.Module):
     def step(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """One streaming step: the cell equations layer by layer, no time loop, no packing.
 
-        x_t (N, H_in) or (H_in,) unbatched; state as ``forward``'s hx (None: zeros). Returns
-        (y_t, new_state): y_t (N, H) the last layer's output, new_state shaped like the state that
-        ``forward`` returns. Stepping T times equals one call on the sequence.
+        Stepping T times equals one call on the sequence (the reference engine's equations; the
+        other engines agree to rounding).
+
+        Args:
+            x_t: (N, H_in), or (H_in,) unbatched: the input of one step.
+            state: As ``forward``'s hx (None: zeros).
+
+        Returns:
+            (y_t, new_state): y_t (N, H), the last layer's output (H,) unbatched; new_state shaped
+            like the state ``forward`` returns.
+
+        Raises:
+            RuntimeError: For a bidirectional module (its reverse direction needs the whole
+                sequence), or an input or state whose size or batch does not match.
+            ValueError: An x_t that is not 1-D or 2-D, or of another dtype than the weights.
+
+        Example:
+            >>> import torch, gatedrnn
+            >>> rnn = gatedrnn.MinLSTM(3, 8, num_layers=2).eval()
+            >>> x = torch.randn(5, 4, 3)
+            >>> state, ys = None, []
+            >>> for x_t in x:
+            ...     y_t, state = rnn.step(x_t, state)
+            ...     ys.append(y_t)
+            >>> torch.allclose(torch.stack(ys), rnn(x)[0], atol=1e-6)
+            True
         """
         name = type(self).__name__
         if self.bidirectional:
@@ -226,7 +251,20 @@ class DeclaredRNN(SequenceModule, nn.Module):
     # --- description ----------------------------------------------------------------------------
 
     def get_config(self) -> dict[str, Any]:
-        """Constructor arguments as JSON-serialisable values (see ``gatedrnn.from_config``)."""
+        """Constructor arguments as JSON-serialisable values; ``gatedrnn.from_config`` inverts it.
+
+        Returns:
+            "type" (the class name), every constructor argument but ``device`` and ``dtype``, and
+            "dtype" as a string ("float32", ...). safetensors files and checkpoints store it.
+
+        Example:
+            >>> import gatedrnn
+            >>> cfg = gatedrnn.SLSTM(3, 8, num_heads=2).get_config()
+            >>> cfg["type"], cfg["num_heads"], cfg["dtype"]
+            ('SLSTM', 2, 'float32')
+            >>> gatedrnn.from_config(cfg)
+            SLSTM(3, 8, num_heads=2)
+        """
         cfg: dict[str, Any] = {"type": type(self).__name__}
         for key in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                     "bidirectional", "engine"):

@@ -29,15 +29,33 @@ from torch import nn
 from . import checks
 from .declared import CLASSES
 from .recurrent import OPTIONS, RNNBase
+from .scripting import ScriptLSTM, ScriptRNN
 
 # Imported for their registration in ``declared.CLASSES`` (from_config finds them there).
 from . import minimal, slstm  # noqa: E402, F401  isort: skip
 
 
-class LSTM(RNNBase, nn.LSTM):
+class LSTM(RNNBase, ScriptLSTM, nn.LSTM):
     """Drop-in ``torch.nn.LSTM`` (a subclass of it): a multi-layer LSTM over a sequence.
 
-    Equations in ``gatedrnn.equations.cells.lstm_cell`` (gates i|f|g|o, torch.nn's order).
+    For each step t, each layer computes from its input x = x_t and the state h = h_{t−1},
+    c = c_{t−1} (``gatedrnn.equations.cells.lstm_cell``; gates i|f|g|o, torch.nn's order)::
+
+        a = W_ih x + b_ih + W_hh (m ⊙ h) + b_hh          (B, 4H); m is the recurrent dropout mask,
+          W_hh (m ⊙ h) dense or head-wise (``headwise_product``)
+          with layer_norm: a = LN_x(W_ih x) + LN_h(W_hh (m ⊙ h)) + b_ih + b_hh
+        i = σ(a_i + P_i ⊙ c)        input gate      (P: peepholes, Gers & Schmidhuber 2000)
+        f = σ(a_f + P_f ⊙ c)        forget gate
+        g = tanh(a_g)               candidate
+        c' = f ⊙ c + i ⊙ g          cell
+        o = σ(a_o + P_o ⊙ c')       output gate (peeks at the new cell)
+        h' = o ⊙ tanh(c')           with layer_norm: o ⊙ tanh(LN_c(c'))
+        h' = W_hr h'                with a projection (proj_size > 0)
+        zoneout: h' = d_h ⊙ h + (1 − d_h) ⊙ h',  c' = d_c ⊙ c + (1 − d_c) ⊙ c'
+
+    σ is the sigmoid and ⊙ the elementwise product. Without options (m = 1, no P, no layer norm,
+    no zoneout) these are torch.nn.LSTM's equations. Layer k > 0 reads layer k − 1's output h
+    (with ``dropout`` in training); h_0 and c_0 start each layer and direction.
 
     Args:
         input_size: H_in, the features of each input step.
@@ -81,21 +99,47 @@ class LSTM(RNNBase, nn.LSTM):
 
         - **output**: (L, N, D·H_out), (N, L, D·H_out) with ``batch_first``, (L, D·H_out)
           unbatched, or a ``PackedSequence`` for a packed input: h of the last layer at every
-          step, the two directions concatenated.
-        - **h_n**, **c_n**: the final states, shaped as h_0 and c_0.
+          step, the two directions concatenated: the forward direction's H_out features, then
+          the reverse one's. ``output.view(L, N, 2, H_out)`` (``(N, L, 2, H_out)`` with
+          ``batch_first``) splits them, index 0 forward and 1 reverse; the forward direction ends
+          at step L − 1, the reverse one at step 0.
+        - **h_n**, **c_n**: the final states, shaped as h_0 and c_0; their first axis is
+          layer·D + direction, so ``h_n.view(num_layers, D, N, H_out)`` separates layers and
+          directions.
         - **gates** (with ``return_gates``): a dict with keys "input", "forget", "candidate",
           "output", "cell", each (D·num_layers, L, N, H_cell); (D·num_layers, L, H_cell)
           unbatched; zeros past a packed sequence's end.
 
-    Weights:
-        Per layer k and direction (the reverse one with the suffix ``_reverse``), as torch.nn:
-        ``weight_ih_l{k}`` (4·H_cell, H_in for k = 0, else D·H_out), ``weight_hh_l{k}``
-        (4·H_cell, H_out), or (nh, 4d, d) with num_heads = nh > 1 (head j's rows stacked per
-        gate), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4·H_cell), ``weight_hr_l{k}`` (H_out, H_cell)
-        with proj_size. With ``layer_norm``: ``layer_norm_{x,h}_{weight,bias}_l{k}`` (4·H_cell),
-        ``layer_norm_c_{weight,bias}_l{k}`` (H_cell); with ``peephole``: ``weight_peephole_l{k}``
-        (3, H_cell), rows i, f, o. All start at U(−1/√H_cell, 1/√H_cell), as torch.nn's (layer
-        norm gains at 1, biases at 0), unless ``init``/``forget_bias`` say otherwise.
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call ("native", "fused", "fused-float32",
+            "triton" or "reference"); None before the first.
+        weight_ih_l{k} (Tensor): (4·H_cell, H_in) for k = 0, else (4·H_cell, D·H_out), rows i|f|g|o.
+            The reverse direction's parameters have the suffix ``_reverse``, as torch.nn's.
+        weight_hh_l{k} (Tensor): (4·H_cell, H_out), or (nh, 4d, d) with num_heads = nh > 1 (head j's rows
+            stacked per gate).
+        bias_ih_l{k} (Tensor): (4·H_cell), with ``bias``.
+        bias_hh_l{k} (Tensor): (4·H_cell), with ``bias``.
+        weight_hr_l{k} (Tensor): (H_out, H_cell), with ``proj_size`` > 0.
+        layer_norm_x_weight_l{k} (Tensor): With ``layer_norm``: ``layer_norm_{x,h}_{weight,bias}_l{k}``
+            (4·H_cell) and ``layer_norm_c_{weight,bias}_l{k}`` (H_cell); gains start at 1,
+            biases at 0.
+        weight_peephole_l{k} (Tensor): (3, H_cell), rows i, f, o, with ``peephole``.
+
+    Every weight and bias starts at U(−1/√H_cell, 1/√H_cell), as torch.nn's, unless ``init`` or
+    ``forget_bias`` say otherwise.
+
+    Raises:
+        ValueError: At construction: an option out of its range, an unknown ``engine`` or
+            ``init``, a ``num_heads`` that does not divide ``hidden_size`` or comes with
+            ``proj_size`` (torch.nn's checks and messages for torch.nn's arguments). At a call:
+            an input that is not 2-D or 3-D (as torch.nn), or ``engine="native"`` with a variant
+            or ``return_gates`` (torch has no op for them).
+        TypeError: At construction: an option of another class (``reset_after`` here), or an
+            argument of a type torch.nn refuses.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the module (torch.nn's checks and messages), or a forced engine that cannot run the
+            call (``"fused"`` off the CPU, ``"triton"`` without CUDA).
 
     Engines:
         ``engine="auto"`` picks per call from a measured table: torch's op ("native": cuDNN on a
@@ -119,6 +163,15 @@ class LSTM(RNNBase, nn.LSTM):
         (torch.Size([4, 5, 8]), torch.Size([2, 4, 8]), torch.Size([2, 5, 4, 8]))
         >>> gatedrnn.LSTM(3, 8, num_heads=2).weight_hh_l0.shape
         torch.Size([2, 16, 4])
+
+        Both directions of a bidirectional output, and of its final state:
+
+        >>> bi = gatedrnn.LSTM(3, 8, num_layers=2, bidirectional=True)
+        >>> out, (h_n, c_n) = bi(torch.randn(5, 4, 3))  # (L, N, 2·H), (2·2, N, H)
+        >>> forward, reverse = out.view(5, 4, 2, 8).unbind(2)  # each (L, N, H)
+        >>> h_n = h_n.view(2, 2, 4, 8)  # (num_layers, D, N, H)
+        >>> torch.equal(forward[-1], h_n[-1, 0]), torch.equal(reverse[0], h_n[-1, 1])
+        (True, True)
     """
 
     _TORCH = nn.LSTM
@@ -140,10 +193,27 @@ class LSTM(RNNBase, nn.LSTM):
                          num_heads=num_heads)
 
 
-class GRU(RNNBase, nn.GRU):
+class GRU(RNNBase, ScriptRNN, nn.GRU):
     """Drop-in ``torch.nn.GRU`` (a subclass of it): a multi-layer GRU over a sequence.
 
-    Equations in ``gatedrnn.equations.cells.gru_cell`` (gates r|z|n, torch.nn's order).
+    For each step t, each layer computes from its input x = x_t and the state h = h_{t−1}
+    (``gatedrnn.equations.cells.gru_cell``; gates r|z|n, torch.nn's order)::
+
+        u = W_ih x + b_ih                       (B, 3H); with layer_norm LN_x(W_ih x) + b_ih
+        reset_after=True (torch.nn, cuDNN, Keras' default):
+            v = W_hh (m ⊙ h) + b_hh             (B, 3H); with layer_norm LN_h(W_hh (m ⊙ h)) + b_hh
+            r = σ(u_r + v_r)                    reset gate
+            z = σ(u_z + v_z)                    update gate
+            n = tanh(u_n + r ⊙ v_n)             candidate
+        reset_after=False (Cho et al. 2014, Keras reset_after=False):
+            r = σ(u_r + W_hr (m ⊙ h) + b_hr),  z = σ(u_z + W_hz (m ⊙ h) + b_hz)
+            n = tanh(u_n + W_hn (r ⊙ (m ⊙ h)) + b_hn)
+        h' = (1 − z) ⊙ n + z ⊙ h
+        zoneout: h' = d ⊙ h + (1 − d) ⊙ h'
+
+    σ is the sigmoid, ⊙ the elementwise product and m the recurrent dropout mask. Without options
+    (m = 1, reset_after=True, no layer norm, no zoneout) these are torch.nn.GRU's equations. Layer
+    k > 0 reads layer k − 1's output h (with ``dropout`` in training).
 
     Args:
         input_size: H_in, the features of each input step.
@@ -179,16 +249,38 @@ class GRU(RNNBase, nn.GRU):
         output, h_n[, gates]
 
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
-          ``PackedSequence`` for a packed input.
-        - **h_n**: the final state, shaped as h_0.
+          ``PackedSequence`` for a packed input; bidirectional: ``output.view(L, N, 2, H)``
+          splits the directions (index 0 forward, 1 reverse), as ``LSTM``'s.
+        - **h_n**: the final state, shaped as h_0; ``h_n.view(num_layers, D, N, H)`` separates
+          layers and directions.
         - **gates** (with ``return_gates``): keys "reset", "update", "candidate", each
           (D·num_layers, L, N, H); (D·num_layers, L, H) unbatched.
 
-    Weights:
-        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (3H, H_in for k = 0,
-        else D·H), ``weight_hh_l{k}`` (3H, H) or (nh, 3d, d) with num_heads = nh > 1,
-        ``bias_ih_l{k}``, ``bias_hh_l{k}`` (3H); with ``layer_norm``
-        ``layer_norm_{x,h}_{weight,bias}_l{k}`` (3H). Initialisation as ``LSTM``'s.
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call ("native", "fused", "fused-float32",
+            "triton" or "reference"); None before the first.
+        weight_ih_l{k} (Tensor): (3H, H_in) for k = 0, else (3H, D·H), rows r|z|n. The reverse
+            direction's parameters have the suffix ``_reverse``, as torch.nn's.
+        weight_hh_l{k} (Tensor): (3H, H), or (nh, 3d, d) with num_heads = nh > 1.
+        bias_ih_l{k} (Tensor): (3H), with ``bias``.
+        bias_hh_l{k} (Tensor): (3H), with ``bias``.
+        layer_norm_x_weight_l{k} (Tensor): With ``layer_norm``: ``layer_norm_{x,h}_{weight,bias}_l{k}``
+            (3H); gains start at 1, biases at 0.
+
+    Every weight and bias starts at U(−1/√H, 1/√H), as torch.nn's, unless ``init`` or
+    ``forget_bias`` say otherwise.
+
+    Raises:
+        ValueError: At construction: an option out of its range, an unknown ``engine`` or
+            ``init``, ``layer_norm`` with ``reset_after=False``, a ``num_heads`` that does not
+            divide ``hidden_size``. At a call: an input that is not 2-D or 3-D, or
+            ``engine="native"`` with a variant, ``reset_after=False`` or ``return_gates``.
+        TypeError: At construction: an option of another class (``peephole`` here), or an
+            argument of a type torch.nn refuses.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the module (torch.nn's checks and messages), or a forced engine that cannot run the
+            call.
 
     Engines:
         As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the
@@ -222,9 +314,14 @@ class GRU(RNNBase, nn.GRU):
                          chrono_max_len=chrono_max_len, num_heads=num_heads)
 
 
-class RNN(RNNBase, nn.RNN):
+class RNN(RNNBase, ScriptRNN, nn.RNN):
     """Drop-in ``torch.nn.RNN`` (a subclass of it): the Elman RNN, tanh or relu, the ungated
-    baseline. Equations in ``gatedrnn.equations.cells.rnn_cell``.
+    baseline.
+
+    For each step t, each layer computes from its input x = x_t and the state h = h_{t−1}
+    (``gatedrnn.equations.cells.rnn_cell``; m = 1, this class has no recurrent dropout)::
+
+        h' = φ(W_ih x + b_ih + W_hh (m ⊙ h) + b_hh),   φ = tanh (mode "rnn_tanh") or relu
 
     Args:
         input_size: H_in, the features of each input step.
@@ -251,14 +348,31 @@ class RNN(RNNBase, nn.RNN):
         output, h_n[, gates]
 
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
-          ``PackedSequence`` for a packed input.
-        - **h_n**: the final state, shaped as h_0.
+          ``PackedSequence`` for a packed input; bidirectional: ``output.view(L, N, 2, H)``
+          splits the directions (index 0 forward, 1 reverse), as ``LSTM``'s.
+        - **h_n**: the final state, shaped as h_0; ``h_n.view(num_layers, D, N, H)`` separates
+          layers and directions.
         - **gates** (with ``return_gates``): ``{}``.
 
-    Weights:
-        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (H, H_in for k = 0,
-        else D·H), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H), all
-        U(−1/√H, 1/√H) as torch.nn's.
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call ("native", "fused", "fused-float32" or
+            "reference"); None before the first.
+        weight_ih_l{k} (Tensor): (H, H_in) for k = 0, else (H, D·H). The reverse direction's parameters
+            have the suffix ``_reverse``, as torch.nn's.
+        weight_hh_l{k} (Tensor): (H, H).
+        bias_ih_l{k} (Tensor): (H), with ``bias``.
+        bias_hh_l{k} (Tensor): (H), with ``bias``. All start at U(−1/√H, 1/√H), as torch.nn's.
+
+    Raises:
+        ValueError: At construction: an unknown ``nonlinearity`` or ``engine``, an option out of
+            its range (torch.nn's checks and messages). At a call: an input that is not 2-D or
+            3-D, or ``engine="native"`` with ``return_gates``.
+        TypeError: At construction: an option of the gated classes (``layer_norm``, say), or an
+            argument of a type torch.nn refuses.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the module (torch.nn's checks and messages), or a forced engine that cannot run the
+            call.
 
     Engines:
         As ``LSTM``'s: torch's op where the table measured it fastest, the fused kernels on the

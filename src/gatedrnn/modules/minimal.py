@@ -17,8 +17,16 @@ from .declared import DeclaredRNN
 class MinGRU(DeclaredRNN):
     """minGRU (Feng et al. 2024) over a sequence, with torch.nn's shape of API.
 
-    Equations in ``gatedrnn.equations.cells.mingru_cell``: z = σ(W_z x + b_z), h̃ = g(W_h x + b_h),
-    h' = (1 − z) ⊙ h + z ⊙ h̃. A third of a GRU's parameters and no W_hh.
+    For each step t, each layer computes from its input x = x_t and the state h = h_{t−1}
+    (``gatedrnn.equations.cells.mingru_cell``)::
+
+        [a_z | a_h] = W_ih x + b_ih               (B, 2H)
+        z  = σ(a_z)                               update gate
+        h̃ = g(a_h)                               candidate (``positive``)
+        h' = (1 − z) ⊙ h + z ⊙ h̃
+
+    σ is the sigmoid, ⊙ the elementwise product and g(v) = v + ½ for v ≥ 0, σ(v) otherwise. The
+    gates see x alone, so there is no W_hh: a third of a GRU's parameters, and a scan in time.
 
     Args:
         input_size: H_in, the features of each input step.
@@ -47,14 +55,28 @@ class MinGRU(DeclaredRNN):
         output, h_n[, gates]
 
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
-          ``PackedSequence`` for a packed input.
-        - **h_n**: the final state, shaped as h_0.
+          ``PackedSequence`` for a packed input; bidirectional: ``output.view(L, N, 2, H)``
+          splits the directions (index 0 forward, 1 reverse).
+        - **h_n**: the final state, shaped as h_0; ``h_n.view(num_layers, D, N, H)`` separates
+          layers and directions.
         - **gates** (with ``return_gates``): keys "update", "candidate", each
           (D·num_layers, L, N, H); (D·num_layers, L, H) unbatched.
 
-    Weights:
-        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (2H, H_in for k = 0,
-        else D·H), rows [z | h̃], and ``bias_ih_l{k}`` (2H); all U(−1/√H, 1/√H).
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call ("fused", "scan", "triton" or
+            "reference"); None before the first.
+        weight_ih_l{k} (Tensor): (2H, H_in) for k = 0, else (2H, D·H), rows [z | h̃]; the reverse
+            direction's with the suffix ``_reverse``. U(−1/√H, 1/√H).
+        bias_ih_l{k} (Tensor): (2H), with ``bias``; U(−1/√H, 1/√H).
+
+    Raises:
+        ValueError: At construction: an argument out of its range or an engine the cell does not
+            have (torch.nn-style checks and messages). At a call: an input that is not 2-D or 3-D,
+            or of another dtype than the weights.
+        TypeError: At construction: an argument of the wrong type.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the module, or a forced engine that cannot run the call.
 
     Engines:
         ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors; on CUDA the Triton
@@ -87,8 +109,16 @@ class MinGRU(DeclaredRNN):
 class MinLSTM(DeclaredRNN):
     """minLSTM (Feng et al. 2024) over a sequence, with torch.nn's shape of API.
 
-    Equations in ``gatedrnn.equations.cells.minlstm_cell``: f, i = σ(W_f x + b_f), σ(W_i x + b_i),
-    normalised to f' = f / (f + i), i' = i / (f + i); h' = f' ⊙ h + i' ⊙ g(W_h x + b_h).
+    For each step t, each layer computes from its input x = x_t and the state h = h_{t−1}
+    (``gatedrnn.equations.cells.minlstm_cell``)::
+
+        [a_f | a_i | a_h] = W_ih x + b_ih         (B, 3H)
+        f = σ(a_f),  i = σ(a_i),  h̃ = g(a_h)     (g: ``positive``)
+        f' = f / (f + i),  i' = i / (f + i)
+        h' = f' ⊙ h + i' ⊙ h̃
+
+    σ is the sigmoid, ⊙ the elementwise product and g as ``MinGRU``'s; the normalised gates keep
+    h's scale independent of time.
 
     Args:
         input_size: H_in, the features of each input step.
@@ -114,14 +144,23 @@ class MinLSTM(DeclaredRNN):
         output, h_n[, gates]
 
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
-          ``PackedSequence`` for a packed input.
+          ``PackedSequence`` for a packed input; bidirectional: ``output.view(L, N, 2, H)``
+          splits the directions (index 0 forward, 1 reverse).
         - **h_n**: the final state, shaped as h_0.
         - **gates** (with ``return_gates``): keys "forget", "input" (the normalised f', i') and
           "candidate", each (D·num_layers, L, N, H); (D·num_layers, L, H) unbatched.
 
-    Weights:
-        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (3H, H_in for k = 0,
-        else D·H), rows [f | i | h̃], and ``bias_ih_l{k}`` (3H); all U(−1/√H, 1/√H).
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call; None before the first.
+        weight_ih_l{k} (Tensor): (3H, H_in) for k = 0, else (3H, D·H), rows [f | i | h̃]; the reverse
+            direction's with the suffix ``_reverse``. U(−1/√H, 1/√H).
+        bias_ih_l{k} (Tensor): (3H), with ``bias``; U(−1/√H, 1/√H).
+
+    Raises:
+        ValueError: As ``MinGRU``'s.
+        TypeError: As ``MinGRU``'s.
+        RuntimeError: As ``MinGRU``'s.
 
     Engines:
         As ``MinGRU``'s.

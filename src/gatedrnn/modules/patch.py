@@ -8,6 +8,11 @@ Third-party code (a forecasting library, a speech toolkit, a research repository
 - Calling the stand-in builds gatedrnn's class itself, ``defaults`` filled in for the options that
   class accepts: ``type(torch.nn.LSTM(3, 4)) is gatedrnn.LSTM``, so a module pickled while patched
   names ``gatedrnn.LSTM`` and unpickles with or without the patch.
+- Pickles: gatedrnn's nine module classes are admitted to ``torch.load``'s weights_only unpickler
+  when gatedrnn is imported (``SAFE_CLASSES``), so a model saved while patched loads wherever the
+  program lists torch's classes in ``torch.serialization.safe_globals``. The stand-in carries
+  torch's name (``torch.nn.modules.rnn.LSTM``), so a model torch.nn saved loads under the patch,
+  with weights_only or without, as gatedrnn's class (its options at their defaults).
 - ``isinstance(m, torch.nn.LSTM)`` asks torch's class: true for torch's modules and gatedrnn's
   alike, patched or not.
 - A class defined while patched (``class X(Mixin, nn.LSTM)``) derives from the stand-in, hence from
@@ -36,12 +41,15 @@ from typing import Any
 import torch.nn
 import torch.nn.modules
 import torch.nn.modules.rnn
+import torch.serialization
 
 from ..engines import dispatch
 from . import checks
 from .lstm_gru_rnn import GRU, LSTM, RNN
+from .minimal import MinGRU, MinLSTM
 from .recurrent import OPTIONS
 from .rnn_cells import GRUCell, LSTMCell, RNNCell
+from .slstm import SLSTM
 
 OURS: dict[str, type] = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN, "LSTMCell": LSTMCell,
                          "GRUCell": GRUCell, "RNNCell": RNNCell}
@@ -50,11 +58,31 @@ TORCH_CLASSES: dict[str, type] = {name: cls._TORCH for name, cls in OURS.items()
 _NAMESPACES = (torch.nn, torch.nn.modules, torch.nn.modules.rnn)
 _STACK: list[Patch] = []  # the patches in force, innermost last
 
+# torch.load's weights_only unpickler (torch >= 2.6's default) builds only the classes a program
+# lists in safe_globals, found by ``module.qualname``; a program lists torch's classes, and a model
+# saved while patched names gatedrnn's. So gatedrnn's own module classes are admitted here, and
+# nothing else: their pickled state holds only what the unpickler takes (tensors, parameters,
+# OrderedDicts, a set, str/int/float/bool/None; tests/test_pickling.py checks every option). Each
+# is added with its path, as a (class, path) pair, so that a program's own
+# ``with safe_globals([LSTM])`` block, which removes what it listed when it ends, does not take
+# gatedrnn's admission with it.
+SAFE_CLASSES: tuple[type, ...] = (LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell, MinGRU, MinLSTM,
+                                  SLSTM)
+torch.serialization.add_safe_globals([(cls, f"{cls.__module__}.{cls.__qualname__}")
+                                      for cls in SAFE_CLASSES])
+
 
 class _StandIn(ABCMeta):
-    """The stand-ins' metaclass: ``isinstance``/``issubclass`` against a stand-in ask torch's class
-    (a class derived from a stand-in answers as any class does). ABCMeta's subclass, so that a
-    class mixing an ``abc.ABC`` in (pytorch-forecasting's pattern) has no metaclass conflict."""
+    """The stand-ins' metaclass: calling a stand-in builds gatedrnn's class; ``isinstance``/
+    ``issubclass`` against a stand-in ask torch's class (a class derived from a stand-in answers
+    as any class does). ABCMeta's subclass, so that a class mixing an ``abc.ABC`` in
+    (pytorch-forecasting's pattern) has no metaclass conflict."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls.__dict__.get("_torch_class"):  # torch.nn.LSTM(...): gatedrnn's class itself
+            ours: Any = cls.__dict__["_ours"]
+            return ours(*args, **_with_defaults(ours, kwargs))
+        return super().__call__(*args, **kwargs)  # a subclass defined while patched
 
     def __instancecheck__(cls, obj: Any) -> bool:
         torch_cls = cls.__dict__.get("_torch_class")
@@ -76,15 +104,22 @@ def _stand_in(name: str) -> type:
     ours: Any = OURS[name]  # (a torch.nn subclass; Any: its __new__ and __init__ are called as such)
 
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
-        if cls.__dict__.get("_torch_class"):  # torch.nn.LSTM(...): gatedrnn's class itself
-            return ours(*args, **_with_defaults(ours, kwargs))
+        if cls.__dict__.get("_torch_class"):
+            # Reached only by unpickling (a call goes through _StandIn.__call__): a file naming
+            # torch.nn.modules.rnn.LSTM, loaded while patched, comes back as gatedrnn's class,
+            # whose options read their class defaults (recurrent.option_defaults).
+            return ours.__new__(ours)
         return ours.__new__(cls)  # a subclass defined while patched: built as any class
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         ours.__init__(self, *args, **_with_defaults(ours, kwargs))
 
+    # torch's module and name: a program lists ``torch.nn.LSTM`` in safe_globals to admit the
+    # GLOBAL ``torch.nn.modules.rnn.LSTM`` of a file torch.nn saved; while patched that name is
+    # this stand-in, which admits the same GLOBAL only if it carries the same path.
     namespace = {"__new__": __new__, "__init__": __init__, "__doc__": ours.__doc__,
-                 "__module__": __name__, "_torch_class": TORCH_CLASSES[name]}
+                 "__module__": TORCH_CLASSES[name].__module__, "__qualname__": name,
+                 "_torch_class": TORCH_CLASSES[name], "_ours": ours}
     return _StandIn(name, (ours,), namespace)
 
 

@@ -21,9 +21,10 @@ from torch.nn.utils.rnn import PackedSequence
 from ..engines import dispatch, one_step, stack
 from ..engines.triton import check as triton_check
 from ..equations.cells import GATES, CellOptions
-from ..equations.kinds import CELLS
+from ..equations.kinds import CELLS, INT8_ENGINES
 from . import checks, init
 from .base import SequenceModule
+from .scripting import VARIANTS, untorched
 
 _MODE = one_step.MODE
 
@@ -34,9 +35,6 @@ OPTIONS: dict[str, Any] = {
     "forget_bias": None, "init": "torch", "chrono_max_len": None, "num_heads": 1,
 }
 _OWNER = {"reset_after": "GRU", "peephole": "LSTM", "zoneout_cell": "LSTM"}
-# The options torch has no op for; forget_bias and init only change initial values.
-VARIANTS = ("layer_norm", "peephole", "recurrent_dropout", "zoneout", "zoneout_cell",
-            "weight_drop")
 
 
 def engines_of(torch_name: str) -> tuple[str, ...]:
@@ -46,7 +44,9 @@ def engines_of(torch_name: str) -> tuple[str, ...]:
     cell = torch_name.endswith("Cell")
     torch_name = torch_name.removesuffix("Cell")
     mode = "rnn_tanh" if torch_name == "RNN" else torch_name.lower()
-    declared = [e for e in CELLS[mode].engines if not (cell and e == "triton")]
+    # The int8 engines run quantized modules only (``gatedrnn.modules.quantized``).
+    declared = [e for e in CELLS[mode].engines
+                if not (cell and e == "triton") and e not in INT8_ENGINES]
     return ("auto", *declared, "native")
 
 
@@ -64,28 +64,37 @@ def take_options(obj: Any, kwargs: dict[str, Any], accepted: tuple[str, ...], gr
     obj.__dict__["_gated_ready"] = False  # torch's constructor calls reset_parameters: skip that
 
 
+def option_defaults(cls: type) -> None:
+    """Every option and ``last_engine`` at its default as a class attribute of ``cls``, read where
+    an instance has none: a module torch.nn pickled, loaded as gatedrnn's class under
+    ``gatedrnn.patch_torch()``, or one pickled before an option existed. (So torch's own
+    ``__setstate__`` stays the one that runs.)"""
+    for key, value in {**OPTIONS, "last_engine": None}.items():
+        setattr(cls, key, value)
+
+
 def refuse_native(obj: Any, return_gates: bool = False) -> None:
     """engine='native' with an option torch's ops cannot compute: say which, and who can."""
-    on = [f"{k}={getattr(obj, k)!r}" for k in VARIANTS if getattr(obj, k)]
-    if getattr(obj, "num_heads", 1) > 1:
-        on.append(f"num_heads={obj.num_heads}")
-    if not obj.reset_after:
-        on.append("reset_after=False")
-    if return_gates:
-        on.append("return_gates=True")
+    on = untorched(obj, return_gates)
     if on:
         raise ValueError(f"{type(obj).__name__}: engine='native' runs torch's own ops, which have "
                          f"nothing for {', '.join(on)}; use engine='auto', 'fused' or 'reference'")
 
 
-def explicit_engine(engine: str, x: Tensor) -> str:
+def explicit_engine(engine: str, x: Tensor, checked: bool = True) -> str:
     """engine='fused' on a device/dtype it cannot run: a clear error; half precision runs in
-    float32 through it. engine='triton' off CUDA (without Triton's interpreter): a clear error."""
+    float32 through it. engine='triton' off CUDA (without Triton's interpreter): a clear error.
+
+    ``checked=False`` before torch.nn's argument checks have run: a device the fused engine cannot
+    run on then gives "reference", and the caller asks again with the checked input, so that
+    torch.nn's own exception (a 4-D input's ValueError, say) comes before the device's."""
     if engine == "triton":
         triton_check(x)
         return engine
     if engine != "fused" or dispatch.dtype_key(x.dtype) == "other":
         return "reference" if engine == "fused" else engine  # (torch.nn's dtype error follows)
+    if x.device.type != "cpu" and not checked:
+        return "reference"
     if x.device.type != "cpu":
         raise RuntimeError(f"engine='fused' runs on CPU floating tensors only, got {x.dtype} on "
                            f"{x.device}; use engine='auto', 'native' or 'reference'")
@@ -115,7 +124,9 @@ class RNNBase(_TorchRNNBase):
     _ACCEPTS: tuple[str, ...] = tuple(OPTIONS)
     _FAST_PATHS = True
     _EAGER_UNDER_DYNAMO = True
-    num_heads: int = 1  # (a class default too: modules pickled before the option have none)
+    # (a class default too: modules pickled before the option have none). Not annotated: TorchScript
+    # reads the class annotations as the attributes' types, and a string is none to it.
+    num_heads = 1
     if TYPE_CHECKING:  # set by take_options (OPTIONS) and by torch's constructors
         engine: str
         reset_after: bool
@@ -154,8 +165,9 @@ class RNNBase(_TorchRNNBase):
         take_options(self, kwargs, self._ACCEPTS, gru=self._TORCH.__name__ == "GRU")
         super().__init__(*args, **kwargs)  # torch's checks, parameters, flat weights
         # After torch's constructor, so that torch's own exception wins where it refuses an
-        # argument; then what torch takes by truthiness (bidirectional="no", num_layers=True).
-        checks.check_module(self)
+        # argument; then what its op would refuse at the first call (bidirectional="no",
+        # num_layers=True), and the sizes torch took (LSTM(3, True)) stored as plain ints.
+        checks.normalise_module(self)
         self._register_heads()
         self._register_variants()
         self.__dict__["_gated_ready"] = True
@@ -206,7 +218,7 @@ class RNNBase(_TorchRNNBase):
 
     def reset_parameters(self) -> None:
         """torch.nn's default init, then the variant parameters, then ``init``/``forget_bias``."""
-        if not self.__dict__.get("_gated_ready"):
+        if not self.__dict__.get("_gated_ready", True):  # (unpickled: ready)
             return  # called from torch's constructor, before the variants exist: draw once, later
         H = self.hidden_size
         init.default_uniform_(cast("list[Tensor]", self._flat_weights), H)  # all set by now
@@ -244,6 +256,9 @@ class RNNBase(_TorchRNNBase):
         return (self.reset_after and self.num_heads == 1
                 and not any(getattr(self, k) for k in VARIANTS))
 
+    def _untorched(self, return_gates: bool) -> list[str]:
+        return untorched(self, return_gates)
+
     def _engine(self, input: Any, return_gates: bool) -> str:
         """The engine for this call (see ``gatedrnn.engines.dispatch``)."""
         if self.engine == "native":
@@ -255,28 +270,35 @@ class RNNBase(_TorchRNNBase):
         if torch._C._get_tracing_state() is not None:
             return "reference"  # a TorchScript trace records torch ops; numba's are opaque to it
         if self.engine != "auto":
-            return explicit_engine(self.engine, data)
+            return explicit_engine(self.engine, data, checked=False)
         torch_op = self._torch_op() and not return_gates
         packed = isinstance(input, PackedSequence)
         B = (int(input.batch_sizes[0]) if packed else data.shape[0 if self.batch_first else 1]
              if data.dim() == 3 else 1)
         training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
         kind = "RNN" if self.mode.startswith("RNN") else self.mode
+        T = (len(input.batch_sizes) if packed else data.shape[1 if self.batch_first else 0]
+             if data.dim() == 3 else data.shape[0] if data.dim() else 1)
         engine = dispatch.choose(data.device.type, kind, dispatch.dtype_key(data.dtype),
                                  torch_op=torch_op, simple=not (packed or self.proj_size),
                                  training=training, batch=B, proj=bool(self.proj_size),
-                                 triton=stack.triton_ready(self.mode.lower(), data))
+                                 triton=stack.triton_ready(self.mode.lower(), data),
+                                 work=T * B * self.hidden_size)  # (a plan's borders need it)
         if engine.startswith("fused") and (B == 0 or not stack.fused_available()):
             engine = "native" if torch_op else "reference"
         return engine
 
     def _native(self, input: Any, hx: Any) -> Any:
         if self.mode == "LSTM" and hx is not None and isinstance(input, PackedSequence):
-            checks.packed_lstm_state(self, input.data, input.batch_sizes, hx)
+            checks.packed_lstm_state(self, input.data, input.batch_sizes, hx,
+                                     input.sorted_indices)
         return self._TORCH.forward(self, input, hx)
 
     def _call_args(self, input: Any, hx: Any) -> checks.ModuleArgs:
-        return checks.module_args(self, input, hx)
+        args = checks.module_args(self, input, hx)
+        if self.engine == "fused":  # torch.nn's checks passed: now the fused engine's device
+            explicit_engine(self.engine, args.x)
+        return args
 
     # --- description ------------------------------------------------------------------------
 
@@ -312,3 +334,4 @@ class RNNBase(_TorchRNNBase):
         return s
 
 
+option_defaults(RNNBase)

@@ -1,18 +1,12 @@
 """Drop-in ``LSTMCell``, ``GRUCell`` and ``RNNCell``: torch.nn's cell classes, gatedrnn's engines.
 
-``gatedrnn.LSTMCell`` is a ``torch.nn.LSTMCell`` (GRUCell and RNNCell likewise): torch.nn's
-constructor arguments in torch.nn's order, then gatedrnn's keyword-only options. One call is one
-step of ``gatedrnn.equations.cells``. Shapes: input (N, H_in) or (H_in,) unbatched; h (N, H) and,
-for the LSTM, c (N, H). A plain step runs the numba step kernels ("fused"): without autograd
-``engines.one_step``, under autograd ``engines.step_grad`` (one autograd node with a hand-derived
-backward); a variant runs the reference step. Each class's docstring says more;
-``cell.last_engine`` names what ran.
+Each is a subclass of torch.nn's (torch.nn's arguments, then gatedrnn's keyword-only options); one
+call is one step of ``gatedrnn.equations.cells``: without autograd ``engines.one_step``, under
+autograd ``engines.step_grad`` (one node, hand-derived backward), a variant the reference step.
 
 Example:
     >>> import torch, gatedrnn
     >>> cell = gatedrnn.GRUCell(4, 8)
-    >>> isinstance(cell, torch.nn.GRUCell)
-    True
     >>> h = torch.zeros(2, 8)
     >>> for x in torch.randn(3, 2, 4):
     ...     h = cell(x, h)
@@ -27,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..engines import dispatch, one_step, stack, step_grad
+from ..engines import dispatch, native_path, one_step, stack, step_grad
 from ..equations.cells import STEPS, CellOptions
 from . import checks, init
 from .base import record_engine
-from .recurrent import OPTIONS, explicit_engine, refuse_native, take_options
+from .recurrent import OPTIONS, explicit_engine, option_defaults, refuse_native, take_options
+from .scripting import ScriptGRUCell, ScriptLSTMCell, ScriptRNNCell
 
 # (num_heads splits the recurrence of a whole module; a cell is torch.nn's dense step)
 _CELL_OPTIONS = tuple(k for k in OPTIONS if k not in ("recurrent_dropout", "weight_drop",
@@ -73,8 +68,9 @@ class RNNCellBase(_TorchRNNCellBase):
     def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
         take_options(self, kwargs, self._ACCEPTS, gru=self._KIND == "gru")
         super().__init__(input_size, hidden_size, *args, **kwargs)  # torch's checks first
-        # torch.nn's cells store hidden_size=True and run it on some engines only: refuse it here.
-        checks.check_sizes(type(self).__name__, input_size=input_size, hidden_size=hidden_size)
+        # torch.nn's cells take any integer-like size (a 0-dim tensor, a numpy integer, a bool)
+        # and bias=1, and run them: stored as the plain int and bool torch.nn reads them as.
+        checks.normalise_cell(self)
         kw: dict[str, Any] = {"device": self.weight_ih.device, "dtype": self.weight_ih.dtype}
         G, H = self._GATES, self.hidden_size
         # Variant parameters after torch.nn's, so the default init draws torch.nn's numbers.
@@ -109,7 +105,7 @@ class RNNCellBase(_TorchRNNCellBase):
 
     def reset_parameters(self) -> None:
         """torch.nn's default U(−1/√H, 1/√H), then the variants' and ``init``/``forget_bias``."""
-        if not self.__dict__.get("_gated_ready"):
+        if not self.__dict__.get("_gated_ready", True):  # (unpickled: ready)
             return  # torch's constructor: draw once, after the variant parameters exist
         H = self.hidden_size
         biases: list[Tensor] = [self.bias_ih, self.bias_hh] if self.bias_ih is not None else []
@@ -120,18 +116,21 @@ class RNNCellBase(_TorchRNNCellBase):
                            self.forget_bias, self.chrono_max_len)
 
     def _engine(self, input: Any) -> str:
+        if torch.jit.is_tracing():  # one step: torch's op where it has one, the equations' else
+            return "native" if self._torch_op() else "reference"
         if self.engine == "native":
             refuse_native(self)
             return "native"
         if not isinstance(input, Tensor) or self.engine == "reference":
             return "reference"
         if self.engine != "auto":
-            return explicit_engine(self.engine, input)
+            return explicit_engine(self.engine, input, checked=False)
         torch_op = self._torch_op()
         training = torch.is_grad_enabled() and (self.weight_ih.requires_grad or input.requires_grad)
+        batch = input.shape[0] if input.dim() == 2 else 1
         engine = dispatch.choose(input.device.type, self._TORCH.__name__, dispatch.dtype_key(input.dtype),
-                                 torch_op=torch_op, simple=True, training=training,
-                                 batch=input.shape[0] if input.dim() == 2 else 1)
+                                 torch_op=torch_op, simple=True, training=training, batch=batch,
+                                 work=batch * self.hidden_size)  # a cell's T·N·H: one step
         if engine.startswith("fused") and not stack.fused_available():
             engine = "native" if torch_op else "reference"
         return engine
@@ -163,6 +162,8 @@ class RNNCellBase(_TorchRNNCellBase):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
+        if self.engine == "auto" and (new := native_path.cell_call(self, input, hx)) is not None:
+            return new  # a step auto gives torch's op: straight to it (engines.native_path)
         engine = None
         if self.engine == "auto" or self.engine == "fused":
             if torch.is_grad_enabled() and (self.weight_ih.requires_grad or (
@@ -187,6 +188,8 @@ class RNNCellBase(_TorchRNNCellBase):
         lstm = self._KIND == "lstm"
         x, parts, unbatched = checks.cell_args(self, input, hx, lstm, self._TORCH.__name__)
         self.cell_mode  # noqa: B018 - torch.nn checks the nonlinearity here
+        if self.engine == "fused":  # torch.nn's checks passed: now the fused engine's device
+            explicit_engine(self.engine, x)
         if lstm and parts[1].dtype != x.dtype:  # torch promotes; its op computes what it means
             if not self._torch_op():
                 raise RuntimeError(f"c dtype ({parts[1].dtype}) does not match input dtype "
@@ -219,8 +222,14 @@ class RNNCellBase(_TorchRNNCellBase):
         return s
 
 
-class LSTMCell(RNNCellBase, nn.LSTMCell):
+option_defaults(RNNCellBase)
+
+
+class LSTMCell(ScriptLSTMCell, RNNCellBase, nn.LSTMCell):
     """Drop-in ``torch.nn.LSTMCell`` (a subclass of it): one step of ``gatedrnn.equations.cells.lstm_cell``.
+
+    Equations: ``gatedrnn.equations.cells.lstm_cell`` (gates i|f|g|o, torch.nn's order), with
+    m = 1: a cell has no recurrent dropout. Without options they are torch.nn.LSTMCell's.
 
     Args:
         input_size: The number of features H_in of the input x.
@@ -248,18 +257,28 @@ class LSTMCell(RNNCellBase, nn.LSTMCell):
         - **(h_1, c_1)**, each (N, H) or (H,) unbatched: the next state.
 
     Attributes:
-        weight_ih: (4H, H_in), rows i | f | g | o.
-        weight_hh: (4H, H), rows i | f | g | o.
-        bias_ih: (4H,).
-        bias_hh: (4H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
-        layer_norm_x_weight: With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (4H,) and
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        weight_ih (Tensor): (4H, H_in), rows i | f | g | o.
+        weight_hh (Tensor): (4H, H), rows i | f | g | o.
+        bias_ih (Tensor): (4H,).
+        bias_hh (Tensor): (4H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        layer_norm_x_weight (Tensor): With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (4H,) and
             ``layer_norm_c_{weight,bias}`` (H,), starting at ones and zeros.
-        weight_peephole: With peephole: (3, H), rows i, f, o, starting at U(−1/√H, 1/√H).
-        last_engine: The engine of the last call ("native", "fused", "fused-float32" or
+        weight_peephole (Tensor): With peephole: (3, H), rows i, f, o, starting at U(−1/√H, 1/√H).
+        last_engine (str | None): The engine of the last call ("native", "fused", "fused-float32" or
             "reference"); None before the first.
 
     Recurrent dropout and weight drop draw one mask per sequence or forward pass, which a single
     step cannot know: use ``gatedrnn.LSTM`` for them.
+
+    Raises:
+        ValueError: At construction: an option out of its range, an unknown ``engine`` or
+            ``init``. At a call: an input that is not 1-D or 2-D (as torch.nn), or
+            ``engine="native"`` with a variant (torch has no op for it).
+        TypeError: At construction: an option of another class (``reset_after`` here), or an
+            argument of a type torch.nn refuses.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the cell (torch.nn's checks and messages), or a forced engine that cannot run it.
 
     Note: Engines
         ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
@@ -298,8 +317,11 @@ class LSTMCell(RNNCellBase, nn.LSTMCell):
                          chrono_max_len=chrono_max_len, **kwargs)
 
 
-class GRUCell(RNNCellBase, nn.GRUCell):
+class GRUCell(ScriptGRUCell, RNNCellBase, nn.GRUCell):
     """Drop-in ``torch.nn.GRUCell`` (a subclass of it): one step of ``gatedrnn.equations.cells.gru_cell``.
+
+    Equations: ``gatedrnn.equations.cells.gru_cell`` (gates r|z|n, torch.nn's order), with
+    m = 1: a cell has no recurrent dropout. Without options they are torch.nn.GRUCell's.
 
     Args:
         input_size: The number of features H_in of the input x.
@@ -326,29 +348,23 @@ class GRUCell(RNNCellBase, nn.GRUCell):
         - **h_1** (N, H) or (H,) unbatched: the next state.
 
     Attributes:
-        weight_ih: (3H, H_in), rows r | z | n.
-        weight_hh: (3H, H), rows r | z | n.
-        bias_ih: (3H,).
-        bias_hh: (3H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
-        layer_norm_x_weight: With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (3H,),
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        weight_ih (Tensor): (3H, H_in), rows r | z | n.
+        weight_hh (Tensor): (3H, H), rows r | z | n.
+        bias_ih (Tensor): (3H,).
+        bias_hh (Tensor): (3H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        layer_norm_x_weight (Tensor): With layer_norm: ``layer_norm_{x,h}_{weight,bias}`` (3H,),
             starting at ones and zeros.
-        last_engine: The engine of the last call ("native", "fused", "fused-float32" or
+        last_engine (str | None): The engine of the last call ("native", "fused", "fused-float32" or
             "reference"); None before the first.
 
+    Raises:
+        ValueError: As ``LSTMCell``'s; also ``layer_norm`` with ``reset_after=False``.
+        TypeError: As ``LSTMCell``'s (``peephole`` here, say).
+        RuntimeError: As ``LSTMCell``'s.
+
     Note: Engines
-        ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
-        without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
-        one autograd node with a hand-derived backward (``"fused"``, ``engines.step_grad``) for
-        LSTMCell and GRUCell and torch's own cell op (``"native"``) for RNNCell, whose op is
-        already small; a variant runs the reference step (torch has no op for it); off the CPU,
-        torch's op. ``"fused"`` always takes the step kernels where it can (plain tensors, with
-        or without autograd); bfloat16/float16 compute in float32
-        (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
-        forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
-        Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
-        the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
-        compile on the first call (seconds) and are cached on disk (numba's ``cache=True``), so
-        later processes start fast.
+        As ``LSTMCell``'s (under autograd, RNNCell runs torch's own cell op, already small).
 
     Example:
         >>> import torch, gatedrnn
@@ -371,8 +387,10 @@ class GRUCell(RNNCellBase, nn.GRUCell):
                          **kwargs)
 
 
-class RNNCell(RNNCellBase, nn.RNNCell):
-    """Drop-in ``torch.nn.RNNCell`` (a subclass of it), Elman's step: h' = φ(W_ih x + b_ih + W_hh h + b_hh).
+class RNNCell(ScriptRNNCell, RNNCellBase, nn.RNNCell):
+    """Drop-in ``torch.nn.RNNCell`` (a subclass of it), Elman's step (``gatedrnn.equations.cells.rnn_cell``).
+
+    Equations: ``gatedrnn.equations.cells.rnn_cell``, with m = 1: a cell has no recurrent dropout.
 
     Args:
         input_size: The number of features H_in of the input x.
@@ -393,27 +411,21 @@ class RNNCell(RNNCellBase, nn.RNNCell):
         - **h_1** (N, H) or (H,) unbatched: the next state.
 
     Attributes:
-        weight_ih: (H, H_in).
-        weight_hh: (H, H).
-        bias_ih: (H,).
-        bias_hh: (H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
-        last_engine: The engine of the last call ("native", "fused" or "reference"); None before
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        weight_ih (Tensor): (H, H_in).
+        weight_hh (Tensor): (H, H).
+        bias_ih (Tensor): (H,).
+        bias_hh (Tensor): (H,). All four start at U(−1/√H, 1/√H), as torch.nn's.
+        last_engine (str | None): The engine of the last call ("native", "fused" or "reference"); None before
             the first.
 
+    Raises:
+        ValueError: As ``LSTMCell``'s, and an unknown ``nonlinearity``.
+        TypeError: As ``LSTMCell``'s (``layer_norm`` here, say).
+        RuntimeError: As ``LSTMCell``'s.
+
     Note: Engines
-        ``engine="auto"`` (default) picks per call: on the CPU in float32/float64, a call
-        without autograd runs the numba step kernel (``"fused"``); a call autograd records runs
-        one autograd node with a hand-derived backward (``"fused"``, ``engines.step_grad``) for
-        LSTMCell and GRUCell and torch's own cell op (``"native"``) for RNNCell, whose op is
-        already small; a variant runs the reference step (torch has no op for it); off the CPU,
-        torch's op. ``"fused"`` always takes the step kernels where it can (plain tensors, with
-        or without autograd); bfloat16/float16 compute in float32
-        (``last_engine == "fused-float32"``). ``"native"`` is torch.nn's own
-        forward, bit for bit; ``"reference"`` the eager step of ``gatedrnn.equations.cells``.
-        Engines agree to 1e-5 in float32 (1e-10 in float64), not bit for bit; each engine gives
-        the same bits on every call and at any ``torch.set_num_threads``. The numba kernels
-        compile on the first call (seconds) and are cached on disk (numba's ``cache=True``), so
-        later processes start fast.
+        As ``LSTMCell``'s (under autograd, RNNCell runs torch's own cell op, already small).
 
     Example:
         >>> import torch, gatedrnn

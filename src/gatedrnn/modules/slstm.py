@@ -17,7 +17,19 @@ class SLSTM(DeclaredRNN):
     """sLSTM (Beck et al. 2024, xLSTM) over a sequence: exponential input gate, a normaliser n
     and a stabiliser m beside the cell c.
 
-    Equations in ``gatedrnn.equations.cells.slstm_cell``.
+    For each step t, each layer computes from its input x = x_t and the state (h, c, n, m) of
+    step t − 1 (``gatedrnn.equations.cells.slstm_cell``)::
+
+        [ĩ | f̃ | z̃ | õ] = W_ih x + b_ih + R h + b_hh   (B, 4H); R h by ``headwise_product``
+        m' = max(log σ(f̃) + m, ĩ)                       stabiliser
+        i  = exp(ĩ − m')                                 input gate (stabilised)
+        f  = exp(log σ(f̃) + m − m')                     forget gate (stabilised)
+        c' = f ⊙ c + i ⊙ tanh(z̃)                        cell
+        n' = f ⊙ n + i                                   normaliser
+        h' = σ(õ) ⊙ c' / n'
+
+    R is ``weight_hh``, dense or head-wise. m cancels from h' (c' and n' share the factor
+    exp(−m')), so it only keeps exp from overflowing.
 
     Args:
         input_size: H_in, the features of each input step.
@@ -47,16 +59,30 @@ class SLSTM(DeclaredRNN):
         output, (h_n, c_n, n_n, m_n)[, gates]
 
         - **output**: (L, N, D·H), (N, L, D·H) with ``batch_first``, (L, D·H) unbatched, or a
-          ``PackedSequence`` for a packed input.
+          ``PackedSequence`` for a packed input; bidirectional: ``output.view(L, N, 2, H)``
+          splits the directions (index 0 forward, 1 reverse).
         - **h_n**, **c_n**, **n_n**, **m_n**: the final state, shaped as hx's parts.
         - **gates** (with ``return_gates``): keys "input", "forget", "candidate", "output",
           "cell", "normalizer", "stabilizer", each (D·num_layers, L, N, H);
           (D·num_layers, L, H) unbatched.
 
-    Weights:
-        Per layer k and direction (suffix ``_reverse``): ``weight_ih_l{k}`` (4H, H_in for k = 0,
-        else D·H), rows [i | f | z | o], ``weight_hh_l{k}`` (4H, H), or (nh, 4d, d) with
-        num_heads = nh > 1, ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H); all U(−1/√H, 1/√H).
+    Attributes:
+        engine (str): The engine setting, as the argument; a plain attribute, change it at any time.
+        last_engine (str | None): The engine that ran the last call ("fused", "triton" or "reference"); None
+            before the first.
+        weight_ih_l{k} (Tensor): (4H, H_in) for k = 0, else (4H, D·H), rows [i | f | z | o]; the reverse
+            direction's with the suffix ``_reverse``.
+        weight_hh_l{k} (Tensor): (4H, H), or (nh, 4d, d) with num_heads = nh > 1.
+        bias_ih_l{k} (Tensor): (4H), with ``bias``.
+        bias_hh_l{k} (Tensor): (4H), with ``bias``. All start at U(−1/√H, 1/√H).
+
+    Raises:
+        ValueError: At construction: an argument out of its range, an engine the cell does not
+            have, a ``num_heads`` that does not divide ``hidden_size``. At a call: an input that
+            is not 2-D or 3-D.
+        TypeError: At construction: an argument of the wrong type.
+        RuntimeError: At a call: an input or a state whose size, batch or device does not match
+            the module, or a forced engine that cannot run the call.
 
     Engines:
         ``engine="auto"`` runs the fused kernels on CPU float32/float64 tensors, the Triton kernels

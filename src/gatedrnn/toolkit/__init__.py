@@ -8,6 +8,7 @@ Built on the public modules (``gatedrnn.LSTM/GRU/RNN``); the core never imports 
     networks.py    a batch-first gatedrnn network from a cell name
     model.py       (embedding) -> LSTM/GRU/RNN -> linear head
     blocks.py      residual blocks of any cell, as the minGRU and xLSTM papers stack them
+    defaults.py    the per-task training defaults, one table for the CLI, compare and train()
     train.py       Adam, clipping, JSONL log, checkpoints, exact resume, DDP
     checkpoint.py  safetensors + JSON checkpoints, written atomically, loaded without pickle
     analysis.py    ‖∂L/∂h_t‖ over time, and the gates from ``return_gates=True``

@@ -13,6 +13,10 @@ checkpoint or the new one, never a mix; the checksums catch either file damaged 
 never runs code: ``json`` and ``safetensors`` only parse data, with bounds on size and nesting,
 and every field is checked before use. Every failure is a ``CheckpointError`` naming the file.
 
+A run folder is never written over unasked: ``check_run_folder`` refuses one that holds the files
+of a run (``RUN_FILES``) unless the run is resumed or overwritten, and ``clear_run_folder`` deletes
+exactly those files before an overwrite, so nothing of the old run outlives it.
+
 Example:
     >>> import tempfile, torch
     >>> model = torch.nn.Linear(2, 1); opt = torch.optim.Adam(model.parameters())
@@ -38,8 +42,10 @@ import torch
 from torch import Tensor
 
 from ..interop.io import CheckpointError, load_tensors, parse_json, save_tensors, write_atomic
+from .networks import CELLS
 
-__all__ = ["CheckpointError", "Checkpoint", "atomic_write_json", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "Checkpoint", "atomic_write_json", "check_run_folder", "clear_run_folder",
+           "load_checkpoint", "run_files", "save_checkpoint", "unused_folder"]
 
 FORMAT, VERSION = "gatedrnn-checkpoint", 2
 META_FILE = "checkpoint.json"
@@ -182,6 +188,77 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
         if old.name != weights:
             old.unlink(missing_ok=True)
     return folder / META_FILE
+
+
+# Every file a run writes into its folder (train's log, checkpoint and weights; compare's analysis;
+# the figures plots.py draws) and the tables a compare report adds beside its cells' folders.
+# Overwriting deletes exactly these (and the temporary files of their atomic writes), so a folder
+# named by mistake (--out ~) loses nothing else.
+RUN_FILES = ("metrics.jsonl", META_FILE, "weights-*.safetensors", "analysis.safetensors",
+             "learning_curves.png", "gradient_norms.png", "gates_*.png")
+REPORT_FILES = (*RUN_FILES, "results.md", "results.csv")
+
+
+def run_files(folder: str | os.PathLike, report: bool = False) -> list[Path]:
+    """The files of a run in ``folder`` (``RUN_FILES``, and temporary files of killed writes);
+    with ``report``, those of a compare report: ``REPORT_FILES``, and the runs in the sub-folders
+    named by cells."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = {p for pattern in (REPORT_FILES if report else RUN_FILES)
+             for glob in (pattern, f".{pattern}.w*.tmp") for p in folder.glob(glob) if not p.is_dir()}
+    if report:
+        for cell in CELLS:
+            found.update(run_files(folder / cell))
+    return sorted(found)
+
+
+def check_run_folder(folder: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                     report: bool = False, cli: bool = False) -> None:
+    """Refuse to write a run (``report``: a compare report) into ``folder`` when it holds one
+    (``run_files``), unless resuming it or overwriting it: a ``FileExistsError`` whose message
+    names the ways out, spelt as the command line's flags (``cli``) or as Python's arguments."""
+    flags = ("--resume", "--overwrite", "another --out") if cli else ("resume=True", "overwrite=True",
+                                                                      "another out")
+    if report:  # a report is never continued
+        flags = ("", *flags[1:])
+    if resume and overwrite:
+        raise ValueError(f"{flags[0]} continues the run in {folder} and {flags[1]} replaces it: "
+                         "give one of them")
+    found = run_files(folder, report)
+    if not found or resume or overwrite:
+        return
+    shown = [str(p.relative_to(folder)) for p in found]
+    names = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
+    ways = ([f"to continue it, pass {flags[0]}"] if flags[0] else []) + [
+        f"to replace it, pass {flags[1]} (its files are deleted first)", f"or choose {flags[2]}"]
+    raise FileExistsError(f"{folder} already holds {'a report' if report else 'a run'} ({names}); "
+                          + "; ".join(ways))
+
+
+def clear_run_folder(folder: str | os.PathLike, report: bool = False) -> None:
+    """Delete the files of the run (``report``: the compare report) in ``folder``, and the cells'
+    sub-folders that this leaves empty; any other file stays."""
+    folder = Path(folder)
+    for path in run_files(folder, report):
+        path.unlink(missing_ok=True)
+    if report:
+        for cell in CELLS:
+            sub = folder / cell
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
+
+
+def unused_folder(folder: str | os.PathLike, report: bool = False) -> Path:
+    """``folder`` if it holds no run (``report``: no report), else the first of ``folder-2``,
+    ``folder-3``, ... that holds none."""
+    base, n = Path(folder), 1
+    path = base
+    while run_files(path, report):
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 @dataclass

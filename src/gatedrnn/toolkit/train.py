@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,18 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..engines import dispatch
 from ..interop.io import check_fit, parse_json
 from .blocks import BlockStack
-from .checkpoint import META_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    META_FILE,
+    CheckpointError,
+    check_run_folder,
+    clear_run_folder,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .defaults import resolve
 from .model import SequenceModel, build_model, check_model_config, count_parameters
 from .tasks import Batch, Task, get_task
 
@@ -59,27 +68,50 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainConfig:
     """Everything that defines a run. ``options`` are the recurrent module's keyword arguments
-    (variants such as layer_norm or forget_bias, engine, bidirectional, dropout)."""
+    (variants such as layer_norm or forget_bias, engine, bidirectional, dropout).
+
+    The per-task settings (``task_args``, ``hidden``, ``steps``, ``lr``, ``batch``,
+    ``decay_steps``, ``eval_every``, ``options``) left None are filled in when the configuration
+    is made, from the table ``gatedrnn train`` uses (``gatedrnn.toolkit.defaults.resolve``): so
+    ``TrainConfig(task="copy", cell="gru")`` holds, and trains, what ``gatedrnn train --task copy
+    --cell gru`` does (hidden 256, lr 5e-3, ...). A value given is kept as it is: ``options={}``
+    means no module options (not even the LSTM's chrono init on adding), ``task_args`` the task's
+    constructor arguments. ``dataclasses.replace`` keeps the filled-in values; for another task's
+    or cell's defaults, make a new TrainConfig.
+
+    ``out`` must not hold a run (``FileExistsError``) unless ``resume`` continues it or
+    ``overwrite`` replaces it (its files are deleted first).
+    """
 
     task: str = "adding"
-    task_args: dict[str, Any] = field(default_factory=dict)
+    task_args: dict[str, Any] | None = None
     cell: str = "gru"
-    hidden: int = 64
+    hidden: int | None = None
     layers: int = 1
     block: str | None = None  # None: the bare cell; "plain" or "conv": a BlockStack (blocks.py)
     select: bool = False  # also score the validation set at each evaluation (TrainResult.selected)
-    decay_steps: int = 0  # the learning rate falls linearly to 0 over the last decay_steps steps
-    steps: int = 1000
-    lr: float = 1e-3
-    batch: int = 64
+    decay_steps: int | None = None  # the learning rate falls linearly to 0 over the last decay_steps steps
+    steps: int | None = None
+    lr: float | None = None
+    batch: int | None = None
     seed: int = 0
     clip: float = 1.0
-    eval_every: int = 100
-    options: dict[str, Any] = field(default_factory=dict)
+    eval_every: int | None = None
+    options: dict[str, Any] | None = None
     out: str | None = None
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     device: str = "cpu"
+    # The frozen engine="auto" table the run pins (gatedrnn.engines.dispatch.TABLES), so that its
+    # numbers do not move when the shipped rules do; None: the shipped rules and any tuned plan.
+    dispatch: str | None = "2026-11"
+
+    def __post_init__(self) -> None:
+        keys = ("task_args", "hidden", "steps", "lr", "batch", "decay_steps", "eval_every", "options")
+        given = {k: getattr(self, k) for k in keys}
+        for key, value in resolve(self.task, self.cell, self.block, **given).items():
+            setattr(self, key, value)
 
 
 @dataclass
@@ -200,7 +232,7 @@ def check_run_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
          and (task["solved_below"] is None or isinstance(task["solved_below"], (int, float)))
          and (task["vocab"] is None or isinstance(task["vocab"], str)), "the task record is malformed")
     # These fields arrived later: checkpoints written before them still resume.
-    later = {"block", "select", "decay_steps"}
+    later = {"block", "select", "decay_steps", "overwrite", "dispatch"}
     need(set(meta["train"]) | later == {f.name for f in dataclasses.fields(TrainConfig)},
          f"the training settings have the keys {sorted(meta['train'])}")
     seconds = meta["seconds"]
@@ -246,6 +278,7 @@ def _resume(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, opt
 def _check_memory(task: Task, cfg: TrainConfig) -> None:
     """Refuse, before allocating anything, a run that cannot fit in this machine's memory: the
     weights, gradients and Adam's two moments, plus the states and gates kept for backward."""
+    assert cfg.hidden is not None and cfg.batch is not None and cfg.options is not None
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -266,17 +299,27 @@ def _check_memory(task: Task, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     """Train ``cfg.cell`` on ``cfg.task``; see the module docstring. ``task`` overrides the one
-    named in ``cfg`` (for tasks built by hand)."""
+    named in ``cfg`` (for tasks built by hand); the per-task settings left None are the defaults
+    of the task named in ``cfg``. Raises ``FileExistsError`` when ``cfg.out`` holds a run and
+    neither ``cfg.resume`` nor ``cfg.overwrite`` is set."""
+    # __post_init__ filled in every None; the asserts say so to the type checker
+    assert cfg.task_args is not None and cfg.options is not None and cfg.hidden is not None
+    assert cfg.steps is not None and cfg.eval_every is not None and cfg.decay_steps is not None
+    assert cfg.lr is not None and cfg.batch is not None
     if cfg.seed < 0 or cfg.steps < 1 or cfg.eval_every < 1 or cfg.decay_steps < 0:
         raise ValueError("seed must be >= 0, steps and eval_every >= 1, decay_steps >= 0")
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:  # on every rank, before any rank writes (the barrier below)
+        check_run_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
     rank, world, device = _distributed(cfg)
+    if out is not None and world > 1:
+        dist.barrier()
     task = task or get_task(cfg.task, **cfg.task_args)
     if device.type == "cpu":
         _check_memory(task, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    out = Path(cfg.out) if cfg.out else None
     start, seconds, history = 0, 0.0, []
     if cfg.resume:
         if out is None or not (out / META_FILE).exists():
@@ -287,6 +330,8 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             history = _trim_log(out / LOG_FILE, start)
     last_good = start if cfg.resume else None  # the step of the newest checkpoint on disk
     if out is not None and rank == 0:
+        if cfg.overwrite:  # only now: a run refused above (memory, a bad option) deletes nothing
+            clear_run_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         if start == 0:
             (out / LOG_FILE).write_text("")
@@ -295,6 +340,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
         net = torch.nn.parallel.DistributedDataParallel(model)
     losses: list[float] = []
     interval: list[float] = []
+    rules = dispatch.pin(cfg.dispatch)  # training and evaluation take the pinned table's engines
     bar = tqdm(total=cfg.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
                disable=not cfg.progress or rank != 0, desc=f"{cfg.cell} {task.name}")
     tick = time.perf_counter()
@@ -353,6 +399,7 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
             interval = []
         failed = False
     finally:
+        dispatch.pin(rules)
         bar.leave = not failed  # on a failure the error line alone stays on the terminal
         bar.close()
         if world > 1 and dist.is_initialized():
