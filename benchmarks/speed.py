@@ -14,13 +14,12 @@ import os
 import sys
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--plan" in argv:
-        argv.remove("--plan")
-    else:
+    shown = sys.argv[1:]
+    argv = [a for a in shown if a != "--plan"]
+    if "--plan" not in shown:
         os.environ["GATEDRNN_PLAN"] = "off"
     from gatedrnn.engines import dispatch
     from gatedrnn.toolkit.bench import main
 
     print(f"engine='auto' follows {dispatch.rules_in_effect()}\n")
-    sys.exit(main(argv))
+    sys.exit(main(argv, shown))

@@ -158,6 +158,12 @@ def test_bad_calls() -> None:
         int8.run(x, state, wq, None, False, CellOptions("mingru"), {}, False)
     with pytest.raises(ValueError, match="int8"):
         gemm.pack(torch.zeros(2, 2))
+    # Sizes that do not fit the weights: the loops read by index, so they are refused first.
+    with pytest.raises(ValueError, match="do not fit"):
+        int8.run(torch.cat([x, x], -1), state, wq, None, False, opts, {}, False)
+    with pytest.raises(ValueError, match="do not fit"):
+        int8.run(x, (torch.cat([state[0], state[0]]),) + tuple(state[1:]), wq, None, False, opts, {},
+                 False)
 
 
 @pytest.mark.slow

@@ -167,6 +167,20 @@ def test_plan_is_not_copied() -> None:
     _same(twin(x), y)
 
 
+def test_inference_mode_weights() -> None:
+    # Tensors made under inference_mode have no version counter: no plan runs, the general
+    # path packs at every call, and the outputs are those of a model made outside it.
+    torch.manual_seed(0)
+    f = gatedrnn.GRU(4, 8)
+    q = gatedrnn.quantize(f)
+    x = torch.randn(5, 2, 4)
+    with torch.inference_mode():
+        qi = gatedrnn.quantize(f)
+        _same(qi(x), q(x))
+        assert qi.last_engine == "int8" and qi.__dict__["_lean"].run is None
+    _same(qi(x), q(x))
+
+
 def test_unusual_calls_take_the_general_path() -> None:
     torch.manual_seed(0)
     q = gatedrnn.quantize(gatedrnn.LSTM(4, 8, proj_size=3))

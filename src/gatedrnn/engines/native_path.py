@@ -60,9 +60,12 @@ def _off() -> bool:
 
 
 def _memo(m: Any) -> dict[tuple, tuple[Any, Any]]:
-    memo = _MEMO.get(m)
-    if memo is None or len(memo) > _MAX_KEYS:
-        memo = _MEMO[m] = {}
+    try:
+        memo = _MEMO.get(m)
+        if memo is None or len(memo) > _MAX_KEYS:
+            memo = _MEMO[m] = {}
+    except TypeError:  # a subclass that defines __eq__ without __hash__: remember nothing
+        return {}
     return memo
 
 

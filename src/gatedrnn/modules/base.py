@@ -103,8 +103,9 @@ class SequenceModule(_Module):
     """What every sequence module shares: ``forward`` (input forms, the layer stack, output
     shaping) and ``last_engine``. Mixed in front of an nn.Module; see the module docstring."""
 
-    # The torch.nn subclasses' special paths: the streaming step and the lean small-batch
-    # inference (``gatedrnn.engines.one_step``, ``lean_path``), and eager runs under Dynamo.
+    # The torch.nn subclasses' special paths: torch's op straight from a memo where auto picks
+    # it, the streaming step and the lean small-batch inference (``gatedrnn.engines.native_path``,
+    # ``one_step``, ``lean_path``), and eager runs under Dynamo.
     _FAST_PATHS = False
     _EAGER_UNDER_DYNAMO = False
     recurrent_dropout = 0.0  # (a class default: the modules without the variant)

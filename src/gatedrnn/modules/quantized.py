@@ -8,7 +8,9 @@ quantized per row at run time, exact integer products, float32 gates) is
 ``gatedrnn.equations.quantized``'s. A quantized sequence module runs the house forward
 (``base.SequenceModule``: input forms, PackedSequence, unbatched, batch_first, layers, directions)
 with an int8 engine: "int8" (the fast kernels) where they cover the options, else
-"int8-reference"; ``last_engine`` names what ran.
+"int8-reference"; ``last_engine`` names what ran. A plain inference call on a CPU float32
+tensor (padded or unbatched) that the "int8" kernels cover skips the house's bookkeeping and runs
+them straight from cached packed weights (``quantized_lean``), with the same outputs.
 
 They are not subclasses of their float classes: ``isinstance(q, torch.nn.LSTM)`` is False. A
 torch.nn.LSTM has float ``Parameter`` weights that code may read, train, flatten or hand to
@@ -229,12 +231,15 @@ class _QuantizedBase(nn.Module):
         return self._pack_cached(self._int8_weights(sfx), sfx)
 
     def _pack_cached(self, w: dict[str, Tensor | None], sfx: str) -> dict[str, Tensor | None]:
-        key = tuple((t.data_ptr(), t._version) for t in w.values() if t is not None)
+        from ..engines.kernels import int8  # numba: imported when the fast engine first runs
+
+        tensors = [t for t in w.values() if t is not None]
+        if any(t.is_inference() for t in tensors):  # (made under torch.inference_mode: no
+            return {**w, **int8.pack(w, self._options())}  # version counter, so no cache)
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
         cache = self.__dict__.setdefault("_packed", {})
         hit = cache.get(sfx)
         if hit is None or hit[0] != key:
-            from ..engines.kernels import int8  # numba: imported when the fast engine first runs
-
             hit = cache[sfx] = (key, int8.pack(w, self._options()))
         return {**w, **hit[1]}
 

@@ -11,7 +11,10 @@ general path's bit for bit.
 Each module keeps a *plan*: the int8 weights dict of every layer and direction with their packed
 layout (``int8.pack``), and the identity, storage and version of every buffer they come from. A
 call compares those (a few µs) and rebuilds the plan when a weight changed (an in-place edit,
-``load_state_dict``, ``.to()``, a buffer replaced).
+``load_state_dict``, ``.to()``, a buffer replaced). The thread count is not part of it: ``run``
+splits the batch rows over threads per call, from torch's setting, on either path. Buffers made
+under ``torch.inference_mode`` have no version counter, so such a module takes the general path,
+which packs its weights at every call.
 
 Taken only when all of these hold; anything else returns None, and the general path runs the call
 (and raises its errors): evaluation mode, not traced, compiled or exported, ``return_gates``
@@ -42,7 +45,7 @@ _CONFIG = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_siz
            "bias", "batch_first")
 _VERSION = attrgetter("_version")  # counts a tensor's in-place edits (copy_, load_state_dict)
 _ADDRESS = Tensor.data_ptr  # changes when a tensor's ``.data`` is replaced (no version bump)
-_MISSING = torch.empty(0)  # never a buffer: a plan holding it is never valid
+_MISSING = object()  # never a buffer: a plan holding it is never valid
 
 
 class Plan:
@@ -61,10 +64,15 @@ class Plan:
         self.config = self.config_of(d)
         self.names = names
         self.tensors = tuple(d["_buffers"].get(n) for n in names)
-        if any(t is None for t in self.tensors):  # (a weight set to None: never valid, never run)
-            self.names, self.tensors = ("",), (_MISSING,)
-        self.versions = tuple(map(_VERSION, self.tensors))
-        self.addresses = tuple(map(_ADDRESS, self.tensors))
+        # A weight set to None, or made under torch.inference_mode (no version counter): a plan
+        # that is never valid and never runs (the general path takes those modules' calls).
+        self.versions: tuple[int, ...] = ()
+        self.addresses: tuple[int, ...] = ()
+        if any(t is None or t.is_inference() for t in self.tensors):
+            self.names, self.tensors = ("",), (_MISSING,)  # (the identity test fails first)
+        else:
+            self.versions = tuple(map(_VERSION, self.tensors))
+            self.addresses = tuple(map(_ADDRESS, self.tensors))
         self.run: Any = None
         self.opts: Any = None
         self.weights: list[dict[str, Tensor | None]] = []

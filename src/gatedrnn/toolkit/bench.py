@@ -274,8 +274,9 @@ def _blocks(a: argparse.Namespace, old: list[str], repeats: int, threads: int) -
         yield bench_small.rows(repeats, calls=1 if a.quick else 20, quick=a.quick)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print Markdown tables; returns the exit status."""
+def main(argv: list[str] | None = None, shown: list[str] | None = None) -> int:
+    """Run the benchmark and print Markdown tables; returns the exit status. ``shown``: the
+    arguments to print as the command (a script's own flags included), by default ``argv``."""
     p = argparse.ArgumentParser(prog="gatedrnn bench", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="fewer repeats, no memory, tiny variants/targets/heads shapes (a smoke test)")
@@ -311,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         torch.set_num_threads(before)
     if a.out is not None:  # after the run, so an interrupted one leaves the old file whole
-        command = " ".join(["python benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])])
+        from ..engines import dispatch
+
+        args = shown if shown is not None else argv if argv is not None else sys.argv[1:]
+        command = " ".join(["python benchmarks/speed.py", *args])
         written.append(f"- Command: `{command}`; {(time.perf_counter() - start) / 60:.0f} min on "
-                       f"{bench_common.machine()}.\n")
+                       f"{bench_common.machine()}; engine='auto' followed "
+                       f"{dispatch.rules_in_effect()}.\n")
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text("\n".join(written))
     return 0

@@ -162,6 +162,12 @@ def run(
     Ho = h0.shape[-1]
     GH = _need(p, "w_hh_q").shape[0]
     H = GH // G_
+    # The loops read by index: a width that does not match the weights would read past them.
+    if _need(p, "w_ih_q").shape[1] != I or _need(p, "w_hh_q").shape[1] != Ho or \
+            any(s.shape != (B, n) for s, n in zip(state, (Ho, H))):
+        raise ValueError(f"int8 engine: input (T, B, I) = {tuple(x.shape)} and state "
+                         f"{[tuple(s.shape) for s in state]} do not fit the weights "
+                         f"(w_ih {tuple(_need(p, 'w_ih_q').shape)}, w_hh {tuple(_need(p, 'w_hh_q').shape)})")
     sizes, _ = step_sizes(batch_sizes, T, B)
     G = torch.empty(T, B, GH)  # (T, B, G·H): the input projection, then the loop's gates
     _project(x.detach().contiguous().reshape(T * B, I), _need(p, "w_ih_p").numpy(),
