@@ -208,6 +208,24 @@ def test_rule_on_the_cpu() -> None:
     assert _choose(dtype="other") == "native"
 
 
+def test_lstm_inference_at_a_small_batch_goes_to_onednn_on_two_threads() -> None:
+    # The fused loops give one batch row to one thread; oneDNN splits the product over both
+    # (the row's notes: native 1.6-2.3x fused from work 51200 at 2 threads).
+    def pick(threads: int, work: int) -> str:
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            return dispatch.choose("cpu", "LSTM", "float32", torch_op=True, simple=True,
+                                   training=False, batch=1, work=work)
+        finally:
+            torch.set_num_threads(before)
+
+    assert pick(2, 200 * 512) == "native"
+    assert pick(2, 100 * 256) == "fused"  # below the border: level there, the fused loops kept
+    assert pick(1, 200 * 512) == "fused"  # one thread: nothing to split
+    assert pick(2, 4 * 32) == "fused"  # a short call: the step kernels
+
+
 def test_rule_never_picks_the_reference_loop_where_another_engine_computes_it() -> None:
     for row in dispatch.TABLE:
         if row.engine == "reference":

@@ -119,6 +119,14 @@ TABLE: tuple[Row, ...] = (
         training=False, max_work=4096, measured_on="epyc"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=4, measured_on="epyc"),
+    # B < 4 on two threads or more: the fused loops give one batch row to one thread, oneDNN
+    # splits the product over both. 2 threads, inference, fastest of 15, native / fused ms:
+    # (100, 1, 128, 256) 2.83 / 2.68, (200, 1, 64, 128) 1.66 / 1.82, (200, 1, 128, 256) 3.46 /
+    # 5.56, (50, 2, 256, 512) 8.55 / 20.0, (100, 3, 128, 256) 3.29 / 4.50, (200, 1, 256, 512)
+    # 19.5 / 40.1, (200, 1, 512, 1024) 91.1 / 158.6: native from work T·B·H = 36204, the
+    # geometric mean of 25600 and 51200.
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, min_threads=2, min_work=36204, measured_on="xeon-spr"),
     # Packed float32 inference at B = 64, (100, 64, 256, 256): native 30.7 vs fused 33.4 ms
     # (auto's fused was 0.91x torch.nn); GRU 22.5 vs 25.6 (0.88x). At B = 1 fused.
     Row("native", device="cpu", kind=("LSTM", "GRU"), dtype="float32", torch_op=True, simple=False,
