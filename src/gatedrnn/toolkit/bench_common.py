@@ -131,20 +131,22 @@ def cell_text(seconds: float, reference: float) -> str:
     return f"{seconds * 1e3:.2f} ({reference / seconds:.2f})"
 
 
-def shape_arg(text: str) -> list[tuple[int, int, int, int]]:
-    """Parse "T,B,I,H[;T,B,I,H...]" into shapes of positive integers (argparse ``type``)."""
+def one_shape(text: str) -> tuple[int, int, int, int]:
+    """Parse "T,B,I,H" into a shape of four positive integers (argparse ``type``)."""
     import argparse
 
-    shapes = []
-    for part in text.split(";"):
-        try:
-            dims = tuple(int(v) for v in part.split(","))
-        except ValueError:
-            dims = ()
-        if len(dims) != 4 or min(dims) < 1:
-            raise argparse.ArgumentTypeError(f"{part!r} is not T,B,I,H (four positive integers)")
-        shapes.append((dims[0], dims[1], dims[2], dims[3]))
-    return shapes
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not T,B,I,H (four positive integers)")
+    return dims[0], dims[1], dims[2], dims[3]
+
+
+def shape_arg(text: str) -> list[tuple[int, int, int, int]]:
+    """Parse "T,B,I,H[;T,B,I,H...]" into shapes of positive integers (argparse ``type``)."""
+    return [one_shape(part) for part in text.split(";")]
 
 
 def machine() -> str:

@@ -23,6 +23,8 @@ import torch
 
 from ..engines import dispatch, plan
 from ..engines.rows import MACHINES, Row
+from .arguments import POSITIVE
+from .bench_common import one_shape
 
 
 def status() -> str:
@@ -110,26 +112,6 @@ def clear() -> str:
     return f"removed {file}" if plan.clear(file) else f"no plan at {file}"
 
 
-def _shape(text: str) -> tuple[int, int, int, int]:
-    try:
-        dims = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not T,B,I,H (four positive integers)")
-    return dims[0], dims[1], dims[2], dims[3]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gatedrnn tune", description="Time the engines over a grid of shapes, dtypes and "
@@ -141,13 +123,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clear", action="store_true", help="remove the plan")
     p.add_argument("--cell", choices=["lstm", "gru", "rnn", "lstmcell", "grucell", "rnncell"],
                    default="lstm", help="with --show --shape: the module")
-    p.add_argument("--shape", type=_shape, help="with --show: the call's T,B,I,H")
+    p.add_argument("--shape", type=one_shape, help="with --show: the call's T,B,I,H")
     p.add_argument("--dtype", choices=["float32", "float64", "bfloat16"], default="float32",
                    help="with --show --shape: the call's dtype")
     p.add_argument("--mode", choices=["training", "inference"], default="inference",
                    help="with --show --shape: a call autograd records (training) or not")
-    p.add_argument("--repeats", type=_positive, default=3, help="interleaved rounds per point")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--repeats", type=POSITIVE, default=3, help="interleaved rounds per point")
+    p.add_argument("--threads", type=POSITIVE, default=None,
                    help="torch threads to tune (or show) for (default: torch's, as a program gets "
                         "them); a plan's entries apply at the thread count they were measured at")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
