@@ -7,11 +7,10 @@ Each (row, cell, seed) is trained exactly as that row of ``benchmarks/results.py
 row's settings are imported from that script; ``gatedrnn.toolkit.compare`` with ``select=True``,
 on one CPU thread). The model that row publishes, the evaluation with the best validation score,
 is scored on the test set in float32, quantized with ``gatedrnn.quantize`` (the recurrent layers;
-then again with ``linear=True``, the output layer too) and scored again. The toolkit's run keeps
-its last weights only (``TrainResult.model``, the last checkpoint), so while it trains this script
-keeps a copy of the weights at each evaluation, by wrapping the task's ``evaluate``, and quantizes
-the selected one. The last step's model, the one ``gatedrnn quantize RUN_FOLDER`` reads from a
-run folder, is quantized and scored too, and reported in the notes.
+then again with ``linear=True``, the output layer too) and scored again. Those weights are the
+run's ``TrainResult.best_state`` (in a run folder, best-STEP.safetensors, which ``gatedrnn quantize
+RUN_FOLDER`` reads). The last step's model (``gatedrnn quantize --weights last``) is quantized and
+scored too, and reported in the notes.
 
 The float32 scores are checked twice: against the test accuracy the run logged at the selected
 evaluation, and against the per-seed figures published in ``docs/results/<row>.md``; a mismatch
@@ -89,28 +88,14 @@ class Run:
 
 
 @contextlib.contextmanager
-def _keeping_weights(kept: dict[str, tuple[TrainConfig, TrainResult, list[dict[str, Tensor]]]]
-                     ) -> Iterator[None]:
-    """While inside, each ``train`` that ``compare`` runs leaves in ``kept[cell]`` its config, its
-    result and the model's weights at each evaluation (in the order of ``result.history``)."""
+def _keeping_runs(kept: dict[str, tuple[TrainConfig, TrainResult]]) -> Iterator[None]:
+    """While inside, each ``train`` that ``compare`` runs leaves its config and result in
+    ``kept[cell]`` (``compare`` returns table rows only)."""
     real = compare_module.train
 
     def train(cfg: TrainConfig, task: Task) -> TrainResult:
-        weights: list[dict[str, Tensor]] = []
-        evaluate = task.evaluate
-
-        def keeping(model: torch.nn.Module, batch_size: int = 500, split: str = "test") -> dict[str, float]:
-            if split == "test":  # once per evaluation record, before the validation split
-                weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-            return evaluate(model, batch_size, split)
-
-        task.evaluate = keeping  # type: ignore[method-assign]
-        try:
-            result = real(cfg, task)
-        finally:
-            del task.evaluate  # the class's method again
-        kept[cfg.cell] = (cfg, result, weights)
-        return result
+        kept[cfg.cell] = (cfg, real(cfg, task))
+        return kept[cfg.cell][1]
 
     compare_module.train = train  # type: ignore[assignment]
     try:
@@ -165,20 +150,18 @@ def measure(row: str, cells: tuple[str, ...], seed: int, steps: int | None = Non
     task_name, settings, _, _ = results.ROWS[row]
     if steps is not None:
         settings = {**settings, "steps": steps}
-    kept: dict[str, tuple[TrainConfig, TrainResult, list[dict[str, Tensor]]]] = {}
-    with _keeping_weights(kept):
+    kept: dict[str, tuple[TrainConfig, TrainResult]] = {}
+    with _keeping_runs(kept):
         rows, task = compare(task_name, cells, seed=seed, progress=progress, select=True, **settings)
     runs = []
     for r in rows:
-        cfg, result, weights = kept[r.cell]
-        selected = result.selected
-        index = next(i for i, rec in enumerate(result.history) if rec is selected)
-        assert selected["step"] == r.steps and len(weights) == len(result.history)
+        cfg, result = kept[r.cell]
+        assert result.selected["step"] == r.steps and result.best_state is not None
         figure = published(row, r.cell).get(seed) if steps is None else None  # else other runs
         run = Run(row, r.cell, seed, r.steps, r.metrics["test_acc"], figure, dispatch=cfg.dispatch)
         with dispatch.pinned(cfg.dispatch):  # the engines the run trained and evaluated with
             model = copy.deepcopy(result.model)
-            model.load_state_dict(weights[index])
+            model.load_state_dict(result.best_state)
             run.acc, run.changed, run.engine = _score(model, task)
             final, _, _ = _score(result.model, task)
             run.final = {"float32": final["float32"], "int8": final["int8"]}

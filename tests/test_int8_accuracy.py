@@ -75,6 +75,10 @@ def test_tiny_run_writes_the_table_and_matches_quantize_run(script: ModuleType, 
     runs, _ = script.measure("mnist1d", ("gru",), seed=0, steps=3)
     folder = tmp_path / "run"
     train(TrainConfig(task="mnist1d", cell="gru", seed=0, steps=3, eval_every=1, out=str(folder),
-                      progress=False))
-    report = quantize_run(folder)
-    assert runs[0].final == {"float32": report["before"]["test_acc"], "int8": report["after"]["test_acc"]}
+                      progress=False, select=True))
+    last = quantize_run(folder, weights="last")
+    assert runs[0].final == {"float32": last["before"]["test_acc"], "int8": last["after"]["test_acc"]}
+    best = quantize_run(folder)  # the selected evaluation's weights, as the table's columns
+    assert best["step"] == runs[0].step
+    assert (runs[0].acc["float32"], runs[0].acc["int8"]) == (best["before"]["test_acc"],
+                                                             best["after"]["test_acc"])

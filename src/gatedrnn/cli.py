@@ -147,6 +147,9 @@ def _add_common(p: Parser) -> None:
     p.add_argument("--clip", type=arg.POSITIVE_REAL, default=1.0, help="gradient norm clipping")
     p.add_argument("--eval-every", type=arg.POSITIVE,
                    help="steps between evaluations and checkpoints (default: --steps / 20)")
+    p.add_argument("--select", action="store_true",
+                   help="score the validation set at each evaluation too; the best evaluation's "
+                        "weights are kept (best-STEP.safetensors) and reported")
     p.add_argument("--threads", type=arg.integer(1, 4096),
                    help="torch threads per process (default: 1, the fastest for the toolkit's "
                         "small models on a shared machine)")
@@ -230,6 +233,10 @@ def _parser() -> argparse.ArgumentParser:
     qu.add_argument("--out", help="where the int8 model goes (default: FOLDER/model-int8.safetensors)")
     qu.add_argument("--linear", action="store_true",
                     help="quantize the nn.Linear layers (output, projections) too")
+    qu.add_argument("--weights", choices=("best", "last"), default="best",
+                    help="best: the best evaluation's weights where the run kept them (trained "
+                         "with selection on a validation set), else the last step's (default); "
+                         "last: the last step's")
     return parser
 
 
@@ -240,7 +247,8 @@ def _progress(args: argparse.Namespace) -> bool:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("hidden", "layers", "block", "steps", "lr", "batch", "decay_steps", "clip", "eval_every")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    settings = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    return {**settings, "select": True} if getattr(args, "select", False) else settings
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -267,6 +275,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         final = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.final.items()}
         print(f"{args.cell} on {args.task}: {result.parameters:,} parameters, "
               f"{result.seconds:.1f} s training; final {final}")
+        if cfg.select:
+            best = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.selected.items()}
+            print(f"best on the validation set: {best}")
     return 0
 
 
@@ -312,7 +323,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .toolkit.quantize import describe, quantize_run
 
-    print(describe(quantize_run(args.folder, args.out, args.linear)))
+    print(describe(quantize_run(args.folder, args.out, args.linear, args.weights)))
     return 0
 
 

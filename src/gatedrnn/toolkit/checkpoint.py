@@ -7,6 +7,9 @@ A checkpoint in a run folder is two files:
     checkpoint.json                  format, step, the model's get_config(), the task and training
                                      settings, the optimizer's non-tensor state, the weights file's
                                      name and SHA-256, and a ``checksum`` of all of that
+    best-{step:08d}.safetensors      (runs that select on a validation set) the model weights of the
+                                     best evaluation so far, named with their SHA-256 in
+                                     checkpoint.json's ``best`` ({"step", "file", "sha256"})
 Each file is written to a temporary name, fsynced and moved into place with ``os.replace``, and
 checkpoint.json goes last: it is the commit point. A crash at any moment leaves either the old
 checkpoint or the new one, never a mix; the checksums catch either file damaged later. Loading
@@ -45,7 +48,7 @@ from ..interop.io import CheckpointError, load_tensors, parse_json, save_tensors
 from .networks import CELLS
 
 __all__ = ["CheckpointError", "Checkpoint", "atomic_write_json", "check_run_folder", "clear_run_folder",
-           "load_checkpoint", "run_files", "save_checkpoint", "unused_folder"]
+           "load_best", "load_checkpoint", "run_files", "save_best", "save_checkpoint", "unused_folder"]
 
 FORMAT, VERSION = "gatedrnn-checkpoint", 2
 META_FILE = "checkpoint.json"
@@ -184,17 +187,49 @@ def save_checkpoint(folder: str | os.PathLike, step: int, model: torch.nn.Module
               "weights_file": weights,
               "sha256": hashlib.sha256((folder / weights).read_bytes()).hexdigest()}
     atomic_write_json(folder / META_FILE, {**record, "checksum": checksum(record)})
-    for old in folder.glob("weights-*.safetensors"):
-        if old.name != weights:
+    best = meta.get("best", {}).get("file") if isinstance(meta.get("best"), dict) else None
+    for old in [*folder.glob("weights-*.safetensors"), *folder.glob("best-*.safetensors")]:
+        if old.name not in (weights, best):  # only once the commit point names the new files
             old.unlink(missing_ok=True)
     return folder / META_FILE
+
+
+def save_best(folder: str | os.PathLike, step: int, state: dict[str, Tensor]) -> dict[str, Any]:
+    """Write the model weights ``state`` of the evaluation at ``step`` as best-{step}.safetensors
+    and return the record that ``save_checkpoint``'s meta carries as ``"best"``. Until a
+    checkpoint names it, the file is not part of the run (a crash leaves the previous best)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"best-{step:08d}.safetensors"
+    save_tensors(folder / name, {f"model.{k}": v for k, v in state.items()}, {"step": step})
+    return {"step": step, "file": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
+
+
+def load_best(ckpt: Checkpoint) -> tuple[int, dict[str, Tensor]] | None:
+    """The (step, model state) of the best evaluation that checkpoint ``ckpt`` names (runs with
+    selection on a validation set), verified as the checkpoint's own weights are; None when the
+    run kept no best weights."""
+    best = ckpt.meta.get("best")
+    if best is None:
+        return None
+    path = ckpt.path.parent / best["file"]
+    if not path.is_file():
+        raise CheckpointError(f"the best weights {path} are missing")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != best["sha256"]:
+        raise CheckpointError(f"{path} is corrupted or truncated: its SHA-256 does not match "
+                              f"the one recorded in {META_FILE}")
+    tensors, extra = load_tensors(path)
+    if extra != {"step": best["step"]} or not all(k.startswith("model.") for k in tensors):
+        raise CheckpointError(f"{path} does not belong to {ckpt.path}")
+    return best["step"], {k[len("model."):]: v for k, v in tensors.items()}
 
 
 # Every file a run writes into its folder (train's log, checkpoint and weights; compare's analysis;
 # the figures plots.py draws) and the tables a compare report adds beside its cells' folders.
 # Overwriting deletes exactly these (and the temporary files of their atomic writes), so a folder
 # named by mistake (--out ~) loses nothing else.
-RUN_FILES = ("metrics.jsonl", META_FILE, "weights-*.safetensors", "analysis.safetensors",
+RUN_FILES = ("metrics.jsonl", META_FILE, "weights-*.safetensors", "best-*.safetensors",
+             "analysis.safetensors",
              "learning_curves.png", "gradient_norms.png", "gates_*.png")
 REPORT_FILES = (*RUN_FILES, "results.md", "results.csv")
 
@@ -309,6 +344,15 @@ def _check_record(path: Path, meta: Any) -> dict[str, Any]:
         raise CheckpointError(f"{path}: 'sha256' is not a SHA-256 digest")
     if not isinstance(meta["optimizer"], dict):
         raise CheckpointError(f"{path}: 'optimizer' is not a JSON object")
+    best = meta.get("best")
+    if best is not None:
+        b_step = best.get("step") if isinstance(best, dict) else None
+        if (isinstance(b_step, bool) or not isinstance(b_step, int) or not 0 < b_step <= step
+                or best.get("file") != f"best-{b_step:08d}.safetensors"
+                or not isinstance(best.get("sha256"), str)
+                or not re.fullmatch("[0-9a-f]{64}", best["sha256"])):
+            raise CheckpointError(f"{path}: 'best' must be {{step <= {step}, file "
+                                  "best-{step:08d}.safetensors, sha256}}, got " + repr(best)[:200])
     return meta
 
 

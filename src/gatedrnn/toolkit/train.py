@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from tqdm import tqdm
 
 from ..engines import dispatch
@@ -50,7 +51,9 @@ from .checkpoint import (
     CheckpointError,
     check_run_folder,
     clear_run_folder,
+    load_best,
     load_checkpoint,
+    save_best,
     save_checkpoint,
 )
 from .defaults import resolve
@@ -130,19 +133,28 @@ class TrainResult:
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
 
+    # With select=True: the model weights at the ``selected`` record's step (also kept in the run
+    # folder as best-{step}.safetensors); None otherwise. ``model`` holds the last step's weights.
+    best_state: dict[str, Tensor] | None = None
+
     @property
     def selected(self) -> dict[str, Any]:
         """The evaluation record with the best validation score (early stopping on the
         validation set, never the test set); the final record when validation was not scored.
         Among records with equal scores, the one with the lowest validation cross-entropy where
         the task reports one (a small validation set ties often on accuracy), else the earliest."""
-        key = validation_key(self.task.metric)
-        scored = [r for r in self.history if key in r]
-        if not scored:
-            return self.final
-        best = (min if self.task.lower_is_better else max)(r[key] for r in scored)
-        ties = [r for r in scored if r[key] == best]
-        return min(ties, key=lambda r: r.get("valid_ce", 0.0))  # min keeps the earliest of equals
+        return select_record(self.history, self.task)
+
+
+def select_record(history: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    """``TrainResult.selected`` of these records (the last one when none has a validation score)."""
+    key = validation_key(task.metric)
+    scored = [r for r in history if key in r]
+    if not scored:
+        return history[-1] if history else {}
+    best = (min if task.lower_is_better else max)(r[key] for r in scored)
+    ties = [r for r in scored if r[key] == best]
+    return min(ties, key=lambda r: r.get("valid_ce", 0.0))  # min keeps the earliest of equals
 
 
 def validation_key(metric: str) -> str:
@@ -255,8 +267,9 @@ def _stopped(step: int, what: str, out: Path | None, last_good: int | None) -> s
 
 
 def _resume(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, opt: torch.optim.Optimizer
-            ) -> tuple[int, float]:
-    """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far)."""
+            ) -> tuple[int, float, tuple[dict[str, Any], dict[str, Tensor]] | None]:
+    """Load the checkpoint in cfg.out into model and optimizer; returns (step, seconds so far,
+    the checkpoint's best record and weights or None)."""
     assert cfg.out is not None  # train checks it before resuming
     ckpt = load_checkpoint(cfg.out)
     check_run_meta(ckpt.path, ckpt.meta)
@@ -272,7 +285,11 @@ def _resume(cfg: TrainConfig, task: Task, model: SequenceModel | BlockStack, opt
     for group in opt.param_groups:  # a --lr given on resume wins over the saved one
         group["lr"] = cfg.lr
     ckpt.restore_rng()
-    return int(ckpt.meta["step"]), float(ckpt.meta.get("seconds", 0.0))
+    best = load_best(ckpt)
+    if best is not None:
+        check_fit(ckpt.meta["best"]["file"], best[1], model.state_dict())
+    kept = None if best is None else (ckpt.meta["best"], best[1])
+    return int(ckpt.meta["step"]), float(ckpt.meta.get("seconds", 0.0)), kept
 
 
 def _check_memory(task: Task, cfg: TrainConfig) -> None:
@@ -321,11 +338,12 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
     model = build_model(task, cfg.cell, cfg.hidden, cfg.layers, cfg.block, **cfg.options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start, seconds, history = 0, 0.0, []
+    best: tuple[dict[str, Any], dict[str, Tensor]] | None = None  # (its checkpoint record, weights)
     if cfg.resume:
         if out is None or not (out / META_FILE).exists():
             raise CheckpointError(f"nothing to resume: no {META_FILE} in {out}" if out else
                                   "nothing to resume: resume needs the run folder (out)")
-        start, seconds = _resume(cfg, task, model, opt)
+        start, seconds, best = _resume(cfg, task, model, opt)
         if rank == 0:
             history = _trim_log(out / LOG_FILE, start)
     last_good = start if cfg.resume else None  # the step of the newest checkpoint on disk
@@ -390,10 +408,16 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
                 history.append(record)
                 bar.set_postfix(loss=f"{record['loss']:.4g}",
                                 **{task.metric: f"{metrics[task.metric]:.4g}"})
+                if cfg.select and select_record(history, task) is record:  # a new best: keep it
+                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best = (save_best(out, done, state) if out is not None else {"step": done}, state)
                 if out is not None:
                     with open(out / LOG_FILE, "a") as f:
                         f.write(json.dumps(record) + "\n")
-                    save_checkpoint(out, done, model, opt, _meta(cfg, task, model, seconds))
+                    meta = _meta(cfg, task, model, seconds)
+                    if best is not None:
+                        meta["best"] = best[0]
+                    save_checkpoint(out, done, model, opt, meta)
                 tick = time.perf_counter()  # evaluation and checkpoints are not training time
             last_good = done if out is not None else None  # every rank names the same checkpoint
             interval = []
@@ -404,4 +428,5 @@ def train(cfg: TrainConfig, task: Task | None = None) -> TrainResult:
         bar.close()
         if world > 1 and dist.is_initialized():
             dist.barrier()
-    return TrainResult(model, task, history, losses, seconds, count_parameters(model))
+    return TrainResult(model, task, history, losses, seconds, count_parameters(model),
+                       None if best is None else best[1])
