@@ -1,8 +1,9 @@
 """Measure every engine against torch.nn and check the rule of ``engine="auto"`` (gatedrnn.engines.dispatch).
 
 For each configuration (cell, shape T,B,I,H, dtype, inference or training, packed or not, proj_size)
-the engines reference, fused and native run interleaved in one process with torch.nn as the peer;
-the fastest of ``--repeats`` calls counts. The markdown table gives the milliseconds, the fastest
+the engines reference, fused and native run interleaved in one process with torch.nn as the peer,
+each round in a rotated order; the fastest of ``--repeats`` rounds counts (a call under ~2 ms is
+timed up to ten times a round). The markdown table gives the milliseconds, the fastest
 gatedrnn engine, the engine ``auto`` picked for that call (``module.last_engine``), and "<<" where
 the two disagree by more than ``--slack`` (the pick slower than the fastest by that fraction).
 Move the rows of ``gatedrnn.engines.dispatch.TABLE`` where the flags say so, on a quiet machine.
@@ -97,14 +98,24 @@ def measure(cell: str, shape: tuple[int, int, int, int], dtype: torch.dtype, tra
     calls = {name: _call(m, x, training) for name, m in mods.items()}
     best = {name: float("inf") for name in calls}
     failed = set()
-    for _ in range(repeats + 1):  # the first round warms up (numba compiles, oneDNN primitives)
-        for name, fn in calls.items():
+    loops = dict.fromkeys(calls, 1)
+    names = list(calls)
+    for r in range(repeats + 1):  # the first round warms up (numba compiles, oneDNN primitives)
+        # each round starts one engine later: a fixed order favours whoever follows a given one
+        for name in names[r % len(names):] + names[:r % len(names)]:
             if name in failed:
                 continue
             try:
-                best[name] = min(best[name], _time(fn))
+                if not r:
+                    calls[name]()  # (numba compiles at the first call: not timed)
+                t = min(_time(calls[name]) for _ in range(loops[name]))
             except (RuntimeError, ValueError):
                 failed.add(name)
+                continue
+            if r:
+                best[name] = min(best[name], t)
+            else:  # a call under ~2 ms is timed several times a round: one timing is noise
+                loops[name] = max(1, min(10, int(2.0 / max(t, 1e-3))))
     return {"best": best, "failed": failed, "picked": mods["auto"].last_engine}
 
 

@@ -5,6 +5,7 @@ two engines ``gatedrnn.engines.dispatch.TABLE`` chooses between, to check a row 
 
 Usage: python benchmarks/fused_vs_native.py [--cell lstm] [--mode training] [--repeats 7]
                                             [--shapes "100,32,128,128;100,64,256,256"]
+                                            [--packed-gemm off|inference|always]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import torch
 
 import gatedrnn
+from gatedrnn.engines.kernels import packed
 from gatedrnn.toolkit.bench_common import fastest, step
 
 SHAPES = "100,32,128,128;100,64,256,256;100,128,256,256;100,64,512,512;50,256,128,256"
@@ -26,8 +28,13 @@ def main() -> None:
     p.add_argument("--shapes", default=SHAPES, help="T,B,I,H[;T,B,I,H...]")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--packed-gemm", choices=packed.MODES, default=None,
+                   help="where the fused engine runs the per-step product on a packed W_hh "
+                        "(kernels.packed.MODE; default: the shipped setting)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.packed_gemm is not None:
+        packed.MODE = a.packed_gemm
     print("| T, B, I, H | fused ms | native ms | native / fused |\n|---|---:|---:|---:|")
     for spec in a.shapes.split(";"):
         T, B, I, H = (int(v) for v in spec.split(","))

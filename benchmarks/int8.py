@@ -44,7 +44,7 @@ SHAPES = [(200, 1, 64, 128), (200, 1, 256, 512), (50, 8, 512, 1024), (100, 32, 2
 QUICK = [(20, 2, 16, 32)]
 COLS = ["gatedrnn int8", "gatedrnn float32", "torch.nn float32", "torch int8", "ORT float32",
         "ORT int8"]
-FAST = "gatedrnn.engines.kernels.int8:run"
+FAST = ("gatedrnn.engines.kernels.int8:run", "gatedrnn.engines.kernels.int8_variants:run")
 
 
 def _ort(onnx: bytes, threads: int) -> Any:
@@ -80,7 +80,7 @@ def _ort_int8(onnx: bytes, per_channel: bool) -> bytes:
 
 def _int8_call(ours: torch.nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
     """gatedrnn's int8 forward: the quantized module where it runs the kernels, else the kernel."""
-    if kinds.CELLS["lstm"].engines.get("int8") == FAST:
+    if kinds.CELLS["lstm"].engines.get("int8") in FAST:
         q = gatedrnn.quantize(ours).eval()
         with torch.no_grad():
             q(x)

@@ -142,7 +142,7 @@ def test_fast_paths_never_run_while_tracing(monkeypatch):
     """The streaming and lean paths call numba, which a trace cannot see: a trace of a call they
     would take (one step at B = 1, engine="fused") must record torch's op instead."""
     ran = []
-    for mod, fn in ((one_step, "module_call"), (lean_path, "module_call"),
+    for mod, fn in ((one_step, "module_call"), (one_step, "module_run"), (lean_path, "module_call"),
                     (one_step, "cell_call"), (step_grad, "cell_call")):
         original = getattr(mod, fn)
 

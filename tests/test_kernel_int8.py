@@ -16,6 +16,10 @@ from hypothesis import strategies as st
 
 from gatedrnn.engines.kernels import int8
 from gatedrnn.engines.kernels import int8_gemm as gemm
+from gatedrnn.engines.kernels import int8_lanes as lanes
+from gatedrnn.engines.kernels import int8_team as team
+from gatedrnn.engines.kernels import threads as split_threads
+from gatedrnn.engines.kernels.common import JIT, sigmoid, tanh
 from gatedrnn.equations import quantized
 from gatedrnn.equations.cells import CellOptions
 from kernel_setup import sizes_of
@@ -164,6 +168,129 @@ def test_bad_calls() -> None:
     with pytest.raises(ValueError, match="do not fit"):
         int8.run(x, (torch.cat([state[0], state[0]]),) + tuple(state[1:]), wq, None, False, opts, {},
                  False)
+
+
+@given(lengths=lengths_st, I=st.integers(1, 9), H=st.integers(17, 70), reverse=st.booleans(),
+       packed=st.booleans(), bias=st.booleans(), split=st.sampled_from(["one", "pair", "rows"]),
+       seed=st.integers(0, 999))
+@settings(max_examples=20, deadline=None)
+def test_units_in_parts_match_the_oracle(lengths, I, H, reverse, packed, bias, split, seed) -> None:
+    """The LSTM with its gate rows in two parts of units (``int8.pack`` from ``UNIT_SPLIT_H``;
+    lowered here so that small sizes take it) against ``quantized.run``: on one thread, on two
+    threads that each run one part and meet every step ("pair"; the split forced at any size),
+    and with the batch rows split instead ("rows", from 4 rows). Same bound as the other loops."""
+    lengths = sorted(lengths, reverse=True)
+    T, B = max(lengths), len(lengths)
+    if split == "rows":
+        lengths, B = sorted(lengths * 4, reverse=True), 4 * B  # (from 4 rows)
+    w, state, x, opts = _case("lstm", True, T, B, I, H, 0, seed)
+    if not bias:
+        w["b_ih"] = w["b_hh"] = None
+    sizes = sizes_of(lengths, T) if packed else None
+    wq = quantized.quantize_weights(w)
+    modes: list[str] = []
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(int8, "UNIT_SPLIT_H", 16)
+        mp.setattr(int8, "PAIR", True)
+        mp.setattr(int8, "UNIT_SPLIT_BYTES", 1 << 40 if split == "rows" else 0)
+        mp.setattr(split_threads, "MIN_SPLIT_WORK", 0 if split != "one" else 1 << 62)
+        pair = team.pair
+        mp.setattr(team, "pair", lambda *a, **k: modes.append(pair(*a, **k)) or modes[-1])
+        p = {**wq, **int8.pack(wq, opts)}
+        u = p["w_hh_units"].tolist()
+        assert u[0] == 0 < u[1] <= u[2] == H and (u[1] % 16 == 0 or u[1] == H)
+        try:
+            torch.set_num_threads(2)
+            y, s_n, _ = int8.run(x, state, p, sizes, reverse, opts, {}, False)
+        finally:
+            torch.set_num_threads(threads)
+    y_ref, s_ref, _ = quantized.run(x, state, wq, sizes, reverse, opts, {}, False)
+    for a, b in zip((y, *s_n), (y_ref, *s_ref)):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= 1e-5 * (1 + b.abs().max()), (a - b).abs().max()
+    if split_threads._GOMP is not None or split_threads._mkl_local is not None:
+        assert modes == (["pair"] if split == "pair" else [])
+
+
+def test_a_half_alone_runs_every_unit(monkeypatch) -> None:
+    """Where the two halves do not run at once (here: one after the other on one thread), the
+    first waits ``WAIT_S`` for its twin, then runs every unit itself, and the second returns."""
+    calls: list[str] = []
+
+    def in_turn(B, work, *args, **kwargs):  # split_rows with a team of one thread
+        work(0, 0, 1)
+        work(1, 1, 2)
+
+    monkeypatch.setattr(team, "split_rows", in_turn)
+    monkeypatch.setattr(team, "WAIT_S", 0.01)
+    assert team.pair(lambda: calls.append("both"), lambda part: calls.append(f"half {part}")) \
+        == "solo"
+    assert calls == ["both"]
+
+
+def test_barrier_orders_the_halves() -> None:
+    """After ``barrier`` at step k, each half reads what the other wrote before it: 2000 steps of
+    writes to a shared array, on two threads."""
+    if split_threads._mkl_local is None:
+        pytest.skip("two threads need MKL's per-thread setting here (threads.split_rows)")
+    steps, out = 2000, np.zeros(2, np.int64)
+    buf, sync = np.zeros((2, 2), np.int64), team.sync_counters()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        mode = team.pair(lambda: None, lambda part: _ping(sync, part, buf, steps, out))
+    finally:
+        torch.set_num_threads(threads)
+    assert mode == "pair" and out.tolist() == [0, 0]
+
+
+@numba.njit(nogil=True)
+def _ping(sync, part, buf, steps, out):
+    wrong = 0
+    for k in range(steps):
+        buf[k % 2, part] = 10 * k + part
+        team.barrier(sync, part, k + 1)
+        wrong += buf[k % 2, 1 - part] != 10 * k + 1 - part
+    out[part] = wrong
+
+
+_JIT = {**JIT, "cache": False}
+
+
+@numba.njit(**_JIT)
+def _cell_scalar(g, c, h):  # the gate pass on numba's own loop (common's sigmoid and tanh)
+    H = c.shape[0]
+    for j in range(H):
+        cn = sigmoid(g[H + j]) * c[j] + sigmoid(g[j]) * tanh(g[2 * H + j])
+        c[j] = cn
+        h[j] = sigmoid(g[3 * H + j]) * tanh(cn)
+
+
+@numba.njit(**_JIT)
+def _cell_lanes(g, c, h, y):
+    lanes.lstm_cell(g, c, h, y)
+
+
+@given(H=st.integers(1, 70), seed=st.integers(0, 999), spread=st.sampled_from([1.0, 8.0, 40.0]))
+@settings(max_examples=30, deadline=None)
+def test_gate_pass_on_16_lanes(H: int, seed: int, spread: float) -> None:
+    """``int8_lanes.lstm_cell`` (16 units per call of LLVM IR, the rest scalar) against the same
+    arithmetic in a numba loop: the same constants, clamps and saturation, so equal up to the
+    fused multiply-adds LLVM may place differently (measured: bit-equal here; bound 1e-6 of the
+    magnitude), and NaN and ±inf in the same places, saturated values included."""
+    rng = np.random.default_rng(seed)
+    g = (rng.standard_normal(4 * H) * spread).astype(np.float32)
+    g[rng.random(4 * H) < 0.05] = rng.choice([np.inf, -np.inf, np.nan, 9.5, -20.0, 17.0, -90.0])
+    c0 = (rng.standard_normal(H) * spread).astype(np.float32)
+    c1, h1 = c0.copy(), np.empty(H, np.float32)
+    _cell_scalar(g, c1, h1)
+    c2, h2, y2 = c0.copy(), np.empty(H, np.float32), np.empty(H, np.float32)
+    _cell_lanes(g, c2, h2, y2)
+    for a, b in ((c1, c2), (h1, h2), (h1, y2)):
+        assert (np.isnan(a) == np.isnan(b)).all()
+        ok = ~np.isnan(a)
+        assert (np.abs(a[ok] - b[ok]) <= 1e-6 * np.maximum(1.0, np.abs(a[ok]))).all()
 
 
 @pytest.mark.slow

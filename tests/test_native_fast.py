@@ -1,7 +1,7 @@
-"""The native path (``gatedrnn.engines.native_path``): where ``engine="auto"`` picks torch's op,
-the call goes straight to it from a memo. It must give torch.nn's outputs and gradients bit for
-bit, torch.nn's exceptions on bad input, decide afresh when what decides changes, and stay out of
-pickles, copies and state dicts."""
+"""The native route (``gatedrnn.engines.native_path``): where ``engine="auto"`` picks torch's op,
+the call goes straight to it from a plan ``gatedrnn.engines.route`` remembers. It must give
+torch.nn's outputs and gradients bit for bit, torch.nn's exceptions on bad input, decide afresh
+when what decides changes, and stay out of pickles, copies and state dicts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch.nn.utils import parametrize, prune
 
 import gatedrnn
-from gatedrnn.engines import dispatch, native_path
+from gatedrnn.engines import dispatch, route
 from gatedrnn.engines.rows import Row
 
 _NATIVE = (Row("native", measured_on="design"),)  # a pinned table: torch's op for every call
@@ -163,7 +163,7 @@ def test_cells_raise_torch_errors(kind) -> None:
 
 
 def _memo_keys(m) -> int:
-    return len(native_path._MEMO.get(m, {}))
+    return len(route.routes(m))
 
 
 def test_the_memo_follows_what_decides() -> None:
@@ -183,7 +183,7 @@ def test_the_memo_follows_what_decides() -> None:
         m.double()  # the parameters' dtype
         m(x.double())
         assert m.last_engine == "native"
-        assert _memo_keys(m) == 3
+        assert _memo_keys(m) == 4  # (the fused call's route is remembered too)
         threads = torch.get_num_threads()
         torch.set_num_threads(1 if threads > 1 else 2)  # the thread count: the table reads it
         try:
@@ -192,7 +192,7 @@ def test_the_memo_follows_what_decides() -> None:
             torch.set_num_threads(threads)
         with torch.no_grad():  # grad mode
             m(x.double())
-        assert _memo_keys(m) == 5
+        assert _memo_keys(m) == 6
     # Another table: the memo's answers were the pinned one's.
     with dispatch.pinned((Row("fused", measured_on="design"),)):
         m(x.double())

@@ -192,11 +192,10 @@ def test_unusual_calls_take_the_general_path() -> None:
                                       False) is None  # a list, not a tuple
     q(x, return_gates=True)
     assert q.last_engine == "int8-reference"
-    for m in (gatedrnn.quantize(gatedrnn.LSTM(4, 8, peephole=True)),
-              gatedrnn.quantize(gatedrnn.MinGRU(4, 8)), gatedrnn.QuantizedGRU(4, 8, engine="int8-reference")):
-        assert quantized_lean.module_call(m, x, None, False) is None
-        m(x)
-        assert m.last_engine == "int8-reference"
+    m = gatedrnn.QuantizedGRU(4, 8, engine="int8-reference")
+    assert quantized_lean.module_call(m, x, None, False) is None
+    m(x)
+    assert m.last_engine == "int8-reference"
     ref = gatedrnn.quantize(gatedrnn.GRU(4, 8))
     ref(x)
     ref.engine = "int8-reference"  # a changed engine reaches the plan

@@ -147,7 +147,7 @@ def test_inference_without_state_takes_the_step_kernels(monkeypatch) -> None:
     module = gatedrnn.GRU(3, 4)
     peer = torch.nn.GRU(3, 4)
     peer.load_state_dict(module.state_dict())
-    modules, cells = _spy(monkeypatch, one_step, "module_call"), _spy(monkeypatch, one_step, "cell_call")
+    modules, cells = _spy(monkeypatch, one_step, "module_run"), _spy(monkeypatch, one_step, "cell_call")
     x = torch.randn(2, 3)
     with torch.no_grad():
         for a, b in zip(ours(x), ref(x)):

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from . import machine, plan
-from .rows import HALF, MACHINES, TABLE_2026_11, Row, describe, matches
+from .rows import HALF, MACHINES, TABLE_2026_11, Explanation, Row, matches
 
 __all__ = ["ENGINES", "DTYPES", "HALF", "MACHINES", "CPU", "AMX", "Row", "TABLE", "TABLES",
            "choose", "dtype_key", "pinned", "pin", "reload", "explain", "Explanation"]
@@ -119,6 +119,26 @@ TABLE: tuple[Row, ...] = (
         training=False, max_work=4096, measured_on="epyc"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=4, measured_on="epyc"),
+    # B < 4, by hidden size: at equal work a step's product grows as H², and the fused loops'
+    # per-step overhead (one batch row to one thread) counts less as H grows. Inference, torch.nn's
+    # time / the engine's, fused and native (torch's op through gatedrnn):
+    # - 1 thread (pinned, CPU time, fastest of 9-11 interleaved), T = 200, I = 64, B = 1: H = 32
+    #   0.87 and 0.94, 64 0.82 and 0.94, 128 0.97 and 0.97, 192 0.91 and 0.98, 256 1.10 and
+    #   1.00; (200, 1, 128, 384) 1.21 and 1.00, (100, 1, 32, 512) 1.06 and 0.99: native up to
+    #   H = 221, between 192 and 256 (the kernels before their December rework: fused 0.78-0.83
+    #   up to H = 256, level at 384). B = 2 and 3 native at every H: (200, 2, 64, 64) 0.60 and
+    #   0.95, (200, 2, 64, 128) 0.63 and 1.02, (200, 3, 64, 256) 0.79 and 0.96.
+    # - 2 threads (wall clock, fastest of 15-25, busy shared machine: noisy; two runs), B = 1:
+    #   H = 32 2.13 and 0.97, 64 1.34 and 0.97 / 1.06 and 0.86, 96 1.65 and 1.22 / 1.24 and 0.97
+    #   (oneDNN's two-thread team costs more than the product), 128 0.98 and 1.00 / 0.88 and 0.96
+    #   (docs/results/speed-lstm-gru.md, quiet machine: 0.87 and 0.98), 192 native 0.97,
+    #   (200, 1, 128, 256) 0.72 and 0.97, (100, 1, 128, 256) 0.84 and 1.22: native from H = 111.
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, max_threads=1, min_batch=2, measured_on="xeon-spr"),
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, max_threads=1, max_hidden=221, measured_on="xeon-spr"),
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, min_threads=2, min_hidden=111, measured_on="xeon-spr"),
     # B < 4 on two threads or more: the fused loops give one batch row to one thread, oneDNN
     # splits the product over both. 2 threads, inference, fastest of 15, native / fused ms:
     # (100, 1, 128, 256) 2.83 / 2.68, (200, 1, 64, 128) 1.66 / 1.82, (200, 1, 128, 256) 3.46 /
@@ -131,6 +151,12 @@ TABLE: tuple[Row, ...] = (
     # (auto's fused was 0.91x torch.nn); GRU 22.5 vs 25.6 (0.88x). At B = 1 fused.
     Row("native", device="cpu", kind=("LSTM", "GRU"), dtype="float32", torch_op=True, simple=False,
         proj=False, training=False, min_batch=64, measured_on="xeon-spr"),
+    # Packed LSTM float32 inference below B = 4 on two threads follows the plain border in H:
+    # (200, 1, 64, 128) packed, 2 threads, fastest of 5 (docs/results/speed-dtypes.md): torch.nn
+    # 1.730 ms, fused 2.261, torch's op through gatedrnn's general path 1.975.
+    Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=False,
+        proj=False, training=False, max_batch=3, min_threads=2, min_hidden=111,
+        measured_on="xeon-spr"),
     # Small training calls (forward + backward, 1 thread, the engines interleaved, torch.nn's
     # time / the engine's; work = T·B·H): the LSTM at (T, B, I, H) = (1, 1, 16, 32)
     # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
@@ -155,6 +181,13 @@ TABLE: tuple[Row, ...] = (
         training=False, min_batch=16, measured_on="epyc"),
     Row("native", device="cpu", kind="RNN", dtype="float64", torch_op=True, training=False,
         min_batch=16, measured_on="xeon-spr"),
+    # Elman RNN float64 training, not packed: torch's loop from B = 32 (1 thread pinned, CPU
+    # time, fastest of 7 interleaved, torch.nn's time / fused's and native's): (100, 16, 128, 128)
+    # 1.00 and 0.92, (100, 16, 256, 256) 0.97 and 0.96, (100, 32, 128, 128) 0.82 and 0.99,
+    # (100, 64, 256, 256) 0.82 and 0.98 (2 threads, docs/results/speed-dtypes.md: 0.89 and 0.93).
+    # Native from B = 23, between 16 and 32. Packed stays fused (torch's packed backward: 1.9x).
+    Row("native", device="cpu", kind="RNN", dtype="float64", torch_op=True, simple=True,
+        training=True, min_batch=23, measured_on="xeon-spr"),
     # bfloat16 LSTM on a CPU with bfloat16 hardware: oneDNN runs it on AMX's tiles (Xeon) or
     # with avx512_bf16 (Zen 4). Xeon, native against fused-float32 ms: inference without proj_size
     # native at B = 1 (1.19 vs 1.67, packed 1.23 vs 1.82) and B = 64 (7.8 vs 35.8, packed 21.3
@@ -266,6 +299,19 @@ def reload() -> None:
     _NAMED.clear()
 
 
+def rules_token() -> object:
+    """The rules ``choose`` walks now, as an identity token: a cache of ``choose``'s answers made
+    under one token is stale once the token changes (``pin``, ``pinned``, ``reload``, a new plan)."""
+    if _RULES is None:
+        _activate(_default())
+    return _RULES
+
+
+def is_recording() -> bool:
+    """True inside ``tracing()`` (``explain``): every call must then ask ``choose``, unmemoized."""
+    return _TRACE is not None
+
+
 def rules_in_effect() -> str:
     """What ``engine="auto"`` follows in this process, in words (for benchmark reports)."""
     if _RULES is None:
@@ -278,7 +324,8 @@ def rules_in_effect() -> str:
 
 def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: bool,
            training: bool, batch: int, work: int | None = None, triton: bool = False,
-           proj: bool = False, table: Sequence[Row] | None = None) -> str:
+           proj: bool = False, table: Sequence[Row] | None = None, hidden: int | None = None
+           ) -> str:
     """The engine for a call with these features (a pure function of them, the CPU and the
     thread count: no tensors, no device).
 
@@ -286,14 +333,15 @@ def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: b
     "RNNCell" | "mingru" | "minlstm" | "slstm"; dtype: a key of ``DTYPES``' values or "other";
     batch: the batch size N;
     work: T·N·H (time steps, batch, hidden size; N·H for a cell), or None when the caller does not
-    know it (rows with ``max_work`` then do not match); triton: the Triton engine can run the call
+    know it (rows with ``max_work`` then do not match); hidden: the hidden size H, or None (rows
+    with a hidden-size border then do not match); triton: the Triton engine can run the call
     (triton imports and the tensor is on CUDA; ``gatedrnn.engines.stack.triton_ready``); proj: an
     LSTM with ``proj_size``; table: walk these rows instead of the active rules (uncached).
     The CPU's features (``CPU``) and ``torch.get_num_threads()`` are features of every call.
     """
     # (~0.2 µs for the thread count and ~0.2 for the key and the lookup: a small cell's call is ~20)
     key = (device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj,
-           torch.get_num_threads())
+           torch.get_num_threads(), hidden)
     if table is not None:
         return table[_first(table, key)].engine
     engine = _CACHE.get(key)
@@ -303,12 +351,13 @@ def choose(device_type: str, kind: str, dtype: str, *, torch_op: bool, simple: b
 
 
 def _first(rows: Sequence[Row], key: tuple) -> int:
-    device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj, threads = key
+    device_type, kind, dtype, torch_op, simple, training, batch, work, triton, proj, threads, \
+        hidden = key
     features = {"device": "cpu" if device_type == "cpu" else "other", "kind": kind,
                 "dtype": dtype, "torch_op": torch_op, "simple": simple, "training": training,
                 "triton": triton, "proj": proj, "amx": CPU.amx, "bf16": CPU.bf16, "isa": CPU.isa}
     for i, row in enumerate(rows):
-        if matches(row, features, batch, work, threads):
+        if matches(row, features, batch, work, threads, hidden):
             return i
     raise AssertionError("the last row of the table matches every call")  # pragma: no cover
 
@@ -332,31 +381,6 @@ def _decide(key: tuple) -> str:
 def dtype_key(dtype: torch.dtype) -> str:
     """The table's name for a dtype."""
     return DTYPES.get(dtype, "other")
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Which engine ``engine="auto"`` took for one call, and which plan entry or table row said so."""
-
-    engine: str  # what ran (``module.last_engine``)
-    chosen: str | None  # the engine the deciding row names (None: auto was not asked)
-    source: str  # "plan", "table", "pinned table" or "asked" (engine= other than "auto")
-    index: int | None  # the row's position in the plan or in the table
-    row: Row | None
-    features: dict[str, Any]
-    note: str = ""  # a plan entry's measurements
-
-    def __str__(self) -> str:
-        if self.row is None:
-            return f"ran {self.engine}: {self.note}"
-        f = self.features
-        call = (f"{f['kind']} {f['dtype']} {'training' if f['training'] else 'inference'}, "
-                f"batch {f['batch']}, work {f['work']}, {f['threads']} thread(s)")
-        where = f"{self.source} row {self.index}"
-        text = f"{call}: {where} -> {self.chosen} (ran {self.engine})\n  {describe(self.row)}"
-        if self.row.measured_on:
-            text += f"\n  measured on: {MACHINES.get(self.row.measured_on, self.row.measured_on)}"
-        return text + (f"\n  {self.note}" if self.note else "")
 
 
 @contextlib.contextmanager
@@ -383,7 +407,7 @@ def active_rows() -> tuple[Row, ...]:
 
 
 _KEYS = ("device", "kind", "dtype", "torch_op", "simple", "training", "batch", "work", "triton",
-         "proj", "threads")
+         "proj", "threads", "hidden")
 
 
 def explain(module: torch.nn.Module, input: Any, hx: Any = None) -> Explanation:

@@ -63,11 +63,11 @@ def _kernels() -> dict[str, Any]:
     return _KERNELS
 
 
-def _auto(kind: str, dt: torch.dtype, B: int, work: int, training: bool) -> str:
+def _auto(kind: str, dt: torch.dtype, B: int, work: int, training: bool, hidden: int) -> str:
     """The engine the measured table picks for this call (``dispatch.choose`` keeps its answers:
     walking the table costs more than the rest of a B = 1 step)."""
     return dispatch.choose("cpu", kind, dispatch.dtype_key(dt), torch_op=True, simple=True,
-                           training=training, batch=B, work=work)
+                           training=training, batch=B, work=work, hidden=hidden)
 
 
 def _to_torch(m: Any, input: Tensor, hx: Any) -> Any:
@@ -133,7 +133,7 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
                                         or (w0 is not None and w0.requires_grad))
     nh = getattr(m, "num_heads", 1)
     if m.engine == "auto" and nh == 1:  # (head-wise recurrence has no torch op: auto runs it fused)
-        engine = _auto(_KIND[m.mode], dt, B, T * B * H, grad)
+        engine = _auto(_KIND[m.mode], dt, B, T * B * H, grad, H)
         if engine == "native" and m.reset_after:
             return _to_torch(m, input, hx)
         if engine != "fused":

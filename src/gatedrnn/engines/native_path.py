@@ -1,33 +1,25 @@
-"""The native path: a call for which ``engine="auto"`` picks torch's own op, at torch.nn's cost.
+"""The native route: a call for which ``engine="auto"`` picks torch's own op, at torch.nn's cost.
 
 Where the measured table gives a call to torch's op (the LSTM at a few steps in training, the
-Elman RNN and RNNCell in training, ...), the general path's work around the op (the streaming and
-lean paths declining, the engine choice, torch.nn's own Python checks) cost 5-15 µs, about a tenth
-of a small call. Here the decision is remembered per module by the call's key:
+Elman RNN and RNNCell in training, ...), the general path's work around the op (the engine
+choice, torch.nn's own Python checks) costs 5-15 µs, about a tenth of a small call. Here
+``module_plan`` (``cell_plan``) decides once per call signature (``engines.route`` remembers the
+plan under its guards) and ``module_run`` (``cell_run``) calls torch's op itself
+(``torch._VF.lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu`` and the cells' ``lstm_cell``,
+``gru_cell``, ``rnn_tanh_cell``, ``rnn_relu_cell``) with the module's flattened weights, exactly as
+torch.nn's forward does, so the results are torch.nn's bit for bit.
 
-    (engine, class, train/eval, input shape, dtype and device, the weights' dtype, grad mode,
-     input.requires_grad, weight_ih's requires_grad, hx given, the thread count)
-
-and checked against the active dispatch rules (a pinned table, a reloaded plan: another rules
-object); a hit calls torch's op itself (``torch._VF.lstm``, ``gru``, ``rnn_tanh``, ``rnn_relu`` and
-the cells' ``lstm_cell``, ``gru_cell``, ``rnn_tanh_cell``, ``rnn_relu_cell``) with the module's
-flattened weights, exactly as torch.nn's forward does, so the results are torch.nn's bit for bit.
-
-Everything irregular steps aside (returns None) to the general path, which raises torch.nn's own
+Everything irregular steps aside (None) to the general path, which raises torch.nn's own
 errors: a tensor subclass, a PackedSequence, an input or state of a shape torch.nn's Python
 checks refuse, a parametrized or pruned weight_ih, and any trace, export, compile or
 ``dispatch.explain``. The checks left to torch's op are those it makes itself (dtypes and devices
 of the state), with torch.nn's exception class since torch.nn reaches the same op. A streaming
 inference step (T = 1 without autograd) and cells in inference belong to the fused step kernels
 (``one_step``): never taken here.
-
-The memo lives in a module-level weak dictionary, never in the module's ``__dict__``: pickling,
-``copy.deepcopy`` and ``state_dict`` never see it, and it dies with the module.
 """
 
 from __future__ import annotations
 
-import weakref
 from operator import itemgetter
 from typing import Any
 
@@ -42,55 +34,46 @@ _MODULE_OPS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_
 _CELL_OPS = {"lstm": _VF.lstm_cell, "gru": _VF.gru_cell, "rnn_tanh": _VF.rnn_tanh_cell,
              "rnn_relu": _VF.rnn_relu_cell}
 _CELL_PARAMS = itemgetter("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-_MAX_KEYS = 64  # per module: a stream of ever-new shapes restarts its memo
-
-# module -> {key: (rules, plan)}; plan None: not this path's call.
-_MEMO: weakref.WeakKeyDictionary[Any, dict[tuple, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
-
-
-def forget(module: Any) -> None:
-    """Drop a module's memo (the next call decides afresh)."""
-    _MEMO.pop(module, None)
 
 
 def _off() -> bool:
     """A call that must see the general path: a trace, export or compile (torch ops recorded,
     torch.nn's forward run as written), or ``dispatch.explain`` recording the table's answers."""
-    return dispatch._TRACE is not None or _traced() or torch.compiler.is_exporting()
+    return dispatch.is_recording() or _traced() or torch.compiler.is_exporting()
 
 
-def _memo(m: Any) -> dict[tuple, tuple[Any, Any]]:
-    try:
-        memo = _MEMO.get(m)
-        if memo is None or len(memo) > _MAX_KEYS:
-            memo = _MEMO[m] = {}
-    except TypeError:  # a subclass that defines __eq__ without __hash__: remember nothing
-        return {}
-    return memo
-
-
-def module_call(m: Any, input: Any, hx: Any) -> Any:
-    """``m(input, hx)`` through torch's op when auto picks it for this call, else None (see the
-    module docstring). ``m`` is an LSTM, GRU or RNN with ``engine="auto"``."""
+def module_plan(m: Any, input: Any, hx: Any) -> Any:
+    """(op, batched, h shape, c shape or None) when the general path would run torch.nn's
+    forward on this call and torch.nn's Python checks pass on the input, else None. ``m`` is an
+    LSTM, GRU or RNN with ``engine="auto"``; called once per call signature."""
     if type(input) is not Tensor or _off():
         return None
     w0 = m._parameters.get("weight_ih_l0")
     if w0 is None:  # pruned or parametrized: the general path (torch.nn refreshes its weights)
         return None
     grad = torch.is_grad_enabled()
-    req = input.requires_grad
-    training = grad and (w0.requires_grad or req)
+    training = grad and (w0.requires_grad or input.requires_grad)
     if grad and not training and hx is not None and _wants_grad(hx):
         return None  # (the lean path counts a state's requires_grad as training: let it decide)
-    key = (m.engine, m.__class__, m.training, input.shape, input.dtype, input.device, w0.dtype,
-           grad, req, w0.requires_grad, hx is None, torch.get_num_threads())
-    memo = _memo(m)
-    entry = memo.get(key)
-    if entry is None or entry[0] is not dispatch._RULES:
-        entry = memo[key] = _module_plan(m, input, training)
-    plan = entry[1]
-    if plan is None:
+    dim = input.dim()
+    if not (m.engine == "auto" and dim in (2, 3) and input.shape[-1] == m.input_size
+            and input.dtype == w0.dtype
+            and (training or (input.shape[1 if m.batch_first else 0] if dim == 3 else
+                              input.shape[0]) > 1)
+            and m._engine(input, False) == "native"):  # (T = 1 inference: the streaming step's)
         return None
+    D = 2 if m.bidirectional else 1
+    B = input.shape[0 if m.batch_first else 1] if dim == 3 else 1
+    H = m.hidden_size
+    lstm = m.mode == "LSTM"
+    hshape = (m.num_layers * D, B, (m.proj_size or H) if lstm else H)
+    return (_MODULE_OPS[m.mode], dim == 3, torch.Size(hshape),
+            torch.Size((m.num_layers * D, B, H)) if lstm else None)
+
+
+def module_run(m: Any, plan: Any, input: Tensor, hx: Any) -> Any:
+    """``m(input, hx)`` through torch's op by ``module_plan``'s plan, or None when the state is
+    not of the plan's form (the general path then raises torch.nn's error)."""
     op, batched, hshape, cshape = plan
     lstm = cshape is not None
     if hx is None:
@@ -145,48 +128,30 @@ def _wants_grad(hx: Any) -> bool:
     return any(getattr(p, "requires_grad", False) for p in (hx if type(hx) is tuple else (hx,)))
 
 
-def _module_plan(m: Any, input: Tensor, training: bool) -> tuple[Any, Any]:
-    """(the active rules, (op, batched, h shape, c shape or None)) when the general path would
-    run torch.nn's forward on this call and torch.nn's Python checks pass on the input, else
-    (rules, None). Called once per key."""
-    plan = None
-    dim = input.dim()
-    if m.engine == "auto" and dim in (2, 3) and input.shape[-1] == m.input_size \
-            and input.dtype == m._parameters["weight_ih_l0"].dtype \
-            and (training or (input.shape[1 if m.batch_first else 0] if dim == 3 else
-                              input.shape[0]) > 1) \
-            and m._engine(input, False) == "native":  # (T = 1 inference: the streaming step's)
-        D = 2 if m.bidirectional else 1
-        B = input.shape[0 if m.batch_first else 1] if dim == 3 else 1
-        H = m.hidden_size
-        lstm = m.mode == "LSTM"
-        hshape = (m.num_layers * D, B, (m.proj_size or H) if lstm else H)
-        plan = (_MODULE_OPS[m.mode], dim == 3, torch.Size(hshape),
-                torch.Size((m.num_layers * D, B, H)) if lstm else None)
-    return dispatch._RULES, plan
-
-
-def cell_call(m: Any, input: Any, hx: Any) -> Any:
-    """``m(input, hx)`` through torch's cell op when auto picks it for this training step, else
-    None (see the module docstring). ``m`` is an LSTMCell, GRUCell or RNNCell, ``engine="auto"``."""
+def cell_plan(m: Any, input: Any, hx: Any) -> Any:
+    """torch's cell op when the general path would run torch.nn's forward on this training
+    step, else None. ``m`` is an LSTMCell, GRUCell or RNNCell with ``engine="auto"``; called once
+    per call signature."""
     if type(input) is not Tensor or not torch.is_grad_enabled() or _off():
         return None
-    ps = m._parameters
     try:
-        params = _CELL_PARAMS(ps)
+        w0 = _CELL_PARAMS(m._parameters)[0]
     except KeyError:  # pruned or parametrized
         return None
-    req = input.requires_grad
-    if not (req or params[0].requires_grad):
+    if not (input.requires_grad or w0.requires_grad):
         return None  # inference: the streaming step kernels' (one_step)
-    key = (m.engine, m.__class__, input.shape, input.dtype, input.device, req,
-           params[0].requires_grad, m.__dict__.get("nonlinearity"), torch.get_num_threads())
-    memo = _memo(m)
-    entry = memo.get(key)
-    if entry is None or entry[0] is not dispatch._RULES:
-        entry = memo[key] = _cell_plan(m, input)
-    op = entry[1]
-    if op is None:
+    if m.engine == "auto" and input.dim() in (1, 2) and m._torch_op() \
+            and m._engine(input) == "native":
+        return _CELL_OPS.get(m.cell_mode)
+    return None
+
+
+def cell_run(m: Any, op: Any, input: Tensor, hx: Any) -> Any:
+    """``m(input, hx)`` through torch's cell op ``op`` (``cell_plan``'s), or None when the state
+    is not of the form torch.nn's forward passes on (the general path then raises its error)."""
+    try:
+        params = _CELL_PARAMS(m._parameters)
+    except KeyError:  # pruned since the plan was made
         return None
     lstm = m._KIND == "lstm"
     batched = input.dim() == 2
@@ -210,16 +175,6 @@ def cell_call(m: Any, input: Any, hx: Any) -> Any:
     if batched:
         return new
     return (new[0].squeeze(0), new[1].squeeze(0)) if lstm else new.squeeze(0)
-
-
-def _cell_plan(m: Any, input: Tensor) -> tuple[Any, Any]:
-    """(the active rules, torch's cell op) when the general path would run torch.nn's forward
-    on this training step, else (rules, None)."""
-    op = None
-    if m.engine == "auto" and input.dim() in (1, 2) and m._torch_op() \
-            and m._engine(input) == "native":
-        op = _CELL_OPS.get(m.cell_mode)
-    return dispatch._RULES, op
 
 
 def _record(m: Any) -> None:

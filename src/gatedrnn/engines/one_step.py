@@ -147,25 +147,24 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     The reverse direction walks the steps backwards. Outputs: y (T, B, D·H) ((B, T, D·H)
     batch-first) and h_n (and c_n) (L·D, B, H), as torch.nn.
     """
-    m = module
     if return_gates is not False or _traced():
         return None  # (return_gates by identity: an exporter may pass it as a traced tensor)
+    plan = module_plan(module, input, hx)
+    return None if plan is None else module_run(module, plan, input, hx)
+
+
+def module_plan(m: Any, input: Any, hx: Any) -> tuple | None:
+    """What a module call needs that its configuration and the input's shape decide (the
+    kernel, the sizes), or None when such a call is not a plain short inference. Made once per
+    call signature by ``engines.route``; ``module_run`` checks the tensors on every call."""
+    if type(input) is not Tensor or input.dtype not in _FAST:
+        return None
     w0 = m._parameters.get("weight_ih_l0")  # (a first look; every tensor is looked at below)
-    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad)
-                                    or getattr(input, "requires_grad", False)):
+    if torch.is_grad_enabled() and ((w0 is not None and w0.requires_grad) or input.requires_grad):
         return None
     if m.proj_size or m.layer_norm or m.peephole or m.zoneout or m.zoneout_cell \
             or m.num_heads > 1:  # (the step kernels have the dense W_hh only)
         return None
-    if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
-        return None
-    lstm = m.mode == "LSTM"
-    zeros = hx is None  # torch.nn's zero state, made below once the shapes are known
-    state = _state(input, (input, input) if lstm else input, lstm) if zeros else \
-        _state(input, hx, lstm)
-    if state is None:
-        return None
-    h, c, dt = state
     shape = input.shape
     if len(shape) == 2:  # unbatched (T, I): one row, the same memory layout as (1, 1, I)
         T, B = shape[0], 1
@@ -175,29 +174,49 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
         return None
     D = 2 if m.bidirectional else 1
     L, H, I = m.num_layers, m.hidden_size, m.input_size
+    if T == 0 or B == 0 or (T > 1 and (T > MAX_STEPS or T * B * H > MAX_WORK)):
+        return None
+    if T > 1 and m.engine == "auto" and dispatch.choose(
+            "cpu", _KIND[m.mode], dispatch.dtype_key(input.dtype), torch_op=True, simple=True,
+            training=False, batch=B, work=T * B * H, hidden=H) != "fused":
+        return None  # (a sequence where the table picks torch's op, e.g. float64 from B = 16)
+    run, flag = (_STEP or kernels()).kernel(MODE[m.mode], m.reset_after)
+    # batch-first (B, T, ·) with B, T > 1 is not time-major: the input is copied to (T, B, I), and
+    # the last layer writes its rows with a stride of T·D·H straight into the (B, T, D·H) output
+    bf = m.batch_first and len(shape) == 3 and B > 1 and T > 1
+    hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
+    return (m.mode == "LSTM", T, B, D, L, H, I, hshape, GATES[MODE[m.mode]] * H, bf, run, flag)
+
+
+def module_run(m: Any, plan: tuple, input: Tensor, hx: Any) -> Any:
+    """``m(input, hx)`` by ``module_plan``'s plan for this input's shape, or None when a tensor
+    is not plain (dtype, device, shape, contiguity: the kernels read by address), autograd must
+    see the call, or dropout applies."""
+    lstm, T, B, D, L, H, I, hshape, GH, bf, run, flag = plan
+    if m.training and (m.dropout or m.recurrent_dropout or m.weight_drop):
+        return None  # (plain attributes, which may change between calls)
+    zeros = hx is None  # torch.nn's zero state, made below
+    state = _state(input, (input, input) if lstm else input, lstm) if zeros else \
+        _state(input, hx, lstm)
+    if state is None:
+        return None
+    h, c, dt = state
     ps = m._parameters
     try:
         groups = [itemgetter(*names)(ps) + (() if m.bias else (None, None))
                   for names in m._all_weights]
     except KeyError:  # pruned or parametrized (see cell_call)
         return None
-    if T == 0 or B == 0 or (T > 1 and (T > MAX_STEPS or T * B * H > MAX_WORK)):
-        return None
-    if T > 1 and m.engine == "auto" and dispatch.choose(
-            "cpu", _KIND[m.mode], dispatch.dtype_key(input.dtype), torch_op=True, simple=True,
-            training=False, batch=B, work=T * B * H) != "fused":
-        return None  # (a sequence where the table picks torch's op, e.g. float64 from B = 16)
     if torch.is_grad_enabled() and _needs_grad((input, h, c, *(p for g in groups for p in g))):
         return None
     step = _STEP or kernels()
-    hshape = (L * D, H) if len(shape) == 2 else (L * D, B, H)
     if zeros:
         h = torch.from_numpy(np.zeros(hshape, _NP[dt]))
         c = h if lstm else None
+    shape = input.shape
     if not (shape[-1] == I and input.is_cpu and input.is_contiguous() and step.plain(h, hshape, dt)
             and step.plain(c, hshape, dt)):
         return None
-    GH = GATES[MODE[m.mode]] * H
     for k, params in enumerate(groups):
         if not _plain_params(step, params, GH, I if k < D else D * H, H, dt):
             return None
@@ -211,10 +230,6 @@ def module_call(module: Any, input: Any, hx: Any, return_gates: Any = False) -> 
     isz = 4 if dt is torch.float32 else 8
     size = B * H * isz  # bytes of one (B, H)
     like = step.LIKE[dt]
-    run, flag = step.kernel(MODE[m.mode], m.reset_after)
-    # batch-first (B, T, ·) with B, T > 1 is not time-major: the input is copied to (T, B, I), and
-    # the last layer writes its rows with a stride of T·D·H straight into the (B, T, D·H) output
-    bf = m.batch_first and len(shape) == 3 and B > 1 and T > 1
     x = input.transpose(0, 1).contiguous() if bf else input
     x_at, width = x.data_ptr(), I
     hn_at = hn.data_ptr()

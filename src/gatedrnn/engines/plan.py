@@ -3,9 +3,10 @@
 ``gatedrnn.tune()`` (or ``gatedrnn tune``) times the engines on this machine and writes a plan;
 ``engine="auto"`` then follows the plan's entries where one matches a call and the shipped rules
 (``dispatch.TABLE``) elsewhere, as FFTW follows its saved wisdom and cuDNN its benchmark cache.
-An entry is a ``dispatch.Row``: borders in batch and work T·B·H (N·H for a cell) for one cell
-kind, dtype, mode, input kind (plain, packed, proj_size) and thread count, so it also decides the
-shapes between and beyond the ones measured.
+An entry is a ``dispatch.Row``: borders in batch, work T·B·H (N·H for a cell) and, where it moves
+the border, hidden size H, for one cell kind, dtype, mode, input kind (plain, packed, proj_size)
+and thread count, so it also decides the shapes between and beyond the ones measured. A plan
+file of the first version (no hidden-size borders) is read with its entries deciding any H.
 
 The plan is a small JSON file, ``plan.json`` under the user's cache directory (``$XDG_CACHE_HOME``
 or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows, then
@@ -45,14 +46,15 @@ from . import machine
 from .rows import Row
 
 ENV = "GATEDRNN_PLAN"
-VERSION = 1
+VERSION = 2  # 2: entries may have hidden-size borders (min_hidden, max_hidden)
+READABLE = (1, 2)  # a version-1 entry has no hidden-size border: it decides any hidden size
 ENGINES = ("native", "fused", "fused-float32")  # what an entry may name: auto's CPU choices
 _LOG = logging.getLogger("gatedrnn")
 _WARNED: set[str] = set()  # the files a warning was given for (one per file and process)
 _FIELDS = {f.name: f for f in dataclasses.fields(Row)}
 _BOOLS = {"torch_op", "simple", "proj", "training", "triton", "amx", "bf16"}
-_COUNTS = {"min_batch", "min_work", "min_threads"}
-_LIMITS = {"max_batch", "max_work", "max_threads"}
+_COUNTS = {"min_batch", "min_work", "min_threads", "min_hidden"}
+_LIMITS = {"max_batch", "max_work", "max_threads", "max_hidden"}
 _HERE = Path(__file__).resolve().parent
 # The sources whose change can move a border: the kernels and the fast paths that route to them.
 _SOURCES = ("kernels/*.py", "one_step.py", "step_grad.py", "lean_path.py", "stack.py")
@@ -151,8 +153,8 @@ def to_json(p: Plan) -> str:
 def from_json(text: str) -> Plan:
     """Parse a plan file's text (ValueError, KeyError or TypeError when it is not one)."""
     data = json.loads(text)
-    if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise ValueError("not a plan of this version")
+    if not isinstance(data, dict) or data.get("version") not in READABLE:
+        raise ValueError(f"not a plan of a version this gatedrnn reads {READABLE}")
     key = data["key"]
     if not isinstance(key, dict) or not all(isinstance(v, str) for v in key.values()):
         raise ValueError("the plan's machine key is malformed")

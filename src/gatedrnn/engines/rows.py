@@ -2,7 +2,8 @@
 
 ``dispatch.TABLE`` (the shipped rules), a frozen table a run pins (``dispatch.TABLES``) and a
 tuned plan's entries (``gatedrnn.engines.plan``) are all sequences of ``Row``: the first row whose
-features all match a call names its engine. A frozen table never changes once named, so a run
+features all match a call names its engine (``Explanation``, what ``dispatch.explain`` returns,
+says which row it was and its borders). A frozen table never changes once named, so a run
 that pins it (the toolkit's ``TrainConfig.dispatch``) takes the same engines, and so the same
 bits, whatever the shipped rules become.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 HALF = ("half", "bfloat16")  # the two 16-bit float keys
 
@@ -49,6 +51,8 @@ class Row:
     max_threads: int | None = None  # ... torch.get_num_threads() in this range, read per call
     bf16: bool | None = None  # the CPU has bfloat16 hardware: avx512_bf16 or AMX (``CPU.bf16``)
     isa: str | tuple[str, ...] | None = None  # the CPU's vector unit: "avx512", "avx2", "other"
+    min_hidden: int = 0  # ... and hidden sizes H of at least this (a step's product grows as H²)
+    max_hidden: int | None = None  # ... and of at most this (a row with either needs H known)
     measured_on: str | None = None  # a key of ``MACHINES``: where the row's figures come from
 
 
@@ -59,10 +63,26 @@ def describe(row: Row) -> str:
     return f"Row({', '.join(parts)})"
 
 
+def bounds(row: Row) -> str:
+    """The row's borders in words: "batch 0-3, hidden 97-inf, threads 2-inf" (only those it has)."""
+    out = []
+    for name, lo, hi in (("batch", row.min_batch, row.max_batch), ("hidden", row.min_hidden,
+                         row.max_hidden), ("work", row.min_work, row.max_work),
+                         ("threads", row.min_threads, row.max_threads)):
+        if lo != (1 if name == "threads" else 0) or hi is not None:
+            out.append(f"{name} {lo}-{'inf' if hi is None else hi}")
+    return ", ".join(out) or "none"
+
+
 def matches(row: Row, features: Mapping[str, object], batch: int, work: int | None,
-            threads: int) -> bool:
-    """True when the call with these features, sizes and thread count falls in ``row``."""
+            threads: int, hidden: int | None = None) -> bool:
+    """True when the call with these features, sizes and thread count falls in ``row`` (a row
+    with a work or hidden-size border does not match a call whose work or hidden size is None)."""
     if batch < row.min_batch or (row.max_batch is not None and batch > row.max_batch):
+        return False
+    if (row.max_hidden is not None or row.min_hidden) and (
+            hidden is None or hidden < row.min_hidden
+            or (row.max_hidden is not None and hidden > row.max_hidden)):
         return False
     if (row.max_work is not None or row.min_work) and (
             work is None or work < row.min_work or (row.max_work is not None and work > row.max_work)):
@@ -74,6 +94,33 @@ def matches(row: Row, features: Mapping[str, object], batch: int, work: int | No
         if not (want is None or want == value or (type(want) is tuple and value in want)):
             return False
     return True
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which engine ``engine="auto"`` took for one call, and which plan entry or table row said so."""
+
+    engine: str  # what ran (``module.last_engine``)
+    chosen: str | None  # the engine the deciding row names (None: auto was not asked)
+    source: str  # "plan", "table", "pinned table" or "asked" (engine= other than "auto")
+    index: int | None  # the row's position in the plan or in the table
+    row: Row | None
+    features: dict[str, Any]
+    note: str = ""  # a plan entry's measurements
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return f"ran {self.engine}: {self.note}"
+        f = self.features
+        call = (f"{f['kind']} {f['dtype']} {'training' if f['training'] else 'inference'}, "
+                f"batch {f['batch']}, work {f['work']}, hidden {f.get('hidden')}, "
+                f"{f['threads']} thread(s)")
+        where = f"{self.source} row {self.index}"
+        text = (f"{call}: {where} -> {self.chosen} (ran {self.engine})\n  {describe(self.row)}"
+                f"\n  borders: {bounds(self.row)}")
+        if self.row.measured_on:
+            text += f"\n  measured on: {MACHINES.get(self.row.measured_on, self.row.measured_on)}"
+        return text + (f"\n  {self.note}" if self.note else "")
 
 
 _DECLARED = ("mingru", "minlstm", "slstm")

@@ -85,11 +85,13 @@ def _engines(**more: str) -> dict[str, str]:
 # int8 inference (``quantized``): only quantized modules run these engines, and only they run them
 # (``gatedrnn.modules.quantized``); float modules neither accept nor pick them.
 INT8_REFERENCE = "gatedrnn.equations.quantized:run"
-INT8 = "gatedrnn.engines.kernels.int8:run"  # LSTM, GRU, RNN; the newer cells run the reference
+# The fast int8 engine of every cell: the plain LSTM/GRU/RNN on ``kernels.int8``, the variants
+# (heads, layer norm, peepholes, zoneout's evaluation form) and the newer cells on its own kernels.
+INT8 = "gatedrnn.engines.kernels.int8_variants:run"
 INT8_ENGINES = ("int8", "int8-reference")
 
 
-def _int8(fast: str = INT8_REFERENCE) -> dict[str, str]:
+def _int8(fast: str = INT8) -> dict[str, str]:
     return {"int8": fast, "int8-reference": INT8_REFERENCE}
 
 

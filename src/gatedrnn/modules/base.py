@@ -18,6 +18,7 @@ size, H_out output size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -27,10 +28,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from ..engines import lean_path, native_path, one_step, stack
+from ..engines import route, stack
 from ..equations.cells import CellOptions, Weights
 from . import scripting
-from .checks import ModuleArgs
+from .checks import ModuleArgs, autocast_on
 
 _LOG = logging.getLogger("gatedrnn")
 
@@ -103,9 +104,9 @@ class SequenceModule(_Module):
     """What every sequence module shares: ``forward`` (input forms, the layer stack, output
     shaping) and ``last_engine``. Mixed in front of an nn.Module; see the module docstring."""
 
-    # The torch.nn subclasses' special paths: torch's op straight from a memo where auto picks
-    # it, the streaming step and the lean small-batch inference (``gatedrnn.engines.native_path``,
-    # ``one_step``, ``lean_path``), and eager runs under Dynamo.
+    # The torch.nn subclasses' fast routes (``gatedrnn.engines.route``: torch's op straight from
+    # a plan where auto picks it, the streaming step, the lean small-batch path), and eager runs
+    # under Dynamo.
     _FAST_PATHS = False
     _EAGER_UNDER_DYNAMO = False
     recurrent_dropout = 0.0  # (a class default: the modules without the variant)
@@ -170,21 +171,17 @@ class SequenceModule(_Module):
 
         ``return_gates`` is positional-or-keyword, not keyword-only, because torch's TorchScript ONNX
         exporter passes every defaulted parameter of ``forward`` positionally."""
-        if self._FAST_PATHS and (self.engine == "auto" or self.engine == "fused"):
-            if return_gates is False and self.engine == "auto":
-                # Where auto runs torch's op: straight to it, decided from a memo (native_path.py).
-                result = native_path.module_call(self, input, hx)
-                if result is not None:
-                    return result
-            # One inference step with the state carried (see one_step.py); None otherwise.
-            result = one_step.module_call(self, input, hx, return_gates)
-            if result is not None:
-                record_engine(self, "fused")
-                return result
-            # A short sequence at a small batch (see lean_path.py), which records its engine.
-            result = lean_path.module_call(self, input, hx, return_gates)
-            if result is not None:
-                return result
+        if self._FAST_PATHS and return_gates is False and (self.engine == "auto"
+                                                           or self.engine == "fused"):
+            # The call's route (torch's op straight from a plan, the streaming step, the lean
+            # path, or the general forward below), decided once per call signature and cached
+            # under its guards (gatedrnn.engines.route). (return_gates by identity: an exporter
+            # may pass it as a traced tensor.)
+            return route.module_call(self, input, hx, _general_call)
+        return self._general(input, hx, return_gates)
+
+    def _general(self, input: Any, hx: Any, return_gates: bool) -> Any:
+        """forward past the fast routes: eager under Dynamo, else ``_forward``."""
         if self._EAGER_UNDER_DYNAMO and "torch._dynamo" in sys.modules:  # (else nobody compiles)
             return _eager_forward()(self, input, hx, return_gates)
         return self._forward(input, hx, return_gates)
@@ -213,8 +210,12 @@ class SequenceModule(_Module):
         if half:
             weights = [{n: None if t is None else t.float() for n, t in w.items()} for w in weights]
         states = [tuple(s[k] for s in state) for k in range(LD)]
-        y, finals, gates = stack.stacked(x, states, weights, a.batch_sizes, self._options(), spec,
-                                         "fused" if half else engine, return_gates)
+        # Under autocast the engines keep their own dtypes: autocast would hand the fused
+        # kernels half-precision products (and float16 arrays numba cannot read).
+        with torch.autocast(x.device.type, enabled=False) if autocast_on(
+                x.device.type) else contextlib.nullcontext():
+            y, finals, gates = stack.stacked(x, states, weights, a.batch_sizes, self._options(),
+                                             spec, "fused" if half else engine, return_gates)
         out_state = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
         if half:
             y, out_state = y.to(a.x.dtype), [s.to(a.x.dtype) for s in out_state]
@@ -235,6 +236,10 @@ class SequenceModule(_Module):
             out = y.transpose(0, 1) if self.batch_first else y
         result = (out, pack_state(out_state))
         return result + (gates,) if return_gates else result
+
+
+def _general_call(m: Any, input: Any, hx: Any) -> Any:
+    return m._general(input, hx, False)
 
 
 def pack_state(parts: list[Tensor]) -> Any:

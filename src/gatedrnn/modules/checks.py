@@ -420,3 +420,14 @@ def from_config(config: dict[str, Any], classes: dict[str, Any]) -> Any:
             raise ValueError(f"config 'dtype' is not a torch dtype: {dtype!r}")
         cfg["dtype"] = getattr(torch, dtype)
     return classes[kind](**cfg)
+
+
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for tensors of ``device_type`` (False for a device autocast does
+    not know, such as "meta", where torch.is_autocast_enabled raises)."""
+    if not torch._C._is_any_autocast_enabled():
+        return False
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False

@@ -136,7 +136,8 @@ class DeclaredRNN(SequenceModule, nn.Module):
         training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
         engine = dispatch.choose(data.device.type, self.kind, dispatch.dtype_key(data.dtype),
                                  torch_op=False, simple=not packed, training=training, batch=B,
-                                 triton=stack.triton_ready(self.kind, data))
+                                 triton=stack.triton_ready(self.kind, data),
+                                 hidden=self.hidden_size)
         if engine not in self._cell().engines or not stack.has_engine(self.kind, engine):
             return "reference"  # (a cell without that engine, or numba missing)
         return engine

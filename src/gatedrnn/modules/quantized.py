@@ -59,9 +59,9 @@ PARAMS = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "
           **{f"ln_{w}_{p[0]}": f"layer_norm_{w}_{p}" for w in "xhc" for p in ("weight", "bias")}}
 QUANTIZED_PARAMS = tuple(PARAMS[k] for k in QUANTIZED)
 ENGINES = ("auto", *INT8_ENGINES)  # what a quantized module accepts as ``engine``
-_FAST_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")  # what the fast "int8" engine runs
-# The options the fast "int8" engine does not cover: they run on "int8-reference".
-_REFERENCE_ONLY = ("layer_norm", "peephole", "zoneout", "zoneout_cell")
+# What the fast "int8" engine runs (``kernels.int8_variants``): every cell, heads and variants
+# (layer norm, peepholes, zoneout's evaluation form) included.
+_FAST_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "mingru", "minlstm", "slstm")
 
 
 def is_quantized_param(name: str) -> bool:
@@ -215,8 +215,7 @@ class _QuantizedBase(nn.Module):
         if self.engine != "auto":
             return self.engine
         fast = (self.kind in _FAST_KINDS and isinstance(data, Tensor) and data.device.type == "cpu"
-                and not return_gates and getattr(self, "num_heads", 1) == 1
-                and not any(getattr(self, k, False) for k in _REFERENCE_ONLY))
+                and not return_gates)
         return "int8" if fast and stack.has_engine(self.kind, "int8") else "int8-reference"
 
     def _with_packed(self, w: dict[str, Tensor | None], sfx: str) -> dict[str, Tensor | None]:
@@ -231,7 +230,8 @@ class _QuantizedBase(nn.Module):
         return self._pack_cached(self._int8_weights(sfx), sfx)
 
     def _pack_cached(self, w: dict[str, Tensor | None], sfx: str) -> dict[str, Tensor | None]:
-        from ..engines.kernels import int8  # numba: imported when the fast engine first runs
+        # numba: imported when the fast engine first runs
+        from ..engines.kernels import int8_variants as int8
 
         tensors = [t for t in w.values() if t is not None]
         if any(t.is_inference() for t in tensors):  # (made under torch.inference_mode: no
@@ -365,7 +365,7 @@ class _QuantizedDeclared(_QuantizedSequence):
         data = input.data if packed else input
         self._check_call(data)
         checks.check_input(type(self).__name__, data, self.input_size, torch.float32, packed=packed)
-        return "int8-reference" if self.engine == "auto" else self.engine
+        return self._int8_engine(data, return_gates)
 
 
 class QuantizedMinGRU(_QuantizedDeclared):

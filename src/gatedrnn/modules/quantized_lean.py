@@ -1,4 +1,4 @@
-"""The lean path of the quantized LSTM/GRU/RNN and cells: a plain inference call straight to the int8 kernel.
+"""The lean path of the quantized modules and cells: a plain inference call straight to the int8 kernel.
 
 At batch size 1 the int8 kernel (``gatedrnn.engines.kernels.int8.run``) takes tens of µs for a
 short sequence, and the general path around it (torch.nn's argument checks, the weights dicts of
@@ -18,7 +18,8 @@ which packs its weights at every call.
 
 Taken only when all of these hold; anything else returns None, and the general path runs the call
 (and raises its errors): evaluation mode, not traced, compiled or exported, ``return_gates``
-False, ``engine`` "auto" or "int8", a cell and options the "int8" kernels cover, int8/float32 CPU
+False, ``engine`` "auto" or "int8", any cell (every option and ``num_heads``: plain LSTM/GRU/RNN
+run ``int8.run``, the rest ``int8_variants.run``), int8/float32 CPU
 buffers of the expected shapes, a plain float32 CPU tensor input (padded or unbatched; a
 PackedSequence takes the general path) of a non-empty shape, and the state absent or of exactly
 torch.nn's shape, float32, on the CPU.
@@ -36,8 +37,11 @@ from ..engines import stack
 from .base import record_engine
 
 _NO_MASKS: dict[str, Tensor | None] = {}  # (read only: the kernel looks at its values)
-_FAST_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-_VARIANTS = ("layer_norm", "peephole", "zoneout", "zoneout_cell")  # the kernels have none
+# Every cell kind, every option and num_heads included.
+_FAST_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "mingru", "minlstm", "slstm")
+_MIN = ("mingru", "minlstm")  # no recurrent weight
+_GATES = {"lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3, "slstm": 4}  # (the RNN: 1)
+_PARTS = {"lstm": 2, "slstm": 4}  # the state's parts: (h, c), (h, c, n, m); the others h alone
 
 
 # The attributes a plan depends on besides the buffers (those a module has: cells have no layers).
@@ -102,47 +106,60 @@ def _build(m: Any) -> Plan:
     p = Plan(m, names)
     kind = m.kind
     if (m.engine not in ("auto", "int8") or kind not in _FAST_KINDS
-            or getattr(m, "num_heads", 1) != 1 or any(getattr(m, v, False) for v in _VARIANTS)
             or not stack.has_engine(kind, "int8") or p.tensors[0] is _MISSING):
         return p
     if not _shapes_fit(m, p.tensors):
         return p
-    from ..engines.kernels import int8  # numba: imported when the kernels first run
+    # numba: imported when the kernels first run
+    from ..engines.kernels import int8, int8_variants
 
     p.opts = m._options()
     p.weights = [m._packed_weights(s) for s in sfx]
-    p.run = int8.run
+    # A plain LSTM/GRU/RNN straight to int8.run, the rest to the kernels of the variants and the
+    # newer cells.
+    p.run = int8.run if int8_variants.is_plain(p.weights[0], p.opts) else int8_variants.run
     return p
+
+
+def _layout(m: Any, I: int) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """The buffers of one layer and direction that its weights come from ({} for the suffix),
+    with the shape and dtype the kernels index them by (input width I)."""
+    H, P, nh = m.hidden_size, getattr(m, "proj_size", 0), getattr(m, "num_heads", 1)
+    GH = _GATES.get(m.kind, 1) * H
+    f32, i8 = torch.float32, torch.int8
+    out = [("weight_ih{}", (GH, I), i8), ("weight_ih{}_scale", (GH,), f32)]
+    if m.kind not in _MIN:
+        hh = (GH, P or H) if nh == 1 else (nh, GH // nh, H // nh)
+        out += [("weight_hh{}", hh, i8), ("weight_hh{}_scale", hh[:-1], f32)]
+    if m.bias:
+        out += [("bias_ih{}", (GH,), f32)] + ([] if m.kind in _MIN else [("bias_hh{}", (GH,), f32)])
+    if P:
+        out += [("weight_hr{}", (P, H), i8), ("weight_hr{}_scale", (P,), f32)]
+    if getattr(m, "peephole", False):
+        out.append(("weight_peephole{}", (3, H), f32))
+    if getattr(m, "layer_norm", False):
+        for which, n in (("x", GH), ("h", GH), ("c", H))[: 3 if m.kind == "lstm" else 2]:
+            out += [(f"layer_norm_{which}_weight{{}}", (n,), f32),
+                    (f"layer_norm_{which}_bias{{}}", (n,), f32)]
+    return out
 
 
 def _names(m: Any) -> list[str]:
     """The buffers of one layer and direction that its weights come from ({} for the suffix)."""
-    names = ["weight_ih{}", "weight_ih{}_scale", "weight_hh{}", "weight_hh{}_scale"]
-    if m.bias:
-        names += ["bias_ih{}", "bias_hh{}"]
-    if getattr(m, "proj_size", 0):
-        names += ["weight_hr{}", "weight_hr{}_scale"]
-    return names
+    return [name for name, _, _ in _layout(m, m.input_size)]
 
 
 def _shapes_fit(m: Any, tensors: tuple[Any, ...]) -> bool:
-    """int8 weights, float32 scales and biases, on the CPU, shaped as the config says (the kernel
-    indexes by these shapes: a reassigned buffer of another shape must not pass)."""
-    H, P = m.hidden_size, getattr(m, "proj_size", 0)
-    Ho, D = P or H, 2 if getattr(m, "bidirectional", False) else 1
-    GH = {"lstm": 4, "gru": 3}.get(m.kind, 1) * H
-    base = _names(m)
-    per = len(base)
+    """int8 weights, float32 scales, biases and the variants' weights, on the CPU, shaped as the
+    config says (the kernel indexes by these shapes: a reassigned buffer of another shape must
+    not pass)."""
+    P = getattr(m, "proj_size", 0)
+    Ho, D = P or m.hidden_size, 2 if getattr(m, "bidirectional", False) else 1
+    first = _layout(m, m.input_size)
+    per = len(first)
     for k in range(len(tensors) // per):
-        I = m.input_size if k < D else D * Ho
-        shapes = {"weight_ih": (GH, I), "weight_hh": (GH, Ho), "weight_hr": (P, H)}
-        for name, t in zip((n.format("") for n in base), tensors[k * per:(k + 1) * per]):
-            shape: tuple[int, ...]
-            if name in shapes:
-                shape, dt = shapes[name], torch.int8
-            else:  # a scale (one per row of its weight) or a bias
-                shape, dt = (shapes[name[: -len("_scale")]][0] if name.endswith("_scale") else GH,), \
-                    torch.float32
+        for (_, shape, dt), t in zip(first if k < D else _layout(m, D * Ho),
+                                     tensors[k * per:(k + 1) * per]):
             if t.device.type != "cpu" or t.dtype != dt or tuple(t.shape) != shape:
                 return False
     return True
@@ -176,17 +193,20 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
     if shape[-1] != I or T == 0 or B == 0:
         return None
     LD = L * D
-    lstm = p.opts.mode == "lstm"
+    n_parts = _PARTS.get(p.opts.mode, 1)
+    lstm = n_parts > 1  # a tuple state: the LSTM's (h, c), the sLSTM's (h, c, n, m)
     if hx is None:
         zero = p.zeros.get(B)
         if zero is None:  # (the kernel copies the state before it writes: these stay zero)
-            zero = p.zeros[B] = (torch.zeros(B, Ho), torch.zeros(B, H)) if lstm else (torch.zeros(B, Ho),)
+            zero = p.zeros[B] = (torch.zeros(B, Ho),) + tuple(torch.zeros(B, H)
+                                                              for _ in range(n_parts - 1))
         states: Any = [zero] * LD
     else:
         lead = (LD,) if nd == 2 else (LD, B)
         if lstm:
-            if type(hx) is not tuple or len(hx) != 2 or not _plain(hx[0], (*lead, Ho)) \
-                    or not _plain(hx[1], (*lead, H)):
+            if type(hx) is not tuple or len(hx) != n_parts or not _plain(hx[0], (*lead, Ho)) \
+                    or not _plain(hx[1], (*lead, H)) \
+                    or (n_parts > 2 and not all(_plain(s, (*lead, H)) for s in hx[2:])):
                 return None
             parts: tuple[Tensor, ...] = hx
         else:
@@ -223,9 +243,9 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
         out_state = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
         if nd == 2:
             out_state = [f.squeeze(1) for f in out_state]
-            return y.squeeze(1), ((out_state[0], out_state[1]) if lstm else out_state[0])
+            return y.squeeze(1), (tuple(out_state) if lstm else out_state[0])
     out = y.transpose(0, 1) if m.batch_first else y
-    return out, ((out_state[0], out_state[1]) if lstm else out_state[0])
+    return out, (tuple(out_state) if lstm else out_state[0])
 
 
 def cell_call(m: Any, input: Any, hx: Any) -> Any:

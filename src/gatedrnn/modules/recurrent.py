@@ -272,10 +272,17 @@ class RNNBase(_TorchRNNBase):
         if self.engine != "auto":
             return explicit_engine(self.engine, data, checked=False)
         torch_op = self._torch_op() and not return_gates
+        training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
+        dev = data.device.type
+        if torch_op and checks.autocast_on(dev) and not (
+                self.mode == "LSTM" and training and torch.get_autocast_dtype(dev) == torch.float16):
+            # torch's op under autocast runs its products in the autocast dtype (and returns it,
+            # for the LSTM and the RNN): the drop-in gives torch.nn's numbers and dtypes. (torch
+            # 2.13's oneDNN LSTM cannot train under float16 autocast: there, the float32 math.)
+            return "native"
         packed = isinstance(input, PackedSequence)
         B = (int(input.batch_sizes[0]) if packed else data.shape[0 if self.batch_first else 1]
              if data.dim() == 3 else 1)
-        training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
         kind = "RNN" if self.mode.startswith("RNN") else self.mode
         T = (len(input.batch_sizes) if packed else data.shape[1 if self.batch_first else 0]
              if data.dim() == 3 else data.shape[0] if data.dim() else 1)
@@ -283,7 +290,8 @@ class RNNBase(_TorchRNNBase):
                                  torch_op=torch_op, simple=not (packed or self.proj_size),
                                  training=training, batch=B, proj=bool(self.proj_size),
                                  triton=stack.triton_ready(self.mode.lower(), data),
-                                 work=T * B * self.hidden_size)  # (a plan's borders need it)
+                                 work=T * B * self.hidden_size,  # (a plan's borders need it)
+                                 hidden=self.hidden_size)
         if engine.startswith("fused") and (B == 0 or not stack.fused_available()):
             engine = "native" if torch_op else "reference"
         return engine

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..engines import dispatch, native_path, one_step, stack, step_grad
+from ..engines import dispatch, one_step, route, stack
 from ..equations.cells import STEPS, CellOptions
 from . import checks, init
 from .base import record_engine
@@ -126,11 +126,14 @@ class RNNCellBase(_TorchRNNCellBase):
         if self.engine != "auto":
             return explicit_engine(self.engine, input, checked=False)
         torch_op = self._torch_op()
+        if torch_op and checks.autocast_on(input.device.type):
+            return "native"  # torch.nn's numbers and dtypes under autocast (RNNBase._engine)
         training = torch.is_grad_enabled() and (self.weight_ih.requires_grad or input.requires_grad)
         batch = input.shape[0] if input.dim() == 2 else 1
         engine = dispatch.choose(input.device.type, self._TORCH.__name__, dispatch.dtype_key(input.dtype),
                                  torch_op=torch_op, simple=True, training=training, batch=batch,
-                                 work=batch * self.hidden_size)  # a cell's T·N·H: one step
+                                 work=batch * self.hidden_size,  # a cell's T·N·H: one step
+                                 hidden=self.hidden_size)
         if engine.startswith("fused") and not stack.fused_available():
             engine = "native" if torch_op else "reference"
         return engine
@@ -162,23 +165,15 @@ class RNNCellBase(_TorchRNNCellBase):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: returns h' (LSTMCell: (h', c'))."""
-        if self.engine == "auto" and (new := native_path.cell_call(self, input, hx)) is not None:
-            return new  # a step auto gives torch's op: straight to it (engines.native_path)
-        engine = None
         if self.engine == "auto" or self.engine == "fused":
-            if torch.is_grad_enabled() and (self.weight_ih.requires_grad or (
-                    type(input) is Tensor and input.requires_grad)):
-                # A training step: the table is asked once (a small cell's call is ~100 µs, so a
-                # second lookup and the streaming path's declining checks were measurable).
-                engine = self._engine(input)
-                new = step_grad.cell_call(self, input, hx) if engine == "fused" else None
-            else:
-                new = one_step.cell_call(self, input, hx)  # the streaming step, when it is one
-            if new is not None:
-                record_engine(self, "fused")
-                return new
-        if engine is None:
-            engine = self._engine(input)
+            # The step's route (torch's op, the streaming step kernel, the one-node training step
+            # or the general step below), decided once per call signature (engines.route).
+            return route.cell_call(self, input, hx, _general)
+        return self._general(input, hx)
+
+    def _general(self, input: Any, hx: Any) -> Any:
+        """forward past the fast routes: torch.nn's checks, then the engine's step."""
+        engine = self._engine(input)
         if engine == "fused" and self.engine == "auto" and torch.is_grad_enabled() \
                 and self._torch_op():  # a training step step_grad refused (e.g. unbatched)
             engine = "native"
@@ -223,6 +218,10 @@ class RNNCellBase(_TorchRNNCellBase):
 
 
 option_defaults(RNNCellBase)
+
+
+def _general(m: Any, input: Any, hx: Any) -> Any:
+    return m._general(input, hx)
 
 
 class LSTMCell(ScriptLSTMCell, RNNCellBase, nn.LSTMCell):

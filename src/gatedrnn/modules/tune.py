@@ -7,12 +7,15 @@ Two ways, as FFTW plans and ``torch.backends.cudnn.benchmark`` measure:
   is timed with each engine it may pick (torch's op, "native", and the fused kernels with their
   fast paths, "fused"), interleaved, the fastest of a few rounds counting. Each group's points
   become borders (``borders``): a band of batch sizes around each measured batch (split at the
-  geometric mean of two neighbours) and in it a band of work T·B·H around each measured work, so a
-  shape off the grid takes the engine of its nearest measured neighbour. Minutes on two cores.
+  geometric mean of two neighbours), in it a band of hidden sizes H around each measured H (the
+  step's product grows as H², so the border between torch's op and the fused loops moves with
+  H at equal work), and in that a band of work T·B·H around each measured work, so a shape off the
+  grid takes the engine of its nearest measured neighbour. Bands that decide alike merge: where H
+  does not move the border the entry has none. Minutes on two cores.
 - ``tune(model, example_input)``: the engines for the calls the model makes on that input, timed
   over the model's whole step (forward, and backward in training); seconds. Its entries cover
-  the neighbourhood of each call (half to twice the work, batch within a factor √2) and come
-  before the grid's.
+  the neighbourhood of each call (half to twice the work, batch and hidden size within a factor
+  √2) and come before the grid's.
 
 A measured engine changes the last bits of float32 results, so tuning is asked for, never done
 behind a user's back; a seeded run with the same plan takes the same engines. Where the shipped
@@ -22,8 +25,11 @@ must not move a border.
 Example:
     >>> import torch, gatedrnn
     >>> from gatedrnn.modules import tune as tuning
-    >>> tuning.borders([1, 4, 64], {(1, 320): "fused", (4, 80): "fused", (64, 20480): "native"})
-    [(0, 16, [(0, None, 'fused')]), (17, None, [(0, None, 'native')])]
+    >>> points = {(1, 64, 320): "fused", (1, 128, 6400): "native", (64, 128, 20480): "native"}
+    >>> for band in tuning.borders(points):  # (batch, hidden, work): engine
+    ...     print(band)  # batch band, and in it hidden bands, and in those work bands
+    (0, 8, [(0, 90, [(0, None, 'fused')]), (91, None, [(0, None, 'native')])])
+    (9, None, [(0, None, [(0, None, 'native')])])
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class Group:
         return self.kind.endswith("Cell")
 
 
-_SMALL, _MEDIUM, _LARGE = (5, 32, 64), (50, 64, 128), (100, 128, 256)  # (T, I, H)
+# (T, I, H); _SMALL and _LONG share H, so a border in work at one hidden size shows.
+_SMALL, _LONG, _MEDIUM, _LARGE = (5, 32, 64), (100, 32, 64), (50, 64, 128), (100, 128, 256)
 
 
 def _grid() -> list[tuple[Group, list[tuple[int, int, int, int]]]]:
@@ -73,9 +80,10 @@ def _grid() -> list[tuple[Group, list[tuple[int, int, int, int]]]]:
             for dtype in ("float32", "float64", "bfloat16"):
                 full = dtype == "float32"  # small calls matter most in float32
                 batches = (1, 4, 16, 32, 64, 256) if full else (1, 16, 64)
-                shapes = [(T, B, I, H) for B in batches for T, I, H in (_SMALL, _MEDIUM, _LARGE)
-                          if (full or B == 1 or (T, I, H) != _SMALL) and not (
-                              B > 64 and (T, I, H) == _LARGE)]
+                shapes = [(T, B, I, H) for B in batches
+                          for T, I, H in (_SMALL, _LONG, _MEDIUM, _LARGE)
+                          if (full or B == 1 or (T, I, H) != _SMALL) and (full or (T, I, H) != _LONG)
+                          and not (B > 64 and (T, I, H) == _LARGE)]
                 out.append((Group(kind, dtype, training), shapes))
                 for form in ("packed", "proj") if kind == "LSTM" else ("packed",):
                     out.append((Group(kind, dtype, training, form),
@@ -184,53 +192,64 @@ def _forcing(engine: str, dtype: str, match: dict[str, Any] | None = None) -> tu
     return (Row(name, device="cpu", torch_op=True, **(match or {})),) + dispatch.active_rows()
 
 
-def borders(batches: Iterable[int], winners: dict[tuple[int, int], str]
-            ) -> list[tuple[int, int | None, list[tuple[int, int | None, str]]]]:
-    """Bands from measured points: for each batch band (lo, hi), its work bands (lo, hi, engine).
-    A band runs from the geometric mean of a measured value and its lower neighbour to that of it
-    and its upper one; the outermost bands are open (0 and None), and neighbouring bands that
-    decide alike are merged."""
-    bs = sorted(set(batches))
-    out: list[tuple[int, int | None, list[tuple[int, int | None, str]]]] = []
-    for j, b in enumerate(bs):
-        lo = 0 if j == 0 else math.isqrt(bs[j - 1] * b) + 1
-        hi = None if j == len(bs) - 1 else math.isqrt(b * bs[j + 1])
-        works = sorted(w for (bb, w) in winners if bb == b)
-        bands: list[tuple[int, int | None, str]] = []
-        for k, w in enumerate(works):
-            wlo = 0 if k == 0 else math.isqrt(works[k - 1] * w) + 1
-            whi = None if k == len(works) - 1 else math.isqrt(w * works[k + 1])
-            engine = winners[(b, w)]
-            if bands and bands[-1][2] == engine:
-                wlo = bands.pop()[0]
-            bands.append((wlo, whi, engine))
-        if out and out[-1][2] == bands:  # the batch band below has the same work bands: one band
+Bands = list[tuple[int, int | None, Any]]  # (lo, hi, what the band decides), hi None: open
+
+
+def _bands(values: Iterable[int], inner: Callable[[int], Any]) -> Bands:
+    """A band around each measured value, from the geometric mean of it and its lower neighbour
+    to that of it and its upper one (the outermost bands open: 0 and None), deciding what
+    ``inner(value)`` says; neighbouring bands that decide alike are merged."""
+    vs = sorted(set(values))
+    out: Bands = []
+    for j, v in enumerate(vs):
+        lo = 0 if j == 0 else math.isqrt(vs[j - 1] * v) + 1
+        hi = None if j == len(vs) - 1 else math.isqrt(v * vs[j + 1])
+        what = inner(v)
+        if out and out[-1][2] == what:
             lo = out.pop()[0]
-        out.append((lo, hi, bands))
+        out.append((lo, hi, what))
     return out
 
 
-def _rule(group: Group, B: int, work: int) -> str:
+def borders(winners: dict[tuple[int, int, int], str]) -> Bands:
+    """Bands from measured points ``(batch, hidden, work) -> engine``: batch bands, in each hidden
+    bands (from that batch's points), in each work bands (lo, hi, engine). A band runs from the
+    geometric mean of a measured value and its lower neighbour to that of it and its upper one;
+    the outermost bands are open (0 and None), and neighbouring bands that decide alike merge,
+    so a batch whose engines do not change with H has one hidden band (0, None)."""
+    def by_batch(b: int) -> Bands:
+        def by_hidden(h: int) -> Bands:
+            def by_work(w: int) -> str:
+                return winners[(b, h, w)]
+            return _bands((w for (bb, hh, w) in winners if (bb, hh) == (b, h)), by_work)
+        return _bands((h for (bb, h, _) in winners if bb == b), by_hidden)
+    return _bands((b for b, _, _ in winners), by_batch)
+
+
+def _rule(group: Group, B: int, work: int, hidden: int | None) -> str:
     """The shipped rule's engine for a point ("fused" for "fused-float32")."""
     e = dispatch.choose("cpu", group.kind, group.dtype, torch_op=True,
                         simple=group.input == "plain", training=group.training, batch=B,
-                        work=work, proj=group.input == "proj", table=dispatch.TABLE)
+                        work=work, proj=group.input == "proj", table=dispatch.TABLE,
+                        hidden=hidden)
     return "fused" if e.startswith("fused") else e
 
 
-def _winner(group: Group, B: int, work: int, times: dict[str, float]) -> str:
+def _winner(group: Group, B: int, work: int, hidden: int | None, times: dict[str, float]) -> str:
     fastest = min(times, key=lambda e: times[e])
-    rule = _rule(group, B, work)
+    rule = _rule(group, B, work, hidden)
     return rule if times.get(rule, math.inf) <= (1 + SLACK) * times[fastest] else fastest
 
 
 def _entry(group: Group, engine: str, threads: int, min_batch: int, max_batch: int | None,
-           min_work: int, max_work: int | None) -> Row:
+           min_work: int, max_work: int | None, min_hidden: int = 0,
+           max_hidden: int | None = None) -> Row:
     return Row("fused-float32" if engine == "fused" and group.dtype in HALF else engine,
                device="cpu", kind=group.kind, dtype=group.dtype, torch_op=True,
                simple=group.input == "plain", proj=group.input == "proj", training=group.training,
                min_batch=min_batch, max_batch=max_batch, min_work=min_work, max_work=max_work,
-               min_threads=threads, max_threads=threads, measured_on="tuned")
+               min_threads=threads, max_threads=threads, min_hidden=min_hidden,
+               max_hidden=max_hidden, measured_on="tuned")
 
 
 def tune_grid(grid: Sequence[tuple[Group, Sequence[tuple[int, int, int, int]]]] | None = None,
@@ -242,8 +261,8 @@ def tune_grid(grid: Sequence[tuple[Group, Sequence[tuple[int, int, int, int]]]] 
     total, done = sum(len(shapes) for _, shapes in grid), 0
     entries: list[tuple[Row, str]] = []
     for group, shapes in grid:
-        winners: dict[tuple[int, int], str] = {}
-        notes: dict[tuple[int, int], str] = {}
+        winners: dict[tuple[int, int, int], str] = {}
+        notes: dict[tuple[int, int, int], str] = {}
         for shape in shapes:
             T, B, I, H = shape  # noqa: E741
             if progress:
@@ -257,16 +276,18 @@ def tune_grid(grid: Sequence[tuple[Group, Sequence[tuple[int, int, int, int]]]] 
                 times = race({e: (_forcing(e, group.dtype), call) for e in CANDIDATES}, repeats,
                              timer)
             work = T * B * H
-            winners[(B, work)] = _winner(group, B, work, times)
-            notes[(B, work)] = f"at {shape}: " + ", ".join(
+            winners[(B, H, work)] = _winner(group, B, work, H, times)
+            notes[(B, H, work)] = f"at {shape}: " + ", ".join(
                 f"{e} {t * 1e3:.3g} ms" for e, t in times.items() if math.isfinite(t))
             done += 1
-        for lo, hi, bands in borders([b for b, _ in winners], winners):
-            for wlo, whi, engine in bands:
-                measured = [n for (b, w), n in notes.items() if lo <= b <= (hi or b)
-                            and wlo <= w <= (whi or w)]
-                entries.append((_entry(group, engine, threads, min_batch=lo, max_batch=hi,
-                                       min_work=wlo, max_work=whi), "; ".join(measured)))
+        for lo, hi, hidden_bands in borders(winners):
+            for hlo, hhi, bands in hidden_bands:
+                for wlo, whi, engine in bands:
+                    measured = [n for (b, h, w), n in notes.items() if lo <= b <= (hi or b)
+                                and hlo <= h <= (hhi or h) and wlo <= w <= (whi or w)]
+                    entries.append((_entry(group, engine, threads, min_batch=lo, max_batch=hi,
+                                           min_work=wlo, max_work=whi, min_hidden=hlo,
+                                           max_hidden=hhi), "; ".join(measured)))
     if progress:
         progress(total, total, "done")
     return entries
@@ -280,24 +301,27 @@ def tune_model(model: torch.nn.Module, args: tuple, training: bool, repeats: int
         call()
     seen: dict[tuple, None] = {}
     for key, _, _, _ in trace:
-        device, kind, dtype, torch_op, simple, tr, batch, work, _, proj, _ = key
+        device, kind, dtype, torch_op, simple, tr, batch, work, _, proj, _, hidden = key
         if device == "cpu" and torch_op and dtype != "other" and work is not None:
-            seen[(kind, dtype, simple, tr, batch, work, proj)] = None
+            seen[(kind, dtype, simple, tr, batch, work, proj, hidden)] = None
     threads = torch.get_num_threads()
     entries: list[tuple[Row, str]] = []
-    for n, (kind, dtype, simple, tr, B, work, proj) in enumerate(seen):
+    for n, (kind, dtype, simple, tr, B, work, proj, H) in enumerate(seen):
         if progress:
             progress(n, len(seen), f"{kind} {dtype} batch {B} work {work}")
         match = dict(kind=kind, dtype=dtype, simple=simple, proj=proj, training=tr,
                      min_batch=B, max_batch=B, min_work=work, max_work=work)
         times = race({e: (_forcing(e, dtype, match), call) for e in CANDIDATES}, repeats, timer)
         group = Group(kind, dtype, tr, "plain" if simple else "proj" if proj else "packed")
-        engine = _winner(group, B, work, times)
+        engine = _winner(group, B, work, H, times)
         note = "tune(model): " + ", ".join(f"{e} {t * 1e3:.3g} ms per step" for e, t in
                                            times.items() if math.isfinite(t))
+        hidden = {} if H is None else {"min_hidden": math.ceil(H / 2 ** 0.5),
+                                       "max_hidden": math.floor(H * 2 ** 0.5)}
         entries.append((_entry(group, engine, threads, min_batch=math.ceil(B / 2 ** 0.5),
                                max_batch=math.floor(B * 2 ** 0.5), min_work=work // 2,
-                               max_work=2 * work), note + f" at batch {B}, work {work}"))
+                               max_work=2 * work, **hidden),
+                        note + f" at batch {B}, hidden {H}, work {work}"))
     if progress:
         progress(len(seen), len(seen), "done")
     return entries

@@ -47,10 +47,12 @@ def status() -> str:
 def _borders(r: Row) -> str:
     work = f"work {r.min_work}-{r.max_work if r.max_work is not None else 'inf'}"
     batch = f"batch {r.min_batch}-{r.max_batch if r.max_batch is not None else 'inf'}"
+    hidden = ("" if not r.min_hidden and r.max_hidden is None else
+              f"hidden {r.min_hidden}-{r.max_hidden if r.max_hidden is not None else 'inf'}, ")
     form = "plain" if r.simple else "proj" if r.proj else "packed"
     mode = "training" if r.training else "inference"
-    return (f"{r.kind} {r.dtype} {form} {mode}, {batch}, {work}, {r.min_threads} thread(s) "
-            f"-> {r.engine}")
+    return (f"{r.kind} {r.dtype} {form} {mode}, {batch}, {hidden}{work}, {r.min_threads} "
+            f"thread(s) -> {r.engine}")
 
 
 def entries() -> list[str]:

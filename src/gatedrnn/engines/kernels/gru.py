@@ -8,7 +8,8 @@ every flop is a large GEMM:
 
 - forward: U = x W_ih^T + b for all steps in one ``addmm``; then the numba loop in
   ``gru_steps.forward`` (per step one recurrent GEMM, two for reset_after=False, plus one fused
-  pass over the gates);
+  pass over the gates; in inference with reset_after the GEMM runs on a W_hh packed once per
+  call, ``kernels.packed``, same bits);
 - backward: ``gru_steps.backward`` runs BPTT and leaves dU = dL/du for all steps (and, for
   reset_after, dZ = dL/d(W_hh h̃)); then dx = dU W_ih, dW_ih = dU^T x and dW_hh = dZ^T h̃_prev are
   one GEMM each (dW_hh two for reset_after=False: [dU_r, dU_z]^T h̃_prev and dU_n^T (r ⊙ h̃_prev)).
@@ -57,6 +58,7 @@ from .common import as_np, gemm_scratch, head_blocks_grad, off, recurrent_weight
 from .fused import Call, Kernel, apply, needs_autograd, register
 from .heads import as_heads, heads_of
 from .linear import linear, matmul, project_and_run, time_blocks
+from .packed import pack_weight
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -108,8 +110,10 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     XH = torch.empty((T, B, 3 * H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
+    whh = as_heads(w_hh, 3, H)
+    wp = pack_weight(whh[0], T, B, keep) if ra and whh.shape[0] == 1 else off(nd, 1)
     rest = (
-        call.reverse, keep, ra, as_heads(w_hh, 3, H),
+        call.reverse, keep, ra, whh,
         as_np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
         as_np(call.m, nd, 2), np.ones(H, nd))
     tail = (
@@ -128,7 +132,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
                 *tail)
 
         def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
-            steps.forward(*args, lo, hi, gemm_scratch(nd))
+            steps.forward(*args, lo, hi, gemm_scratch(nd), wp)
 
         split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
 

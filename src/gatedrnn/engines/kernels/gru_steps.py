@@ -16,6 +16,8 @@ Legend (kernel-local short names):
     Y  (T, B, H)  outputs (= the carried state after each step), zero where inactive
     VN (T, B, H)  reset_after: v_n = [W_hh (m ⊙ h)]_n + b_hn (after LN_h), kept for backward
     Q  (T, B, H)  reset_after=False: q = r ⊙ (m ⊙ h), the input of the candidate's GEMM (for dW_hn)
+    wp            W_hh packed for MKL's packed GEMM (packed.pack_weight; reset_after, dense W_hh
+                  only; then the product runs packed.packed_prod), or size 0 or omitted
     w_hh (nh, 3d, d)  the recurrent weight per head, d = H / nh (heads.as_heads; the dense (3H, H)
                   one arrives as the single head (1, 3H, H)); rows per gate r | z | n. Each
                   product takes a range of gates (W_hrz: gates 0-1, W_hn: gate 2) and runs per
@@ -40,15 +42,16 @@ from __future__ import annotations
 import numba
 
 # sigmoid and tanh are inlined from common (saturating exactly where torch's do),
-# the recurrent products from heads; numba's cache is keyed on this file, so an edit to them must
+# the recurrent products from heads and packed; numba's cache is keyed on this file, so an edit to them must
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, sigmoid, tanh
 from .heads import headwise_prod, headwise_prod_t
+from .packed import packed_or_none, packed_prod
 
 
 @numba.njit(**JIT)
 def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn,
-            m, ones, zh, zp, lnh, eps, V, hm, work, lo, hi, scratch):
+            m, ones, zh, zp, lnh, eps, V, hm, work, lo, hi, scratch, wp=None):
     """Run all steps; see the module legend. ``keep`` stores VN or Q (and XH, RS) for backward.
 
     One step (cells.gru_cell), with u = G[t] and h̃ = m ⊙ h:
@@ -61,6 +64,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn
     """
     T, B, GH = G.shape
     H = hw.shape[1]
+    wpk = packed_or_none(wp)  # callers that predate the packed path pass none
     mask, use_zh, ln = m.shape[0] > 0, zh.shape[0] > 0 or zp.shape[0] > 0, lnh.shape[0] > 0
     zh_full = zh.shape[0] > 0
     hm = hm if mask else hw  # (B, H) m ⊙ h, the recurrent GEMM's input
@@ -75,7 +79,10 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn
                 for j in range(H):
                     hmb[j] = hb[j] * mb[j]
         if reset_after:
-            headwise_prod(hm[lo:n], w_hh, V[lo:n], 0, 3, H, 0.0, scratch)  # v = h̃ W_hh^T
+            if wpk.shape[0] > 0:  # the same product on the packed W_hh (packed.pack_weight)
+                packed_prod(hm[lo:n], wpk, w_hh[0], V[lo:n], 0.0, scratch)
+            else:
+                headwise_prod(hm[lo:n], w_hh, V[lo:n], 0, 3, H, 0.0, scratch)  # v = h̃ W_hh^T
             for b in range(lo, n):
                 vb = V[b]
                 if ln:  # v = LN_h(v) in place; XH keeps the normalised values

@@ -29,7 +29,8 @@ only after runtime checks that the arrays it writes do not overlap the others, a
 first dequantized into G's row in a loop of its own (``_deq``: writes one array, reads three),
 and the gate loops read that row, the state and one output; and max |v| is an integer maximum
 over the float's bits with the sign cleared (a float max reduction needs ``nnan`` to vectorise,
-which the kernels must not assume).
+which the kernels must not assume). The LSTM's gate pass runs 16 units a call in LLVM IR
+(``int8_lanes.lstm_cell``: LLVM vectorised the numba loop on 8 lanes only), with the same results.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from numba import types
 from numba.extending import intrinsic
 
 from .common import JIT, sigmoid, tanh
-from .int8_gemm import qgemm
+from .int8_gemm import UNITS, qgemm
+from .int8_lanes import lstm_cell
+from .int8_team import barrier
 
 JIT8 = dict(nogil=True, cache=True, error_model="numpy", fastmath={"nsz", "contract"})  # exact /
 _F32 = np.float32
@@ -105,28 +108,6 @@ def _deq(g, a, comp, s, sw):
         g[j] += _F32(np.int32(a[j] - comp[j])) * s * sw[j]
 
 
-@numba.njit(inline="always", **JIT)
-def _lstm_cell(g, c, h):
-    """c' = σ(a_f) c + σ(a_i) tanh(a_g), h = σ(a_o) tanh(c'), from a = g (4H,); c (H,) in place."""
-    H = c.shape[0]
-    for j in range(H):
-        cn = sigmoid(g[H + j]) * c[j] + sigmoid(g[j]) * tanh(g[2 * H + j])
-        c[j] = cn
-        h[j] = sigmoid(g[3 * H + j]) * tanh(cn)
-
-
-@numba.njit(inline="always", **JIT)
-def _lstm_cell_out(g, c, h, y):
-    """``_lstm_cell`` writing h to y too (one pass, separate loops measured 30% slower)."""
-    H = c.shape[0]
-    for j in range(H):
-        cn = sigmoid(g[H + j]) * c[j] + sigmoid(g[j]) * tanh(g[2 * H + j])
-        c[j] = cn
-        v = sigmoid(g[3 * H + j]) * tanh(cn)
-        h[j] = v
-        y[j] = v
-
-
 @numba.njit(**JIT)
 def lstm(G, Y, hw, cw, sizes, reverse, wp, comp, sw, rp, rcomp, rs, xu, sx, acc, hv, pu, pacc,
          lo, hi, isa):
@@ -145,9 +126,9 @@ def lstm(G, Y, hw, cw, sizes, reverse, wp, comp, sw, rp, rcomp, rs, xu, sx, acc,
             for b in range(lo, n):
                 _deq(G[t, b], acc[b], comp, sx[b], sw)
                 if proj:
-                    _lstm_cell(G[t, b], cw[b], hv[b])
+                    lstm_cell(G[t, b], cw[b], hv[b], hv[b])
                 else:
-                    _lstm_cell_out(G[t, b], cw[b], hw[b], Y[t, b])
+                    lstm_cell(G[t, b], cw[b], hw[b], Y[t, b])
             if proj:
                 _quant_rows(hv, pu, sx, lo, n)
                 qgemm(pu, lo, n, rp, pacc, isa)
@@ -158,6 +139,42 @@ def lstm(G, Y, hw, cw, sizes, reverse, wp, comp, sw, rp, rcomp, rs, xu, sx, acc,
                         y[j] = h[j]
         if n < hi:  # inactive rows output zeros
             Y[t, max(lo, n):hi] = _F32(0.0)
+
+
+@numba.njit(**JIT)
+def lstm_units(G, Y, hb, cw, sizes, reverse, wp, comp, sw, units, blocks, xu, sx, acc, lo, hi,
+               p0, p1, sync, isa):
+    """LSTM steps as ``lstm`` (no projection), on gate rows in parts of hidden units
+    (``int8.pack``): part p, units [u0, u1) = [units[p], units[p + 1]), holds its gates i|f|g|o
+    side by side, in G[t, b, 4·u0 : 4·u1] and in W_hh's packed blocks [blocks[p], blocks[p + 1])
+    (comp, sw in the same row order). Runs rows [lo, hi) and parts [p0, p1). h lives in hb
+    (2, B, H): step k reads hb[k % 2] and writes hb[1 − k % 2] (rows inactive at a step copy
+    theirs across). With ``sync`` non-empty this call is one of two halves (its part p0,
+    p1 = p0 + 1, all rows) that meet after every step (``int8_team.barrier``), so each reads the
+    h the other wrote."""
+    T = G.shape[0]
+    U0, U1 = units[p0], units[p1]
+    for k in range(T):
+        t = T - 1 - k if reverse else k
+        cur, nxt = hb[k % 2], hb[1 - k % 2]
+        n = min(sizes[t], hi)
+        if n > lo:
+            _quant_rows(cur, xu, sx, lo, n)
+            for i in range(p0, p1):
+                # odd steps take the parts backwards: one thread's first part is then the one it
+                # streamed last, still partly in its L2
+                p = i if k % 2 == 0 else p0 + p1 - 1 - i
+                u0, u1, c0 = units[p], units[p + 1], blocks[p] * UNITS
+                qgemm(xu, lo, n, wp[blocks[p]:blocks[p + 1]], acc, isa)
+                for b in range(lo, n):
+                    g = G[t, b, 4 * u0:4 * u1]
+                    _deq(g, acc[b], comp[c0:], sx[b], sw[c0:])
+                    lstm_cell(g, cw[b, u0:u1], nxt[b, u0:u1], Y[t, b, u0:u1])
+        for b in range(max(lo, n), hi):  # inactive rows keep their h and output zeros
+            nxt[b, U0:U1] = cur[b, U0:U1]
+            Y[t, b, U0:U1] = _F32(0.0)
+        if sync.shape[0]:
+            barrier(sync, p0, k + 1)
 
 
 @numba.njit(**JIT)

@@ -6,7 +6,8 @@ is the engine interface of ``gatedrnn.equations.reference.run`` (contract and sh
 ``gatedrnn.equations.cells.lstm_cell``. The work is split so that almost every flop is a large GEMM:
 
 - forward: G = x W_ih^T + b_ih + b_hh for all steps in one ``addmm``; then the numba loop in
-  ``lstm_steps.forward`` (per step one recurrent GEMM plus one fused pass over the gates);
+  ``lstm_steps.forward`` (per step one recurrent GEMM plus one fused pass over the gates; in
+  inference the GEMM runs on a W_hh packed once per call, ``kernels.packed``, same bits);
 - backward: ``lstm_steps.backward`` runs BPTT and leaves dA = dL/d(gate pre-activations) for all
   steps; then dx = dA W_ih, dW_ih = dA^T x, dW_hh = dA^T h_prev, dW_hr = dĥ^T r are one GEMM each.
 
@@ -49,6 +50,7 @@ from .common import as_np, gemm_scratch, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, register
 from .heads import as_heads, heads_of
 from .linear import linear, matmul, project_and_run, time_blocks
+from .packed import pack_weight
 from .threads import split_rows
 
 POOL_MIN_ROWS = 64  # two threads from B = 2 * 64 rows on a pool thread (threads.split_rows)
@@ -98,9 +100,10 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     XC = torch.empty((T, B, H), dtype=dt) if keep and ln else None
     RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
     zh_np = _zone_np(call.zh, (T, B, Ho), nd)
+    whh = as_heads(w_hh, 4, H)
+    wp = pack_weight(whh[0], T, B, keep) if whh.shape[0] == 1 else off(nd, 1)
     rest = (
-        call.reverse, keep, as_heads(w_hh, 4, H), as_np(w_hr, nd, 2), as_np(P, nd, 2),
-        as_np(call.m, nd, 2))
+        call.reverse, keep, whh, as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2))
     tail = (
         as_np(lnh, nd, 2), as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
         call.eps, np.empty((2, B, H), nd), np.empty((B, Ho), nd) if call.m is not None else off(nd, 2),
@@ -115,7 +118,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
                 cut(as_np(CH, nd, 3)), call.sizes[t0:t1], *rest, cut(zh_np), cut(zc_np), *tail)
 
         def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
-            steps.forward(*args, np.zeros((2, H), nd), lo, hi, gemm_scratch(nd))
+            steps.forward(*args, np.zeros((2, H), nd), lo, hi, gemm_scratch(nd), wp)
 
         split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
 

@@ -10,7 +10,8 @@ is the engine interface of ``gatedrnn.equations.reference.run`` (contract and sh
 The work is split so that almost every flop is a large GEMM:
 
 - forward: G = x W_ih^T + b_ih + b_hh for all steps in one ``addmm``; then the numba loop in
-  ``rnn_steps.forward`` (per step one recurrent GEMM into G[t] plus one fused activation pass).
+  ``rnn_steps.forward`` (per step one recurrent GEMM into G[t] plus one fused activation pass;
+  in inference on a W_hh packed once per call, ``kernels.packed``, same bits).
   G becomes the output y in place, so the forward pass allocates one (T, B, H) buffer; only
   zoneout keeps φ(a) apart from y (a second buffer, which backward reads).
 - backward (BPTT, equations in ``rnn_steps.backward``): δa_t = δh_t ⊙ φ'(a_t) with
@@ -51,6 +52,7 @@ from . import rnn_steps as steps
 from .common import gemm_scratch, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, numpy_dtype, register
 from .linear import linear, matmul
+from .packed import pack_weight
 from .threads import split_rows
 
 TEAM_MIN_ROWS = 2  # in torch's OpenMP team, two threads from B = 2 * 2 rows (threads.split_rows)
@@ -88,11 +90,13 @@ def _forward(call: Call, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Ten
     Y = torch.empty((T, B, H), dtype=x.dtype) if sep else G
     hw = h0.contiguous().clone()  # becomes h_n
     m, zh = _masks_np(call, B, H, nd)
+    whh = w_hh.contiguous().numpy()
     args = (G.numpy(), Y.numpy(), hw.numpy(), call.sizes, call.reverse, call.relu,
-            w_hh.contiguous().numpy(), m, zh, np.empty((B, H), nd) if m.size else off(nd, 2))
+            whh, m, zh, np.empty((B, H), nd) if m.size else off(nd, 2))
+    wp = pack_weight(whh, T, B, keep)
 
     def work(part: int, lo: int, hi: int) -> None:  # rows [lo, hi); scratch of its own
-        steps.forward(*args, lo, hi, gemm_scratch(nd))
+        steps.forward(*args, lo, hi, gemm_scratch(nd), wp)
 
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS, size=T * B * H * H)
     return Y, hw, (G if sep and keep else None)

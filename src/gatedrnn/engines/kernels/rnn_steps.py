@@ -2,7 +2,7 @@
 
 The equations are ``gatedrnn.equations.cells.rnn_cell``. The input projection ``W_ih x + b`` of every step
 arrives precomputed in ``G`` (one large GEMM outside, see ``rnn.py``); each step adds the recurrent
-product with one ``common.prod`` (MKL's GEMM, or vectorised loops for one or two rows) into
+product with one ``packed.packed_prod`` (MKL's GEMM, or vectorised loops for one or two rows) into
 ``G[t]`` and then activates it in place in one pass, so no step allocates. Variants are switched
 on by the shapes of their arrays (a size-0 array means "off"), which keeps one compiled
 specialisation per dtype.
@@ -16,6 +16,7 @@ Legend (kernel-local short names):
                   so that both paths run the same loop and give the same bits)
     hw (B, H)     working state: rows not active at a step keep their value, which is exactly
                   the carried state of finished / not yet started rows
+    wp            W_hh packed for MKL's packed GEMM (packed.pack_weight), or size 0 or omitted
     m  (B, H)     recurrent dropout mask (already / (1 − p));  hm (B, H) m ⊙ h, the GEMM input
     zh            zoneout keep-weights d: (T, B, H) masks, or (1, 1, H) holding p (evaluation);
                   indices broadcast over size-1 axes
@@ -32,6 +33,7 @@ from __future__ import annotations
 import numba
 
 from .common import JIT, prod, tanh
+from .packed import packed_or_none, packed_prod
 
 
 @numba.njit(inline="always", **JIT)
@@ -41,13 +43,14 @@ def _zone_row(z, t, b):
 
 
 @numba.njit(**JIT)
-def forward(G, Y, hw, sizes, reverse, relu, w_hh, m, zh, hm, lo, hi, scratch):
+def forward(G, Y, hw, sizes, reverse, relu, w_hh, m, zh, hm, lo, hi, scratch, wp=None):
     """Run all steps; see the module legend.
 
     One step (cells.rnn_cell): a = G[t] + W_hh (m ⊙ h);  v = φ(a) (tanh or relu);
         zoneout: h' = d ⊙ h + (1 − d) ⊙ v, else h' = v;  y_t = h'.
     """
     T, B, H = G.shape
+    wpk = packed_or_none(wp)  # callers that predate the packed path pass none
     mask, use_zh = m.shape[0] > 0, zh.shape[0] > 0
     zero = G.dtype.type(0.0)
     one = G.dtype.type(1.0)
@@ -60,7 +63,7 @@ def forward(G, Y, hw, sizes, reverse, relu, w_hh, m, zh, hm, lo, hi, scratch):
         t = T - 1 - k if reverse else k
         n = min(sizes[t], hi)  # this call's active rows are [lo, n)
         g = G[t]
-        prod(hin[lo:n], w_hh, g[lo:n], True, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
+        packed_prod(hin[lo:n], wpk, w_hh, g[lo:n], 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
         for b in range(lo, n):
             gb, hb = g[b], hw[b]
             if not use_zh:
