@@ -152,8 +152,9 @@ TABLE: tuple[Row, ...] = (
     Row("native", device="cpu", kind=("LSTM", "GRU"), dtype="float32", torch_op=True, simple=False,
         proj=False, training=False, min_batch=64, measured_on="xeon-spr"),
     # Packed LSTM float32 inference below B = 4 on two threads follows the plain border in H:
-    # (200, 1, 64, 128) packed, 2 threads, fastest of 5 (docs/results/speed-dtypes.md): torch.nn
-    # 1.730 ms, fused 2.261, torch's op through gatedrnn's general path 1.975.
+    # (200, 1, 64, 128) packed, 2 threads, fastest of 5, two runs of benchmarks/dispatch.py on a
+    # noisy host: torch.nn 1.730 and 1.292 ms, fused 2.261 and 1.493, torch's op through
+    # gatedrnn's general path 1.975 and 1.532 (the second run is docs/results/speed-dtypes.md).
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=False,
         proj=False, training=False, max_batch=3, min_threads=2, min_hidden=111,
         measured_on="xeon-spr"),
