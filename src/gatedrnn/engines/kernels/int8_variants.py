@@ -49,11 +49,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import int8, int8_steps, minrnn_steps
+from . import int8, minrnn_steps
 from . import int8_gemm as gemm
 from . import int8_variant_steps as steps
 from .common import step_sizes
 from .threads import split_rows
+
+_need = int8._need  # (one check of a missing weight, one message, for both engines)
 
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "mingru": 2, "minlstm": 3, "slstm": 4}
 TEAM_MIN_ROWS = int8.TEAM_MIN_ROWS
@@ -68,13 +70,6 @@ def is_plain(w: Mapping[str, Tensor | None], opts: Any) -> bool:
     return (opts.mode in _PLAIN and not opts.layer_norm and not opts.zoneout
             and not opts.zoneout_cell and w.get("peephole") is None
             and _need(w, "w_hh_q").dim() == 2)
-
-
-def _need(w: Mapping[str, Tensor | None], name: str) -> Tensor:
-    t = w.get(name)
-    if t is None:
-        raise ValueError(f"the int8 engine needs weight {name!r}")
-    return t
 
 
 def _heads(wq: Tensor, ws: Tensor, G: int, lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -132,22 +127,6 @@ def pack(w: Mapping[str, Tensor | None], opts: Any) -> dict[str, Tensor]:
     return out
 
 
-def _project(x: Tensor, wp: np.ndarray, comp: np.ndarray, sw: np.ndarray, bias: np.ndarray,
-             G: Tensor) -> None:
-    """G (R, N) = the int8 product of x (R, I) quantized per row with W, + bias."""
-    R, I = x.shape
-    X, Gn = x.numpy(), G.numpy()
-
-    def work(part: int, lo: int, hi: int) -> None:
-        rows = min(int8_steps.ROW_TILE, max(hi - lo, 1))
-        int8_steps.project(X, wp, comp, sw, bias, Gn, gemm.as_u8_rows(rows, I),
-                           np.empty(rows, np.float32),
-                           np.empty((rows, wp.shape[0] * gemm.UNITS), np.int32), lo, hi,
-                           gemm.token(gemm.ISA))
-
-    split_rows(R, work, POOL_MIN_ROWS, int8_steps.ROW_TILE, size=R * I * G.shape[1] // 4)
-
-
 def _zoneout(opts: Any, masks: Mapping[str, Tensor | None]) -> tuple[float, float]:
     """The evaluation form's probabilities (p_h, p_c); training masks are refused."""
     if opts.training or masks.get("recurrent") is not None or any(
@@ -197,9 +176,9 @@ def run(
     ln = bool(opts.layer_norm)
     G = torch.empty(T, B, GH)
     G2 = G.view(T * B, GH)
-    _project(x.detach().contiguous().reshape(T * B, I), _need(p, "v_ih_p").numpy(),
-             _need(p, "v_ih_c").numpy(), _need(p, "w_ih_s").float().numpy(),
-             _need(p, "v_bias_p").numpy(), G2)
+    int8._project(x.detach().contiguous().reshape(T * B, I).numpy(), _need(p, "v_ih_p").numpy(),
+                  _need(p, "v_ih_c").numpy(), _need(p, "w_ih_s").float().numpy(),
+                  _need(p, "v_bias_p").numpy(), G2.numpy())
     if ln:
         steps.ln_rows(G2.numpy(), _need(p, "ln_x_w").numpy(), _need(p, "ln_x_b").numpy(),
                       float(opts.ln_eps), _need(p, "v_bias_x").numpy(), 0, T * B)
