@@ -280,6 +280,28 @@ def test_cell_dtype_mismatch_is_a_runtime_error(engine) -> None:
         cell(torch.randn(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", sorted(MODULES))
+@pytest.mark.parametrize("name", ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_ih_l1"])
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("T,B", [(3, 2), (1, 1), (20, 64)])
+def test_a_weight_of_another_dtype_is_refused_as_torch_refuses_it(engine, kind, name, grad, T, B):
+    """A weight made float64 through ``.data`` behind a float32 weight_ih_l0: torch's op raises a
+    RuntimeError (its words differ by op), and so does every engine, whatever route the call
+    takes (a fused kernel would otherwise read the weight converted)."""
+    ours_cls, theirs_cls = MODULES[kind]
+    outcomes = []
+    for cls in (theirs_cls, ours_cls):
+        kw = {} if cls is theirs_cls else {"engine": engine}
+        m = cls(3, 4, num_layers=2, **kw)
+        p = getattr(m, name)
+        p.data = p.data.double()
+        with torch.set_grad_enabled(grad):
+            outcomes.append(_outcome(lambda: m(torch.randn(T, B, 3)))[1])  # noqa: B023
+    assert type(outcomes[0]) is RuntimeError, outcomes[0]
+    assert isinstance(outcomes[1], RuntimeError), outcomes[1]
+
+
 @pytest.mark.parametrize("kwargs,error", [
     (dict(recurrent_dropout=1.0), ValueError), (dict(zoneout=-0.5), ValueError),
     (dict(weight_drop=True), ValueError), (dict(engine="gpu"), ValueError),

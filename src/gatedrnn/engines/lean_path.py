@@ -49,6 +49,7 @@ def _kernels() -> dict[str, Any]:
                 linear,
                 lstm,
                 lstm_steps,
+                pair,
                 rnn,
                 rnn_steps,
                 threads,
@@ -56,7 +57,8 @@ def _kernels() -> dict[str, Any]:
         except ImportError:
             return _KERNELS
         # Largest batch without the general path's two-thread row split (threads.split_rows).
-        _KERNELS.update(common=common, heads=heads, linear=linear, threads=threads, lstm=lstm_steps,
+        _KERNELS.update(common=common, heads=heads, linear=linear, threads=threads, pair=pair,
+                        lstm=lstm_steps,
                         gru=gru_steps, rnn=rnn_steps,
                         rows={"lstm": 2 * lstm.TEAM_MIN_ROWS, "gru": 2 * gru.TEAM_MIN_ROWS,
                               "rnn": 2 * rnn.TEAM_MIN_ROWS})
@@ -229,6 +231,15 @@ def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, para
     else:
         Y = G  # the Elman loop activates G in place: it becomes y
         args = (G, Y, hw, sizes, reverse, mode == "rnn_relu", w, o2, o3, o2)
+    # One or two rows with a W_hh too large for one core's L2: two threads split the units
+    # (kernels.pair; the same bits).
+    dense = not mode.startswith("rnn") and w.shape[0] == 1
+    if dense and mode == "lstm" and k["pair"].usable(B, H, T, 4, x2.dtype):
+        k["pair"].lstm(G, hw, cw, Y, sizes, reverse, w[0])
+        return Y
+    if dense and mode == "gru" and reset_after and k["pair"].usable(B, H, T, 3, x2.dtype):
+        k["pair"].gru(G, hw, Y, sizes, reverse, w[0], bn)
+        return Y
     run = k[mode[:3] if mode.startswith("rnn") else mode].forward
 
     def work(part: int, lo: int, hi: int) -> None:

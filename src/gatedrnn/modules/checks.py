@@ -199,6 +199,7 @@ def module_args(m: Any, input: Any, hx: Any) -> ModuleArgs:
     if lstm and len(state) != 2:
         raise RuntimeError(f"lstm expects two hidden states, got {len(state)}")
     _check_op(x, state, m.weight_ih_l0)
+    _check_weights(x, m)
     return ModuleArgs(x, state, batch_sizes, lengths, unsorted, unbatched)
 
 
@@ -238,6 +239,17 @@ def _check_op(x: Tensor, state: list[Tensor], weight: Tensor) -> None:
                            f"tensor at {x.device} and parameter tensor at {weight.device}")
     if weight.dtype != x.dtype:
         raise RuntimeError(f"input dtype ({x.dtype}) does not match weight dtype ({weight.dtype})")
+
+
+def _check_weights(x: Tensor, m: Any) -> None:
+    """Every weight in the input's dtype and device. torch's op refuses a mix (RuntimeError, in
+    words that differ by op and backend); the fused kernels would read such a weight converted,
+    so a weight made float64 through ``.data`` would run where torch.nn raises."""
+    names = getattr(m, "_flat_weights_names", None)  # (the int8 modules' stand-in has none)
+    for name, w in zip(names or (), m._flat_weights):
+        if w is not None and (w.dtype != x.dtype or w.device != x.device):
+            raise RuntimeError(f"{name} is {w.dtype} on {w.device}, but the input is {x.dtype} "
+                               f"on {x.device}: every weight must match the input")
 
 
 def cell_args(cell: Any, input: Any, hx: Any, lstm: bool, tag: str) -> tuple[Tensor, list[Tensor], bool]:

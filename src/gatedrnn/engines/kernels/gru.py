@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...equations.cells import required
-from . import compiled
+from . import compiled, pair
 from . import gru_steps as steps
 from .common import as_np, gemm_scratch, head_blocks_grad, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, register
@@ -123,7 +123,16 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
         np.empty((2, B, 3 * H if ln else H), nd),
     )
 
+    # One or two rows of the plain reset_after cell in inference: two threads split the units.
+    paired = (not keep and not call.record and ra and whh.shape[0] == 1 and not ln
+              and call.m is None and call.zh is None and pair.usable(B, H, T, 3, dt))
+
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
+        if paired:
+            pair.gru(g, hw.numpy(), Y.numpy()[t0:t1], call.sizes[t0:t1], call.reverse, whh[0],
+                     rest[4])
+            return
+
         def cut(z: np.ndarray) -> np.ndarray:  # full (T, ·, ·) buffers follow the span
             return z[t0:t1] if z.shape[0] == T and T > 1 else z
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import compiled
+from . import compiled, pair
 from . import lstm_steps as steps
 from .common import as_np, gemm_scratch, off, recurrent_weight_grad
 from .fused import Call, Kernel, apply, needs_autograd, register
@@ -110,7 +110,17 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
         np.empty((B, 4 * H), nd) if ln else off(nd, 2),
     )
 
+    # One or two rows of the plain cell in inference: two threads split the units (pair).
+    paired = (not keep and not call.record and whh.shape[0] == 1 and Ho == H
+              and all(v is None for v in (P, call.m, lnh, lnc, call.zh, call.zc))
+              and pair.usable(B, H, T, 4, dt))
+
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
+        if paired:
+            pair.lstm(g, hw.numpy(), cw.numpy(), Y.numpy()[t0:t1], call.sizes[t0:t1], call.reverse,
+                      whh[0])
+            return
+
         def cut(z: np.ndarray) -> np.ndarray:  # full (T, ·, ·) masks follow the span
             return z[t0:t1] if z.shape[0] == T and T > 1 else z
 
