@@ -24,6 +24,7 @@ import torch
 
 from . import int8_team as team
 from . import pair_steps as steps
+from . import threads
 from .common import SMALL_ROWS, gemm_scratch
 
 ON = os.environ.get("GATEDRNN_PAIR", "1") != "0"
@@ -49,18 +50,15 @@ MIN_BYTES = _l2_bytes() * 3 // 4
 
 def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
     """Whether a plain loop of B rows and H units runs as a pair here (two threads allowed, the
-    GEMV rows, H a multiple of 4, W_hh from ``MIN_BYTES``, enough work to pay for the team,
-    float32).
+    GEMV rows, H a multiple of 4, W_hh from ``MIN_BYTES``, enough work to pay for entering the
+    team, ``threads.MIN_SPLIT_WORK``, float32).
 
     Not float64: its σ and tanh go through libm's exp and tanh, which LLVM vectorises in one
     loop and not in another, so the pair's gate pass could differ from the one-thread loop's
     in the last bit (float32's are ``common``'s rationals: the same bits in either form)."""
     return (ON and dtype == torch.float32 and B <= SMALL_ROWS and H % 4 == 0
             and gates * H * H * 4 >= MIN_BYTES and torch.get_num_threads() >= 2
-            and T * B * gates * H * H >= _MIN_WORK)
-
-
-_MIN_WORK = 1 << 20  # multiply-adds of the loop: below, one thread (entering the team costs ~20 µs)
+            and T * B * gates * H * H >= threads.MIN_SPLIT_WORK)
 
 
 def _cut(H: int) -> int:
