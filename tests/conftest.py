@@ -13,6 +13,7 @@ The suite ignores any tuned plan (``GATEDRNN_PLAN=off``): it tests the shipped r
 
 import os
 
+import pytest
 from hypothesis import settings
 
 # No tuned plan: the suite tests the shipped rules, whatever this machine's `gatedrnn tune` wrote
@@ -28,3 +29,16 @@ if "TRITON_INTERPRET" not in os.environ:
 settings.register_profile("gatedrnn", derandomize=True, database=None, deadline=None,
                           print_blob=True)
 settings.load_profile("gatedrnn")
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Rules, answers and warnings of this test only; the suite's come back afterwards
+    (tests/test_plan.py, tests/test_dispatch_hidden.py)."""
+    from gatedrnn.engines import dispatch, plan
+
+    monkeypatch.setattr(dispatch, "_RULES", None)
+    monkeypatch.setattr(dispatch, "_CACHE", {})
+    monkeypatch.setattr(dispatch, "_NAMED", {})
+    monkeypatch.setattr(plan, "_WARNED", set())
+    return monkeypatch

@@ -30,16 +30,6 @@ FEATURES = {"device": "cpu", "kind": "LSTM", "dtype": "float32", "torch_op": Tru
             "bf16": False, "isa": "avx512"}
 
 
-@pytest.fixture
-def fresh(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Rules, answers and warnings of this test only; the suite's come back afterwards."""
-    monkeypatch.setattr(dispatch, "_RULES", None)
-    monkeypatch.setattr(dispatch, "_CACHE", {})
-    monkeypatch.setattr(dispatch, "_NAMED", {})
-    monkeypatch.setattr(plan, "_WARNED", set())
-    return monkeypatch
-
-
 def test_the_frozen_table_2026_11_is_unchanged() -> None:
     text = "\n".join(describe(r) for r in TABLE_2026_11)
     assert hashlib.sha256(text.encode()).hexdigest() == TABLE_2026_11_DIGEST

@@ -23,16 +23,6 @@ from gatedrnn.modules import tune as tuning
 KW = dict(torch_op=True, simple=True, proj=False)
 
 
-@pytest.fixture
-def fresh(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Rules, answers and warnings of this test only; the suite's come back afterwards."""
-    monkeypatch.setattr(dispatch, "_RULES", None)
-    monkeypatch.setattr(dispatch, "_CACHE", {})
-    monkeypatch.setattr(dispatch, "_NAMED", {})
-    monkeypatch.setattr(plan, "_WARNED", set())
-    return monkeypatch
-
-
 def _entry(engine: str, kind: str, training: bool, batch: int, **kw: object) -> Row:
     return Row(engine, device="cpu", kind=kind, dtype="float32", training=training,
                min_batch=batch, max_batch=batch, measured_on="tuned", **KW, **kw)  # type: ignore[arg-type]

@@ -112,6 +112,19 @@ def _zone(old, new, p):
     return p * old + (_F32(1.0) - p) * new
 
 
+@numba.njit(inline="always", **JIT)
+def _carry(hw, y, lo, n, zo_h):
+    """Rows [lo, n) of a step's output y (B, Ho) become the carried state, through zoneout's
+    evaluation form when zo_h > 0: h = p h + (1 − p) y, and y = h."""
+    zero = _F32(0.0)
+    for b in range(lo, n):
+        h, yb = hw[b], y[b]
+        for j in range(h.shape[0]):
+            v = _zone(h[j], yb[j], zo_h) if zo_h > zero else yb[j]
+            h[j] = v
+            yb[j] = v
+
+
 @numba.njit(**JIT)
 def lstm(G, Y, hw, cw, sizes, reverse, wp, comp, sw, xu, full, sx, acc, hp, ln, lnw, eps, bias,
          peep, zo_h, zo_c, rp, rcomp, rs, hv, pu, pacc, lo, hi, isa):
@@ -179,12 +192,7 @@ def lstm(G, Y, hw, cw, sizes, reverse, wp, comp, sw, xu, full, sx, acc, hp, ln, 
                     y, a, s = Y[t, b], pacc[b], sx[b]
                     for j in range(Ho):
                         y[j] = _F32(np.int32(a[j] - rcomp[j])) * s * rs[j]
-            for b in range(lo, n):
-                h, y = hw[b], Y[t, b]
-                for j in range(Ho):
-                    v = _zone(h[j], y[j], zo_h) if zo_h > zero else y[j]
-                    h[j] = v
-                    y[j] = v
+            _carry(hw, Y[t], lo, n, zo_h)
         if n < hi:  # inactive rows output zeros
             Y[t, max(lo, n):hi] = zero
 
@@ -234,12 +242,7 @@ def gru(G, Y, hw, sizes, reverse, reset_after, wp, comp, sw, xu, full, sx, acc, 
                         c = tanh(g[2 * H + j] + (v[2 * H + j] + b_hh[2 * H + j]))
                         z = g[H + j]
                         y[j] = (one - z) * c + z * h[j]
-            for b in range(lo, n):
-                h, y = hw[b], Y[t, b]
-                for j in range(H):
-                    v = _zone(h[j], y[j], zo_h) if zo_h > zero else y[j]
-                    h[j] = v
-                    y[j] = v
+            _carry(hw, Y[t], lo, n, zo_h)
         if n < hi:
             Y[t, max(lo, n):hi] = zero
 
