@@ -97,14 +97,18 @@ def test_the_halves_step_by_step_give_the_whole_loops_bits(cell, B) -> None:
     sizes = np.full(T, B)
     none = np.empty(0, np.int64)
 
+    wp, seg, two = pair._plan(W, B, H, T, k)  # common.prod's product, as the pair runs it
+    assert wp.size == 0 and seg.size == 0
+    tail = np.empty((2, 64), np.float32)
+
     def run(G, hb, c, Y, u0, u1):
         if cell == "lstm":
-            pair_steps.lstm(G, hb, c, Y, sizes[:G.shape[0]], False, W, u0, u1, 0, none,
-                            gemm_scratch(np.float32))
+            pair_steps.lstm(G, hb, c, Y, sizes[:G.shape[0]], False, W, wp, seg, u0, u1, 0, none,
+                            gemm_scratch(np.float32), tail)
         else:
             V = np.empty((B, 3 * H), np.float32)
-            pair_steps.gru(G, hb, Y, V, sizes[:G.shape[0]], False, W, bn, u0, u1, 0, none,
-                           gemm_scratch(np.float32))
+            pair_steps.gru(G, hb, Y, V, sizes[:G.shape[0]], False, W, wp, seg, bn, u0, u1, 0,
+                           none, gemm_scratch(np.float32), tail)
 
     zeros = np.zeros((B, H), np.float32)
     whole_hb, whole_c, whole_Y = np.stack([h0, h0]), zeros.copy(), np.zeros((T, B, H), np.float32)
@@ -124,12 +128,15 @@ def test_the_halves_step_by_step_give_the_whole_loops_bits(cell, B) -> None:
 
 def test_only_plain_float32_inference_of_one_or_two_rows_pairs() -> None:
     H = LSTM_H[0]
-    assert pair.usable(1, H, 100, 4, torch.float32)
-    assert pair.usable(2, H, 100, 4, torch.float32)
+    assert pair.split(1, H, 100, 4) and pair.usable(1, H, 100, 4, torch.float32)
+    assert pair.split(2, H, 100, 4) and pair.usable(2, H, 100, 4, torch.float32)
     assert not pair.usable(3, H, 100, 4, torch.float32)  # sgemm's rows: the row split
     assert not pair.usable(1, H, 100, 4, torch.float64)
     assert not pair.usable(1, H + 2, 100, 4, torch.float32)  # a cut needs H in fours
-    assert not pair.usable(1, 64, 100, 4, torch.float32)  # W_hh in one L2
+    assert not pair.split(1, 64, 100, 4)  # W_hh in one L2: one thread, packed for gemv
+    assert pair.packs(1, 64, 100, 4) and pair.usable(1, 64, 100, 4, torch.float32)
+    assert not pair.usable(1, 64, pair.MIN_STEPS - 1, 4, torch.float32)  # packing not won back
+    assert not pair.packs(1, H, 100, 4)  # above L2 the pair's product, on one thread too
     torch.set_num_threads(1)
     assert not pair.usable(1, H, 100, 4, torch.float32)
 

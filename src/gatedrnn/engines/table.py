@@ -79,10 +79,15 @@ TABLE: tuple[Row, ...] = (
     #   (oneDNN's two-thread team costs more than the product), 128 0.98 and 1.00 / 0.88 and 0.96
     #   (docs/results/speed-lstm-gru.md, quiet machine: 0.87 and 0.98), 192 native 0.97,
     #   (200, 1, 128, 256) 0.72 and 0.97, (100, 1, 128, 256) 0.84 and 1.22: native from H = 111.
+    # - Since one or two rows run on a packed W_hh (kernels.pair, kernels.gemv), 1 thread, T = 200
+    #   (100 at H = 384), I = 64 (192), fastest of 7 interleaved, fused and native: B = 1 H = 32
+    #   0.86 and 0.92, 64 0.96 and 0.95, 128 1.04 and 0.97, 192 1.12, 256 1.17, 384 1.20 (native
+    #   0.97-0.99); B = 2 H = 32 1.02, 64 1.05, 128 1.08, 192 1.13, 256 1.18, 384 1.69 (native
+    #   0.94-1.03): native for B = 1 up to H = 90 (between 64 and 128) and for B = 3.
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, max_threads=1, min_batch=2, measured_on="xeon-spr"),
+        training=False, max_threads=1, min_batch=3, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, max_threads=1, max_hidden=221, measured_on="xeon-spr"),
+        training=False, max_threads=1, max_batch=1, max_hidden=90, measured_on="xeon-spr"),
     # One row on two threads once W_hh outgrows a core's L2: the fused loop splits the hidden
     # units over both threads (kernels.pair). Xeon, 2 threads, fastest of 5-7 interleaved,
     # torch.nn's time / fused's (native's ~0.94-1.05): (100, 1, ·, H) H = 320 1.51 and 0.92
@@ -95,6 +100,13 @@ TABLE: tuple[Row, ...] = (
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_batch=2, max_batch=2, min_threads=2, min_hidden=443, max_hidden=887,
         measured_on="xeon-spr"),
+    # One or two rows below L2's border, 2 threads, on the packed W_hh (kernels.gemv: one thread,
+    # nothing to split), T = 200 (100 from H = 320), I = 64 (H / 2), fastest of 7 interleaved,
+    # fused and native: B = 1 H = 64 1.76 and 0.99, 96 1.51, 128 1.35, 192 1.13, 256 0.97,
+    # 320 0.92, 384 0.97 (native 0.98-0.99); B = 2 H = 64 2.11, 96 1.72, 128 1.38, 192 1.11,
+    # 256 1.03, 320 0.87 (native 0.93-1.02): fused up to H = 221 (between 192 and 256).
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=False, max_batch=2, min_threads=2, max_hidden=221, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, min_threads=2, min_hidden=111, measured_on="xeon-spr"),
     # B < 4 on two threads or more: the fused loops give one batch row to one thread, oneDNN

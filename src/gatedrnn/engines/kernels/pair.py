@@ -1,17 +1,20 @@
-"""Two threads on one or two rows of fused inference: the hidden units split, a meeting per step.
+"""Fused float32 inference of one or two rows: W_hh packed for a GEMV, and two threads that split
+the hidden units once W_hh outgrows a core's L2.
 
 With one or two rows the per-step product is a GEMV that streams all of W_hh at every step (from
-L2, or L3 once W_hh outgrows it), and splitting the rows (``threads.split_rows``) leaves nothing
-to split, so those loops ran on one thread. As the int8 loops do (``int8_team``), two threads
-then split the hidden units: each computes its units' gates from its half of W_hh and meets
-the other once per step (``pair_steps``). The results are the one-thread loop's to the bit.
+L2, or L3 once W_hh outgrows it). These loops (``pair_steps``) run it on a W_hh packed once per
+call (``gemv``: 1.6-2.4x ``common.prod``'s loops at one row, 2.7-3.6x at two, measured on the
+Xeon at H = 64-256), for the plain LSTM and the reset_after GRU (no variant: the variants' extra
+arrays stay on the general loop) in float32 inference, from ``MIN_STEPS`` steps (packing costs
+about two steps' products).
 
-Used for the plain LSTM and the reset_after GRU (no variant: the variants' extra arrays stay on
-the one-thread loop) in inference, where W_hh outgrows most of a core's L2 (``MIN_BYTES``).
-``GATEDRNN_PAIR=0`` turns it off, as ``GATEDRNN_INT8_PAIR`` does for the int8 loops. On a
-loaded machine the meeting can cost more than it saves (the second half then runs late);
-``int8_team.pair`` hands a half that does not start within its wait to the first thread, so a
-call never waits for a busy core for long.
+Splitting the rows (``threads.split_rows``) leaves nothing to split here, so where W_hh outgrows
+most of a core's L2 (``MIN_BYTES``) two threads split the hidden units instead, as the int8 loops
+do (``int8_team``): each computes its units' gates from its half of W_hh and meets the other once
+per step. The results are the one-thread loop's to the bit. ``GATEDRNN_PAIR=0`` turns the split
+off, as ``GATEDRNN_INT8_PAIR`` does for the int8 loops. On a loaded machine the meeting can cost
+more than it saves (the second half then runs late); ``int8_team.pair`` hands a half that does not
+start within its wait to the first thread, so a call never waits for a busy core for long.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import gemv, threads
 from . import int8_team as team
 from . import pair_steps as steps
-from . import threads
 from .common import SMALL_ROWS, gemm_scratch
 
 ON = os.environ.get("GATEDRNN_PAIR", "1") != "0"
+MIN_STEPS = 16  # packing W_hh once costs about two steps' products (a read and a write of W)
 
 
 def _l2_bytes() -> int:
@@ -48,34 +52,65 @@ def _l2_bytes() -> int:
 MIN_BYTES = _l2_bytes() * 3 // 4
 
 
-def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
-    """Whether a plain loop of B rows and H units runs as a pair here (two threads allowed, the
-    GEMV rows, H a multiple of 4, W_hh from ``MIN_BYTES``, enough work to pay for entering the
-    team, ``threads.MIN_SPLIT_WORK``, float32).
-
-    Not float64: its σ and tanh go through libm's exp and tanh, which LLVM vectorises in one
-    loop and not in another, so the pair's gate pass could differ from the one-thread loop's
-    in the last bit (float32's are ``common``'s rationals: the same bits in either form)."""
-    return (ON and dtype == torch.float32 and B <= SMALL_ROWS and H % 4 == 0
-            and gates * H * H * 4 >= MIN_BYTES and torch.get_num_threads() >= 2
+def split(B: int, H: int, T: int, gates: int) -> bool:
+    """Whether a call of ``usable`` runs as a pair: the split on, two threads allowed, H a
+    multiple of 4 (the cut), W_hh from ``MIN_BYTES``, enough work to pay for entering the team
+    (``threads.MIN_SPLIT_WORK``)."""
+    return (ON and H % 4 == 0 and gates * H * H * 4 >= MIN_BYTES and torch.get_num_threads() >= 2
             and T * B * gates * H * H >= threads.MIN_SPLIT_WORK)
+
+
+def packs(B: int, H: int, T: int, gates: int) -> bool:
+    """Whether a call of ``usable`` runs on one thread on a W_hh packed for ``gemv``: W_hh below
+    ``MIN_BYTES`` (above it the loops keep ``common.prod``'s bits, on one thread or two, so a
+    call's bits do not depend on the thread count) and ``MIN_STEPS`` steps."""
+    return gates * H * H * 4 < MIN_BYTES and T >= MIN_STEPS
+
+
+def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
+    """Whether a plain loop of B rows, H units and T steps runs here: float32, the GEMV's rows,
+    and a packed W_hh (``packs``) or a split (``split``).
+
+    Not float64: ``common.prod``'s loops serve it (as they serve training, whose bits the
+    published learning runs depend on)."""
+    return (dtype == torch.float32 and 0 < B <= SMALL_ROWS and H > 0
+            and (packs(B, H, T, gates) or split(B, H, T, gates)))
 
 
 def _cut(H: int) -> int:
     """Where the second half's units start: a multiple of 16 (a cache line of float32, so the
-    halves' rows of h and y do not share one) near H / 2, else of 4 (no GEMV row in the tail)."""
+    halves' rows of h and y do not share one) near H / 2, else of 4."""
     m = 16 if H >= 64 else 4
     return max(m, (H // 2) // m * m)
 
 
-def _run(kernel: Callable[..., None], H: int, nd: np.dtype, size: int) -> str:
-    """``kernel(u0, u1, part, sync, scratch)`` on all units here, or as a pair; how it ran
+def _run(kernel: Callable[..., None], H: int, nd: np.dtype, two: bool, size: int) -> str:
+    """``kernel(u0, u1, part, sync, scratch, tail)`` on all units here, or as a pair; how it ran
     (``int8_team.pair``'s "pair", "solo" or "one")."""
+    def both() -> None:
+        kernel(0, H, 0, np.empty(0, np.int64), gemm_scratch(nd), np.empty((2, gemv.UNITS), nd))
+
+    if not two:
+        both()
+        return "one"
     mid = _cut(H)
     sync = team.sync_counters()
-    return team.pair(lambda: kernel(0, H, 0, np.empty(0, np.int64), gemm_scratch(nd)),
-              lambda part: kernel(*((0, mid) if part == 0 else (mid, H)), part, sync,
-                                  gemm_scratch(nd)), size)
+    return team.pair(both, lambda part: kernel(*((0, mid) if part == 0 else (mid, H)), part, sync,
+                                               gemm_scratch(nd), np.empty((2, gemv.UNITS), nd)),
+                     size)
+
+
+def _plan(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple:
+    """(W_hh packed for ``gemv``, its segments, whether to split): packed (one segment, one
+    thread) below ``MIN_BYTES``, whatever the span's length (a call's spans keep one product);
+    otherwise size 0 (``common.prod``), on two threads where ``split`` allows. The pair's halves
+    keep ``common.prod``: a packed W_hh measured no faster there (H = 512, B = 1, 50 against 46 µs
+    a step with its packing, 0.8 ms a call; each half's W_hh is 2 MB)."""
+    if gates * H * H * 4 < MIN_BYTES:
+        seg = gemv.segments(H, gates, 0, H)
+        return gemv.pack(w_hh, seg), seg, False
+    return (np.empty((0, 0, 0, gemv.UNITS), np.float32), np.empty((0, 3), np.int64),
+            split(B, H, T, gates))
 
 
 def lstm(G: np.ndarray, hw: np.ndarray, cw: np.ndarray, Y: np.ndarray, sizes: np.ndarray,
@@ -83,13 +118,15 @@ def lstm(G: np.ndarray, hw: np.ndarray, cw: np.ndarray, Y: np.ndarray, sizes: np
     """The plain LSTM's steps of G (T, B, 4H) from h = hw, c = cw (both (B, H), updated to the
     last step's state), outputs into Y (T, B, H); returns how it ran (``_run``)."""
     T, B, H = G.shape[0], G.shape[1], cw.shape[1]
+    wp, seg, two = _plan(w_hh, B, H, T, 4)
     hb = np.empty((2, B, H), hw.dtype)
     hb[0] = hw
 
-    def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple) -> None:
-        steps.lstm(G, hb, cw, Y, sizes, reverse, w_hh, u0, u1, part, sync, scratch)
+    def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple,
+               tail: np.ndarray) -> None:
+        steps.lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratch, tail)
 
-    mode = _run(kernel, H, hw.dtype, T * B * 4 * H * H)
+    mode = _run(kernel, H, hw.dtype, two, T * B * 4 * H * H)
     hw[:] = hb[T % 2]
     return mode
 
@@ -99,13 +136,16 @@ def gru(G: np.ndarray, hw: np.ndarray, Y: np.ndarray, sizes: np.ndarray, reverse
     """The reset_after GRU's steps of G (T, B, 3H) from h = hw (updated), outputs into Y;
     returns how it ran (``_run``)."""
     T, B, H = G.shape[0], G.shape[1], hw.shape[1]
+    wp, seg, two = _plan(w_hh, B, H, T, 3)
     hb = np.empty((2, B, H), hw.dtype)
     hb[0] = hw
     V = np.empty((B, 3 * H), hw.dtype)
 
-    def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple) -> None:
-        steps.gru(G, hb, Y, V, sizes, reverse, w_hh, bn, u0, u1, part, sync, scratch)
+    def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple,
+               tail: np.ndarray) -> None:
+        steps.gru(G, hb, Y, V, sizes, reverse, w_hh, wp, seg, bn, u0, u1, part, sync, scratch,
+                  tail)
 
-    mode = _run(kernel, H, hw.dtype, T * B * 3 * H * H)
+    mode = _run(kernel, H, hw.dtype, two, T * B * 3 * H * H)
     hw[:] = hb[T % 2]
     return mode

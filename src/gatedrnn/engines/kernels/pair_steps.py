@@ -1,36 +1,41 @@
-"""The plain LSTM's and GRU's inference loops for one part of the hidden units, so that two
-threads can share one sequence of one or two rows (``pair``).
+"""The plain LSTM's and GRU's inference loops of one or two rows, for all hidden units or one
+part of them, so that two threads can share one sequence (``pair``).
 
-Each call runs units [u0, u1) of every row: per step, the GEMVs of its rows of W_hh (gate blocks
-i|f|g|o, or r|z|n, each cut to its units) and the gate pass of its units. h lives in two buffers
-(step k reads hb[k % 2] and writes the other), so when two calls run as the halves of a pair
-(``sync`` non-empty) one meeting per step (``int8_team.barrier``) is enough: no half writes a
-buffer the other may still read.
+Each call runs units [u0, u1) of every row: per step, the product of its rows of W_hh (gate
+blocks i|f|g|o, or r|z|n, each cut to its units) and the gate pass of its units. The product is
+``common.prod``'s GEMV loops, or on one thread (all units) ``gemv``'s on a W_hh packed for it.
+h lives in two buffers (step k reads hb[k % 2] and writes the other), so when two calls run as
+the halves of a pair (``sync`` non-empty) one meeting per step (``int8_team.barrier``) is
+enough: no half writes a buffer the other may still read.
 
-The results are ``lstm_steps.forward``'s and ``gru_steps.forward``'s to the bit: every output
-of ``common.prod``'s GEMV is one dot product, summed in an order that does not depend on which
-rows share the call (the parts are cut at multiples of 4 units, so no row falls to the GEMV's
-one-row tail), and the gate math is the same expressions, elementwise
-(tests/test_kernel_pair.py compares the bits).
+The halves give the bits of one call over all units and of ``lstm_steps.forward`` and
+``gru_steps.forward``: every output of ``common.prod``'s GEMV is one dot product, summed in an
+order that does not depend on which rows share the call (the parts are cut at multiples of 4
+units, so no row falls to the GEMV's one-row tail), and the gate math is the same expressions,
+elementwise (tests/test_kernel_pair.py compares the bits). ``gemv``'s sums are in another
+order, so the one-thread loop on a packed W_hh differs from those in the last bits.
 
 Legend: G (T, B, GH) the input projection of the steps (overwritten: the pre-activations), hb
 (2, B, H) the state buffers, hb[0] the initial h; cw (B, H) the LSTM's cell state, updated in
 place; Y (T, B, H) outputs, zero on rows inactive at a step (the caller's zeros); rows
-[0, sizes[t]) are active at step t, the others carry their h across.
+[0, sizes[t]) are active at step t, the others carry their h across; wp, seg W_hh packed for
+``gemv`` and its segments (``gemv.pack``), or size 0 for ``common.prod`` on w_hh; tail a (2, 64)
+scratch.
 """
 
 from __future__ import annotations
 
 import numba
 
-# prod, sigmoid and tanh are inlined (numba's cache is keyed on this file: an edit to them must
-# touch this file too)
+# gemv, prod, sigmoid and tanh are inlined (numba's cache is keyed on this file: an edit to them
+# must touch this file too)
 from .common import JIT, prod, sigmoid, tanh
+from .gemv import gemv
 from .int8_team import barrier
 
 
 @numba.njit(**JIT)
-def lstm(G, hb, cw, Y, sizes, reverse, w_hh, u0, u1, part, sync, scratch):
+def lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratch, tail):
     """Units [u0, u1) of the plain LSTM (cells.lstm_cell, no variant): a = G[t] + W_hh h,
     c' = σ(a_f) c + σ(a_i) tanh(a_g), h' = σ(a_o) tanh(c')."""
     T, B = G.shape[0], G.shape[1]
@@ -41,9 +46,12 @@ def lstm(G, hb, cw, Y, sizes, reverse, w_hh, u0, u1, part, sync, scratch):
         cur, nxt = hb[k % 2], hb[1 - k % 2]
         n = sizes[t]
         g = G[t]
-        for q in range(4):
-            prod(cur[:n], w_hh[q * H + u0:q * H + u1], g[:n, q * H + u0:q * H + u1], True, 1.0,
-                 scratch)
+        if wp.shape[0] > 0:  # a = G[t] + W_hh h
+            gemv(cur[:n], wp, seg, g[:n], tail)
+        else:
+            for q in range(4):
+                prod(cur[:n], w_hh[q * H + u0:q * H + u1], g[:n, q * H + u0:q * H + u1], True,
+                     1.0, scratch)
         for b in range(n):
             row = g[b]
             ai, af = row[u0:u1], row[H + u0:H + u1]
@@ -70,7 +78,7 @@ def lstm(G, hb, cw, Y, sizes, reverse, w_hh, u0, u1, part, sync, scratch):
 
 
 @numba.njit(**JIT)
-def gru(G, hb, Y, V, sizes, reverse, w_hh, bn, u0, u1, part, sync, scratch):
+def gru(G, hb, Y, V, sizes, reverse, w_hh, wp, seg, bn, u0, u1, part, sync, scratch, tail):
     """Units [u0, u1) of the plain GRU, reset_after form (cells.gru_cell): v = W_hh h,
     r = σ(u_r + v_r), z = σ(u_z + v_z), n = tanh(u_n + r (v_n + b_hn)), h' = (1 − z) n + z h.
     V (B, 3H) holds v (each half writes its units' columns)."""
@@ -83,9 +91,13 @@ def gru(G, hb, Y, V, sizes, reverse, w_hh, bn, u0, u1, part, sync, scratch):
         cur, nxt = hb[k % 2], hb[1 - k % 2]
         n = sizes[t]
         g = G[t]
-        for q in range(3):
-            prod(cur[:n], w_hh[q * H + u0:q * H + u1], V[:n, q * H + u0:q * H + u1], True, 0.0,
-                 scratch)
+        if wp.shape[0] > 0:  # v = W_hh h
+            V[:n] = 0.0
+            gemv(cur[:n], wp, seg, V[:n], tail)
+        else:
+            for q in range(3):
+                prod(cur[:n], w_hh[q * H + u0:q * H + u1], V[:n, q * H + u0:q * H + u1], True,
+                     0.0, scratch)
         bp = bn[u0:u1]
         for b in range(n):
             row, vb = g[b], V[b]

@@ -1,0 +1,197 @@
+"""The float32 recurrent product of one or two rows against a packed W_hh, in LLVM IR.
+
+With one or two rows, each step's product a W_hh^T is a GEMV that streams all of W_hh (4H × H
+floats for the LSTM) from L2, and the step waits for it. ``common.prod``'s loops compute four dot
+products at a time, each a horizontal sum of K products, and reach about 80 GB/s from L2 here;
+this kernel keeps up to 16 vectors of outputs in registers over the whole K loop and adds one
+input's column of W at a time,
+
+    c[r, j] = fma(a[r, K−1], W[j, K−1], ... fma(a[r, 1], W[j, 1], fma(a[r, 0], W[j, 0], c[r, j])))
+
+so every output is one chain of fused multiply-adds in the order k = 0 … K−1. That order does not
+depend on which outputs share a call, how they are blocked, or the vector width, so a pair's
+halves (``pair_steps``) give the bits of the whole. It is not ``common.prod``'s order: the loops
+that use this product differ from the others in the last bits of float32 (as torch's GEMV and
+GEMM do), which is why only inference uses it.
+
+Layout (``pack``): the rows of W that a call writes are given as segments of consecutive rows
+(the whole W, or one per gate for a pair's half: rows [q·H + u0, q·H + u1)); each segment is
+padded to blocks of 64 outputs, and a block is stored k-major::
+
+    packed[s, blk, k, u] = W[start_s + 64·blk + u, k]        (nseg, nblk, K, 64) float32
+
+so that each input's 64 weights are 256 contiguous bytes: 4 zmm registers of 16 outputs (8 ymm
+where LLVM targets AVX2; the IR is plain vectors and ``llvm.fma``, correct on any CPU).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .common import JIT
+
+UNITS = 64  # outputs per packed block
+_F32, _I64 = ir.FloatType(), ir.IntType(64)
+_LANES = 16
+_V = ir.VectorType(_F32, _LANES)
+_NV = UNITS // _LANES  # vectors per block
+
+
+def _micro(module: ir.Module, mr: int, nb: int) -> ir.Function:
+    """void f(float* a, i64 a_row_stride, float* w, i64 w_block_stride, float* c, i64 c_row_stride,
+    i64 K): c[r, 64·j + u] += Σ_k a[r, k] · w[j, k, u] for r < mr, j < nb, one fma chain per
+    output in the order of k (strides in elements)."""
+    name = f"gatedrnn_f32_gemv_{mr}x{nb}"
+    if name in module.globals:
+        return module.globals[name]
+    pf = _F32.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pf, _I64, pf, _I64, pf, _I64, _I64]),
+                     name)
+    fn.linkage = "linkonce_odr"  # defined in every module that uses it; the linker keeps one
+    a, as_, w, ws, c, cs, K = fn.args
+    entry, loop, done = (fn.append_basic_block(n) for n in ("entry", "loop", "done"))
+    fma = module.globals.get("llvm.fma.v16f32") or ir.Function(
+        module, ir.FunctionType(_V, [_V, _V, _V]), "llvm.fma.v16f32")
+    b = ir.IRBuilder(entry)
+    k_ = lambda v: ir.Constant(_I64, v)  # noqa: E731
+
+    def at(base: ir.Value, off: ir.Value) -> ir.Value:
+        return b.bitcast(b.gep(base, [off]), _V.as_pointer())
+
+    offs = [(r, b.add(b.mul(k_(r), cs), k_(j * UNITS + q * _LANES)))
+            for r in range(mr) for j in range(nb) for q in range(_NV)]
+    init = [b.load(at(c, off), align=4) for _, off in offs]
+    b.branch(loop)  # K ≥ 1: ``gemv`` returns before calling for K = 0
+    b.position_at_end(loop)
+    kk = b.phi(_I64)
+    kk.add_incoming(k_(0), entry)
+    accs = [b.phi(_V) for _ in offs]
+    for acc, v in zip(accs, init):
+        acc.add_incoming(v, entry)
+    xb = []  # each row's input k, broadcast to every lane
+    for r in range(mr):
+        x = b.load(b.gep(a, [b.add(b.mul(k_(r), as_), kk)]), align=4)
+        one = b.insert_element(ir.Constant(_V, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        xb.append(b.shuffle_vector(one, ir.Constant(_V, ir.Undefined), ir.Constant(
+            ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES)))
+    wv = [b.load(at(w, b.add(b.mul(k_(j), ws), b.add(b.mul(kk, k_(UNITS)), k_(q * _LANES)))),
+                 align=4) for j in range(nb) for q in range(_NV)]
+    new = []
+    for i, (r, _) in enumerate(offs):
+        new.append(b.call(fma, [xb[r], wv[i % (nb * _NV)], accs[i]]))
+        accs[i].add_incoming(new[-1], loop)
+    k1 = b.add(kk, k_(1))
+    kk.add_incoming(k1, loop)
+    b.cbranch(b.icmp_signed("<", k1, K), loop, done)
+    b.position_at_end(done)
+    for v, (_, off) in zip(new, offs):
+        b.store(v, at(c, off), align=4)
+    b.ret_void()
+    return fn
+
+
+@intrinsic
+def _f32gemv(typingctx, a, as_, w, ws, c, cs, K, mr, nb):
+    """Call the micro-kernel ``_micro(mr, nb)`` on addresses (intp); mr, nb literal ints."""
+    if not all(isinstance(t, types.IntegerLiteral) for t in (mr, nb)):
+        return None
+    sig = types.void(a, as_, w, ws, c, cs, K, mr, nb)
+
+    def codegen(context, builder, signature, args):
+        m, n = (t.literal_value for t in signature.args[7:9])
+        fn = _micro(builder.module, m, n)
+        pf = _F32.as_pointer()
+        builder.call(fn, [builder.inttoptr(args[0], pf), args[1], builder.inttoptr(args[2], pf),
+                          args[3], builder.inttoptr(args[4], pf), args[5], args[6]])
+    return sig, codegen
+
+
+@numba.njit(inline="always", **JIT)
+def _rows(a, r0, mr, wp, s, c, c0, count, tail):
+    """Segment s of ``gemv`` for rows [r0, r0 + mr) (mr 1 or 2): outputs c[r, c0:c0 + count]."""
+    nblk, K = wp.shape[1], wp.shape[2]
+    ap, as_ = a.ctypes.data + r0 * a.strides[0], a.strides[0] // 4
+    cs = c.strides[0] // 4
+    bs = K * UNITS
+    base = wp.ctypes.data + s * nblk * bs * 4
+    full = count // UNITS
+    j = 0
+    cp = c.ctypes.data + (r0 * cs + c0) * 4
+    if mr == 1:
+        while j + 4 <= full:
+            _f32gemv(ap, as_, base + j * bs * 4, bs, cp + j * UNITS * 4, cs, K, 1, 4)
+            j += 4
+        while j < full:
+            _f32gemv(ap, as_, base + j * bs * 4, bs, cp + j * UNITS * 4, cs, K, 1, 1)
+            j += 1
+    else:
+        while j + 2 <= full:
+            _f32gemv(ap, as_, base + j * bs * 4, bs, cp + j * UNITS * 4, cs, K, 2, 2)
+            j += 2
+        while j < full:
+            _f32gemv(ap, as_, base + j * bs * 4, bs, cp + j * UNITS * 4, cs, K, 2, 1)
+            j += 1
+    rest = count - full * UNITS
+    if rest:  # the last block's outputs through a 64-wide scratch (its padding weights are 0)
+        for r in range(mr):
+            for u in range(rest):
+                tail[r, u] = c[r0 + r, c0 + full * UNITS + u]
+        tp = tail.ctypes.data
+        if mr == 1:
+            _f32gemv(ap, as_, base + full * bs * 4, bs, tp, UNITS, K, 1, 1)
+        else:
+            _f32gemv(ap, as_, base + full * bs * 4, bs, tp, UNITS, K, 2, 1)
+        for r in range(mr):
+            for u in range(rest):
+                c[r0 + r, c0 + full * UNITS + u] = tail[r, u]
+
+
+@numba.njit(inline="always", **JIT)
+def gemv(a, wp, seg, c, tail):
+    """c[r, seg[s, 1] + i] += Σ_k a[r, k] W[seg[s, 0] + i, k] for every row r of a (one or two
+    at a time), segment s and i < seg[s, 2]: a (rows, K) and c float32 with contiguous rows,
+    wp and seg from ``pack``, tail a (2, 64) float32 scratch."""
+    R = a.shape[0]
+    if wp.shape[2] == 0:
+        return
+    for s in range(seg.shape[0]):
+        r = 0
+        while r + 2 <= R:
+            _rows(a, r, 2, wp, s, c, seg[s, 1], seg[s, 2], tail)
+            r += 2
+        if r < R:
+            _rows(a, r, 1, wp, s, c, seg[s, 1], seg[s, 2], tail)
+
+
+def pack(w: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """W (N, K) float32 in ``gemv``'s layout, (nseg, nblk, K, 64), for the segments ``seg``
+    (rows (start, out_offset, count), int64): zeros past each segment's count."""
+    nblk = max(1, -(-int(seg[:, 2].max()) // UNITS))
+    K = w.shape[1]
+    shape = (seg.shape[0], nblk, K, UNITS)
+    # 64-byte aligned, so no vector load straddles two cache lines
+    raw = np.zeros(int(np.prod(shape)) + 16, np.float32)
+    lead = (-raw.ctypes.data % 64) // 4
+    out = raw[lead:lead + int(np.prod(shape))].reshape(shape)
+    src = torch.from_numpy(np.ascontiguousarray(w, np.float32))
+    dst = torch.from_numpy(out)
+    for s, (start, _, count) in enumerate(seg.tolist()):
+        full = count // UNITS * UNITS  # torch's blocked transposing copy, block by block
+        if full:
+            dst[s, :full // UNITS].copy_(src[start:start + full].view(-1, UNITS, K).transpose(1, 2))
+        if count > full:
+            dst[s, full // UNITS, :, :count - full].copy_(src[start + full:start + count].t())
+    return out
+
+
+def segments(H: int, gates: int, u0: int, u1: int) -> np.ndarray:
+    """The segments of units [u0, u1) of each of ``gates`` gate blocks of H rows, written to the
+    same positions of the output row; one segment when that is the whole W."""
+    if u0 == 0 and u1 == H:
+        return np.array([[0, 0, gates * H]], np.int64)
+    return np.array([[q * H + u0, q * H + u0, u1 - u0] for q in range(gates)], np.int64)
