@@ -135,7 +135,8 @@ def test_only_plain_float32_inference_of_one_or_two_rows_pairs() -> None:
     assert not pair.usable(1, H + 2, 100, 4, torch.float32)  # a cut needs H in fours
     assert not pair.split(1, 64, 100, 4)  # W_hh in one L2: one thread, packed for gemv
     assert pair.packs(1, 64, 100, 4) and pair.usable(1, 64, 100, 4, torch.float32)
-    assert not pair.usable(1, 64, pair.MIN_STEPS - 1, 4, torch.float32)  # packing not won back
+    assert not pair.usable(1, 64, pair.MIN_STEPS[0] - 1, 4, torch.float32)  # packing not won back
+    assert pair.usable(2, 64, pair.MIN_STEPS[1], 4, torch.float32)
     assert not pair.packs(1, H, 100, 4)  # above L2 the pair's product, on one thread too
     torch.set_num_threads(1)
     assert not pair.usable(1, H, 100, 4, torch.float32)

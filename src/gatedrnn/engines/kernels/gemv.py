@@ -26,9 +26,10 @@ where LLVM targets AVX2; the IR is plain vectors and ``llvm.fma``, correct on an
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
-import torch
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -36,7 +37,7 @@ from numba.extending import intrinsic
 from .common import JIT
 
 UNITS = 64  # outputs per packed block
-_F32, _I64 = ir.FloatType(), ir.IntType(64)
+_F32, _I32, _I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 _LANES = 16
 _V = ir.VectorType(_F32, _LANES)
 _NV = UNITS // _LANES  # vectors per block
@@ -168,24 +169,97 @@ def gemv(a, wp, seg, c, tail):
             _rows(a, r, 1, wp, s, c, seg[s, 1], seg[s, 2], tail)
 
 
+def _transpose16(module: ir.Module) -> ir.Function:
+    """void f(float* src, i64 src_row_stride, float* dst, i64 dst_row_stride): dst[j, i] =
+    src[i, j] for a 16 × 16 tile, in registers (four stages of lane-block swaps)."""
+    name = "gatedrnn_f32_transpose16"
+    if name in module.globals:
+        return module.globals[name]
+    pf = _F32.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [pf, _I64, pf, _I64]), name)
+    fn.linkage = "linkonce_odr"
+    src, ss, dst, ds = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def row(base: ir.Value, stride: ir.Value, i: int) -> ir.Value:
+        return b.bitcast(b.gep(base, [b.mul(ir.Constant(_I64, i), stride)]), _V.as_pointer())
+
+    rows = [b.load(row(src, ss, i), align=4) for i in range(_LANES)]
+    blk = _LANES // 2
+    while blk:  # swap the off-diagonal blk × blk blocks of every 2·blk × 2·blk block
+        new = list(rows)
+        for i in range(_LANES):
+            if i & blk:
+                continue
+            j = i + blk
+            lo = [l if not l & blk else _LANES + l - blk for l in range(_LANES)]
+            hi = [l + blk if not l & blk else _LANES + l for l in range(_LANES)]
+            new[i] = b.shuffle_vector(rows[i], rows[j], ir.Constant(ir.VectorType(_I32, _LANES), lo))
+            new[j] = b.shuffle_vector(rows[i], rows[j], ir.Constant(ir.VectorType(_I32, _LANES), hi))
+        rows = new
+        blk //= 2
+    for i, v in enumerate(rows):
+        b.store(v, row(dst, ds, i), align=4)
+    b.ret_void()
+    return fn
+
+
+@intrinsic
+def _tr16(typingctx, src, ss, dst, ds):
+    """Call ``_transpose16`` on addresses (intp)."""
+    sig = types.void(src, ss, dst, ds)
+
+    def codegen(context, builder, signature, args):
+        pf = _F32.as_pointer()
+        builder.call(_transpose16(builder.module), [builder.inttoptr(args[0], pf), args[1],
+                                                     builder.inttoptr(args[2], pf), args[3]])
+    return sig, codegen
+
+
+@numba.njit(**JIT)
+def _pack_into(w, seg, out):
+    """out[s, blk, k, u] = w[seg[s, 0] + 64·blk + u, k] for u < seg[s, 2] − 64·blk (the rest of
+    out is the caller's zeros): 16 × 16 tiles through registers, the edges one by one."""
+    K = w.shape[1]
+    ws = np.int64(w.strides[0] // 4)
+    for s in range(seg.shape[0]):
+        start, count = seg[s, 0], seg[s, 2]
+        for i0 in range(0, count, 16):
+            blk, u0 = i0 // UNITS, i0 % UNITS
+            ob = out[s, blk]
+            k0 = 0
+            if i0 + 16 <= count:
+                sp = np.int64(w.ctypes.data) + ((start + i0) * ws) * 4
+                dp = np.int64(ob.ctypes.data) + u0 * 4
+                while k0 + 16 <= K:
+                    _tr16(sp + k0 * 4, ws, dp + k0 * UNITS * 4, np.int64(UNITS))
+                    k0 += 16
+            for i in range(i0, min(i0 + 16, count)):
+                for k in range(k0 if i0 + 16 <= count else 0, K):
+                    ob[k, i % UNITS] = w[start + i, k]
+
+
+_SPARE = threading.local()  # each thread's packing buffer, reused: fresh pages cost more than the copy
+
+
 def pack(w: np.ndarray, seg: np.ndarray) -> np.ndarray:
     """W (N, K) float32 in ``gemv``'s layout, (nseg, nblk, K, 64), for the segments ``seg``
-    (rows (start, out_offset, count), int64): zeros past each segment's count."""
+    (rows (start, out_offset, count), int64): zeros past each segment's count.
+
+    The result lives in this thread's buffer until its next ``pack``: the loops pack once per
+    call and are done with it before the next (a fresh 1 MB array took 167 µs to pack into,
+    mostly its pages being mapped; the copy itself about 20)."""
     nblk = max(1, -(-int(seg[:, 2].max()) // UNITS))
-    K = w.shape[1]
-    shape = (seg.shape[0], nblk, K, UNITS)
-    # 64-byte aligned, so no vector load straddles two cache lines
-    raw = np.zeros(int(np.prod(shape)) + 16, np.float32)
-    lead = (-raw.ctypes.data % 64) // 4
-    out = raw[lead:lead + int(np.prod(shape))].reshape(shape)
-    src = torch.from_numpy(np.ascontiguousarray(w, np.float32))
-    dst = torch.from_numpy(out)
-    for s, (start, _, count) in enumerate(seg.tolist()):
-        full = count // UNITS * UNITS  # torch's blocked transposing copy, block by block
-        if full:
-            dst[s, :full // UNITS].copy_(src[start:start + full].view(-1, UNITS, K).transpose(1, 2))
-        if count > full:
-            dst[s, full // UNITS, :, :count - full].copy_(src[start + full:start + count].t())
+    shape = (seg.shape[0], nblk, w.shape[1], UNITS)
+    size = int(np.prod(shape))
+    raw = getattr(_SPARE, "buf", None)
+    if raw is None or raw.size < size + 16:
+        raw = _SPARE.buf = np.empty(size + 16, np.float32)
+    lead = (-raw.ctypes.data % 64) // 4  # 64-byte aligned: no vector load straddles two lines
+    out = raw[lead:lead + size].reshape(shape)
+    if (seg[:, 2] != nblk * UNITS).any():
+        out[...] = 0.0  # padding outputs read zero weights
+    _pack_into(np.ascontiguousarray(w, np.float32), seg, out)
     return out
 
 

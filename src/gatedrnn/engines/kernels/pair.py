@@ -5,8 +5,8 @@ With one or two rows the per-step product is a GEMV that streams all of W_hh at 
 L2, or L3 once W_hh outgrows it). These loops (``pair_steps``) run it on a W_hh packed once per
 call (``gemv``: 1.6-2.4x ``common.prod``'s loops at one row, 2.7-3.6x at two, measured on the
 Xeon at H = 64-256), for the plain LSTM and the reset_after GRU (no variant: the variants' extra
-arrays stay on the general loop) in float32 inference, from ``MIN_STEPS`` steps (packing costs
-about two steps' products).
+arrays stay on the general loop) in float32 inference, from ``MIN_STEPS`` steps (where the
+packing is won back).
 
 Splitting the rows (``threads.split_rows``) leaves nothing to split here, so where W_hh outgrows
 most of a core's L2 (``MIN_BYTES``) two threads split the hidden units instead, as the int8 loops
@@ -31,7 +31,11 @@ from . import pair_steps as steps
 from .common import SMALL_ROWS, gemm_scratch
 
 ON = os.environ.get("GATEDRNN_PAIR", "1") != "0"
-MIN_STEPS = 16  # packing W_hh once costs about two steps' products (a read and a write of W)
+# Steps from which packing W_hh pays, at one and two rows. Packing costs 20-26 µs at H = 64-128
+# and 119 at H = 256; the product then saves 0.5-2.5 µs a step at one row, about twice that at two.
+# Measured (modules, 2 threads, new / old loop, fastest of 11 interleaved): B = 1, T = 64 0.94-1.07,
+# T = 200 1.11-1.20; B = 2, T = 16 0.96-1.15, T = 32 1.00-1.44, T = 64 1.11-1.75.
+MIN_STEPS = (96, 16)
 
 
 def _l2_bytes() -> int:
@@ -63,8 +67,8 @@ def split(B: int, H: int, T: int, gates: int) -> bool:
 def packs(B: int, H: int, T: int, gates: int) -> bool:
     """Whether a call of ``usable`` runs on one thread on a W_hh packed for ``gemv``: W_hh below
     ``MIN_BYTES`` (above it the loops keep ``common.prod``'s bits, on one thread or two, so a
-    call's bits do not depend on the thread count) and ``MIN_STEPS`` steps."""
-    return gates * H * H * 4 < MIN_BYTES and T >= MIN_STEPS
+    call's bits do not depend on the thread count) and ``MIN_STEPS`` steps for its B."""
+    return gates * H * H * 4 < MIN_BYTES and T >= MIN_STEPS[min(max(B, 1), 2) - 1]
 
 
 def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
