@@ -68,8 +68,10 @@ class Group:
         return self.kind.endswith("Cell")
 
 
-# (T, I, H); _SMALL and _LONG share H, so a border in work at one hidden size shows.
+# (T, I, H); _SMALL and _LONG share H, so a border in work at one hidden size shows, as do
+# _MEDIUM and _ROWS at a few rows, where the fused loops pack W_hh from 96 steps (kernels.pair).
 _SMALL, _LONG, _MEDIUM, _LARGE = (5, 32, 64), (100, 32, 64), (50, 64, 128), (100, 128, 256)
+_ROWS = (200, 64, 128)
 
 
 def _grid() -> list[tuple[Group, list[tuple[int, int, int, int]]]]:
@@ -84,6 +86,7 @@ def _grid() -> list[tuple[Group, list[tuple[int, int, int, int]]]]:
                           for T, I, H in (_SMALL, _LONG, _MEDIUM, _LARGE)
                           if (full or B == 1 or (T, I, H) != _SMALL) and (full or (T, I, H) != _LONG)
                           and not (B > 64 and (T, I, H) == _LARGE)]
+                shapes += [(*_ROWS[:1], B, *_ROWS[1:]) for B in batches if full and B <= 4]
                 out.append((Group(kind, dtype, training), shapes))
                 for form in ("packed", "proj") if kind == "LSTM" else ("packed",):
                     out.append((Group(kind, dtype, training, form),
