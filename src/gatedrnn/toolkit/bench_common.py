@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import platform
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,19 +44,22 @@ ENGINES: dict[str, tuple[str, ...]] = {
 def fastest(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Seconds per contender: the fastest of ``repeats`` interleaved rounds, after one warm-up.
 
-    Each round starts one contender later than the one before, so every contender follows every
-    other equally often: after a parallel torch op, torch's OpenMP workers keep spinning for
-    ~10 ms, and whatever runs next in a fixed order pays for it in every round. (In the previous
-    round's fixed order, engine="auto" ran the GRU at B = 1 right after torch.nn and took 1.70 ms;
-    engine="fused", the same kernel one slot later, 1.41 ms.)
+    Each round runs the contenders in a shuffled order (a fixed seed, so a rerun repeats it):
+    after a parallel torch op, torch's OpenMP workers keep spinning for ~10 ms, and whatever runs
+    next pays for it. A rotation of one fixed order (the rule before) starts each round one
+    contender later but keeps every contender's predecessor: with five contenders engine="auto"
+    followed torch.nn in every round and measured 1.05 ms for the GRU at (200, 1, 64, 128) where
+    engine="fused", the same kernel, measured 0.82. Shuffled, each contender has other
+    predecessors in some rounds, and its fastest round counts.
     """
     for fn in fns.values():
         fn()
-    names = list(fns)
+    rng = random.Random(0)
+    order = list(fns)
     best = dict.fromkeys(fns, math.inf)
-    for r in range(max(1, repeats)):
-        for i in range(len(names)):
-            name = names[(r + i) % len(names)]
+    for _ in range(max(1, repeats)):
+        rng.shuffle(order)
+        for name in order:
             t0 = time.perf_counter()
             fns[name]()
             best[name] = min(best[name], time.perf_counter() - t0)
