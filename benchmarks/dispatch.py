@@ -2,7 +2,7 @@
 
 For each configuration (cell, shape T,B,I,H, dtype, inference or training, packed or not, proj_size)
 the engines reference, fused and native run interleaved in one process with torch.nn as the peer,
-each round in a rotated order; the fastest of ``--repeats`` rounds counts (a call under ~2 ms is
+each round in a shuffled order; the fastest of ``--repeats`` rounds counts (a call under ~2 ms is
 timed up to ten times a round). The markdown table gives the milliseconds, the fastest
 gatedrnn engine, the engine ``auto`` picked for that call (``module.last_engine``), and "<<" where
 the two disagree by more than ``--slack`` (the pick slower than the fastest by that fraction).
@@ -27,6 +27,7 @@ import argparse
 import itertools
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -100,9 +101,12 @@ def measure(cell: str, shape: tuple[int, int, int, int], dtype: torch.dtype, tra
     failed = set()
     loops = dict.fromkeys(calls, 1)
     names = list(calls)
+    order = random.Random(0)
     for r in range(repeats + 1):  # the first round warms up (numba compiles, oneDNN primitives)
-        # each round starts one engine later: a fixed order favours whoever follows a given one
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        # a shuffled order each round (seeded): a fixed one, or a rotation of it, keeps whoever
+        # follows torch's op (its OpenMP workers spin for ~10 ms) in that place every round
+        order.shuffle(names)
+        for name in names:
             if name in failed:
                 continue
             try:
