@@ -80,14 +80,17 @@ TABLE: tuple[Row, ...] = (
     #   (docs/results/speed-lstm-gru.md, quiet machine: 0.87 and 0.98), 192 native 0.97,
     #   (200, 1, 128, 256) 0.72 and 0.97, (100, 1, 128, 256) 0.84 and 1.22: native from H = 111.
     # - Since one or two rows run on a packed W_hh (kernels.pair, kernels.gemv), 1 thread, T = 200
-    #   (100 at H = 384), I = 64 (192), fastest of 7 interleaved, fused and native: B = 1 H = 32
-    #   0.86 and 0.92, 64 0.96 and 0.95, 128 1.04 and 0.97, 192 1.12, 256 1.17, 384 1.20 (native
-    #   0.97-0.99); B = 2 H = 32 1.02, 64 1.05, 128 1.08, 192 1.13, 256 1.18, 384 1.69 (native
-    #   0.94-1.03): native for B = 1 up to H = 90 (between 64 and 128) and for B = 3.
+    #   (100 at H = 384), I = 64 (192), fused and native, two runs: an ad-hoc loop (fastest of 7
+    #   interleaved) and `benchmarks/fused_vs_native.py --cell lstm --mode inference --peer
+    #   --threads 1`. B = 1: H = 32 0.86 / 0.68 and 0.92 / 0.92, 64 0.96 / 0.85 and 0.95 / 0.93,
+    #   128 1.04 / 1.01 and 0.97 / 1.00, 192 1.12 / 1.12, 256 1.17 / 1.21, 384 1.20 / 1.17 (native
+    #   0.97-0.99). B = 2: H = 32 1.02 / 0.88 and 0.99 / 0.93, 64 1.05 / 0.96 and 0.98 / 0.99,
+    #   128 1.08 / 1.07, 256 1.18 / 1.27, 384 1.69 / 1.05 (native 0.94-1.03). So native up to
+    #   H = 90 (between 64 and 128) at B = 1-2, and for B = 3.
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, max_threads=1, min_batch=3, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=False, max_threads=1, max_batch=1, max_hidden=90, measured_on="xeon-spr"),
+        training=False, max_threads=1, max_batch=2, max_hidden=90, measured_on="xeon-spr"),
     # One row on two threads once W_hh outgrows a core's L2: the fused loop splits the hidden
     # units over both threads (kernels.pair). Xeon, 2 threads, fastest of 5-7 interleaved,
     # torch.nn's time / fused's (native's ~0.94-1.05): (100, 1, ·, H) H = 320 1.51 and 0.92
@@ -101,10 +104,12 @@ TABLE: tuple[Row, ...] = (
         training=False, min_batch=2, max_batch=2, min_threads=2, min_hidden=443, max_hidden=887,
         measured_on="xeon-spr"),
     # One or two rows below L2's border, 2 threads, on the packed W_hh (kernels.gemv: one thread,
-    # nothing to split), T = 200 (100 from H = 320), I = 64 (H / 2), fastest of 7 interleaved,
-    # fused and native: B = 1 H = 64 1.76 and 0.99, 96 1.51, 128 1.35, 192 1.13, 256 0.97,
-    # 320 0.92, 384 0.97 (native 0.98-0.99); B = 2 H = 64 2.11, 96 1.72, 128 1.38, 192 1.11,
-    # 256 1.03, 320 0.87 (native 0.93-1.02): fused up to H = 221 (between 192 and 256).
+    # nothing to split), T = 200 (100 from H = 320), I = 64 (H / 2), fused, two runs (an ad-hoc
+    # loop, fastest of 7 interleaved, and `benchmarks/fused_vs_native.py --cell lstm --mode
+    # inference --peer --threads 2`): B = 1 H = 64 1.76 / 1.40, 96 1.51 / 1.25, 128 1.35 / 1.16,
+    # 192 1.13 / 1.00, 256 0.97 / 0.86, 320 0.92 / 0.90, 384 0.97; B = 2 H = 64 2.11 / 1.72,
+    # 96 1.72 / 1.47, 128 1.38 / 1.26, 192 1.11 / 1.09, 256 1.03 / 0.95, 320 0.87 / 0.73 (native
+    # 0.93-1.02 in both): fused up to H = 221 (between 192 and 256).
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=False, max_batch=2, min_threads=2, max_hidden=221, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
