@@ -116,13 +116,15 @@ def _f32gemv(typingctx, a, as_, w, ws, c, cs, K, mr, nb):
 def _rows(a, r0, mr, wp, s, c, c0, count, tail):
     """Segment s of ``gemv`` for rows [r0, r0 + mr) (mr 1 or 2): outputs c[r, c0:c0 + count]."""
     nblk, K = wp.shape[1], wp.shape[2]
-    ap, as_ = a.ctypes.data + r0 * a.strides[0], a.strides[0] // 4
+    # addresses as signed ints (numba types uintp + intp as a float)
+    ap, as_ = np.int64(a.ctypes.data) + r0 * a.strides[0], a.strides[0] // 4
     cs = c.strides[0] // 4
     bs = K * UNITS
-    base = wp.ctypes.data + s * nblk * bs * 4
+    base = np.int64(wp.ctypes.data) + s * nblk * bs * 4
     full = count // UNITS
     j = 0
-    cp = c.ctypes.data + (r0 * cs + c0) * 4
+    cp = np.int64(c.ctypes.data) + (r0 * cs + c0) * 4
+    # (the two branches differ in literal block shapes, which the intrinsic needs as constants)
     if mr == 1:
         while j + 4 <= full:
             _f32gemv(ap, as_, base + j * bs * 4, bs, cp + j * UNITS * 4, cs, K, 1, 4)
@@ -142,7 +144,7 @@ def _rows(a, r0, mr, wp, s, c, c0, count, tail):
         for r in range(mr):
             for u in range(rest):
                 tail[r, u] = c[r0 + r, c0 + full * UNITS + u]
-        tp = tail.ctypes.data
+        tp = np.int64(tail.ctypes.data)
         if mr == 1:
             _f32gemv(ap, as_, base + full * bs * 4, bs, tp, UNITS, K, 1, 1)
         else:
