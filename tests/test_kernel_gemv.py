@@ -108,3 +108,56 @@ def test_the_one_row_loops_take_the_packed_product(monkeypatch) -> None:
         general = m(x)[0]
     assert calls == [(256, 64)]
     torch.testing.assert_close(y, general, atol=1e-6, rtol=1e-5)
+
+
+# (proj_size 8 needs H > 8)
+VARIANTS = [("LSTM", {"layer_norm": True}), ("LSTM", {"peephole": True}), ("LSTM", {"zoneout": 0.2}),
+            ("LSTM", {"proj_size": 8}), ("GRU", {"layer_norm": True}), ("GRU", {"zoneout": 0.2})]
+
+
+@pytest.mark.usefixtures("_two_threads")
+@settings(max_examples=12, deadline=None)
+@given(which=st.integers(0, len(VARIANTS) - 1), B=st.sampled_from([1, 2]), H=st.integers(9, 70),
+       extra=st.integers(0, 20), seed=st.integers(0, 99))
+def test_variants_of_one_or_two_rows_run_the_packed_product(which, B, H, extra, seed):
+    """The general loops (a variant) of one or two rows in inference run on the packed W_hh too,
+    and agree with the reference engine (the equations under torch) and with the loop on
+    ``common.prod``'s product (a layer norm amplifies float32's rounding: measured up to 2e-5)."""
+    cell, options = VARIANTS[which]
+    torch.manual_seed(seed)
+    ours = getattr(gatedrnn, cell)(5, H, engine="fused", **options).eval()
+    ref = getattr(gatedrnn, cell)(5, H, engine="reference", **options).eval()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(pair.MIN_STEPS[B - 1] + extra, B, 5) * 2
+    calls: list = []
+    real = gemv.pack
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(gemv, "pack", lambda w, seg: calls.append(w.shape) or real(w, seg))
+        got, want = ours(x)[0], ref(x)[0]
+        patch.setattr(pair, "MIN_STEPS", (10 ** 9, 10 ** 9))
+        general = ours(x)[0]
+    assert len(calls) == 1
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, general, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("cell", "options"), [("LSTM", {"layer_norm": True}), ("GRU", {"zoneout": 0.2})])
+def test_the_variants_loop_reads_the_packed_weight(cell, options, monkeypatch) -> None:
+    """With the packed W_hh replaced by zeros, a variant's loop gives what a zero W_hh gives: it
+    runs the product on the packed weight, not on W_hh itself."""
+    torch.manual_seed(0)
+    m = getattr(gatedrnn, cell)(4, 32, engine="fused", **options).eval()
+    x = torch.randn(pair.MIN_STEPS[0] + 3, 1, 4)
+    real = pair.packed_rows
+
+    def zeroed(*args):
+        rows = real(*args)
+        return None if rows is None else (np.zeros_like(rows[0]), *rows[1:])
+
+    monkeypatch.setattr(pair, "packed_rows", zeroed)
+    with torch.no_grad():
+        got = m(x)[0]
+        m.weight_hh_l0.zero_()
+        monkeypatch.setattr(pair, "MIN_STEPS", (10 ** 9, 10 ** 9))  # the general loop's product
+        want = m(x)[0]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

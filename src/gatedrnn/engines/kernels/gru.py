@@ -111,7 +111,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     RS = torch.empty((T if keep else 1, B), dtype=dt) if ln else None
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
     whh = as_heads(w_hh, 3, H)
-    wp = pack_weight(whh[0], T, B, keep) if ra and whh.shape[0] == 1 else off(nd, 1)
+    wp: Any = pack_weight(whh[0], T, B, keep) if ra and whh.shape[0] == 1 else off(nd, 1)
     rest = (
         call.reverse, keep, ra, whh,
         as_np(bn, nd, 1) if bn is not None else np.zeros(H, nd),
@@ -126,6 +126,10 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     # One or two rows of the plain reset_after cell in inference: two threads split the units.
     paired = (not keep and not call.record and ra and whh.shape[0] == 1 and not ln
               and call.m is None and call.zh is None and pair.usable(B, H, T, 3, dt))
+
+    # One or two rows of a variant in inference: W_hh packed for kernels.gemv (pair.packed_rows).
+    if not paired and ra and not keep and whh.shape[0] == 1:
+        wp = pair.packed_rows(whh[0], B, H, T, 3) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
         if paired:

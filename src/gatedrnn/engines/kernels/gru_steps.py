@@ -46,7 +46,7 @@ import numba
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, sigmoid, tanh
 from .heads import headwise_prod, headwise_prod_t
-from .packed import packed_or_none, packed_prod
+from .packed import has_packed, packed_or_none, step_prod
 
 
 @numba.njit(**JIT)
@@ -79,8 +79,8 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn
                 for j in range(H):
                     hmb[j] = hb[j] * mb[j]
         if reset_after:
-            if wpk.shape[0] > 0:  # the same product on the packed W_hh (packed.pack_weight)
-                packed_prod(hm[lo:n], wpk, w_hh[0], V[lo:n], 0.0, scratch)
+            if has_packed(wpk):  # the same product on the packed W_hh (packed.pack_weight)
+                step_prod(hm[lo:n], wpk, w_hh[0], V[lo:n], 0.0, scratch)
             else:
                 headwise_prod(hm[lo:n], w_hh, V[lo:n], 0, 3, H, 0.0, scratch)  # v = h̃ W_hh^T
             for b in range(lo, n):

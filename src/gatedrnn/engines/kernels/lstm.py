@@ -101,7 +101,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     RS = torch.empty((T if keep else 1, B, 2), dtype=dt) if ln else None
     zh_np = _zone_np(call.zh, (T, B, Ho), nd)
     whh = as_heads(w_hh, 4, H)
-    wp = pack_weight(whh[0], T, B, keep) if whh.shape[0] == 1 else off(nd, 1)
+    wp: Any = pack_weight(whh[0], T, B, keep) if whh.shape[0] == 1 else off(nd, 1)
     rest = (
         call.reverse, keep, whh, as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2))
     tail = (
@@ -114,6 +114,10 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
     paired = (not keep and not call.record and whh.shape[0] == 1 and Ho == H
               and all(v is None for v in (P, call.m, lnh, lnc, call.zh, call.zc))
               and pair.usable(B, H, T, 4, dt))
+
+    # One or two rows of a variant in inference: W_hh packed for kernels.gemv (pair.packed_rows).
+    if not paired and not keep and whh.shape[0] == 1:
+        wp = pair.packed_rows(whh[0], B, H, T, 4) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
         if paired:

@@ -36,7 +36,7 @@ import numba
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
 from .heads import headwise_prod, headwise_prod_t
-from .packed import packed_or_none, packed_prod
+from .packed import has_packed, packed_or_none, step_prod
 
 
 @numba.njit(inline="always", **JIT)
@@ -82,15 +82,15 @@ def forward(G, hw, cw, Y, C, CH, sizes, reverse, keep, w_hh, w_hr, P, m, zh, zc,
                 for j in range(Ho):
                     hm[b, j] = hw[b, j] * m[b, j]
         if ln_h:
-            if wpk.shape[0] > 0:
-                packed_prod(hm[lo:n], wpk, w_hh[0], hh[lo:n], 0.0, scratch)
+            if has_packed(wpk):
+                step_prod(hm[lo:n], wpk, w_hh[0], hh[lo:n], 0.0, scratch)
             else:
                 headwise_prod(hm[lo:n], w_hh, hh[lo:n], 0, 4, H, 0.0, scratch)
             for b in range(lo, n):
                 xh = XH[t, b] if keep else hh[b]  # without keep, normalise in place
                 RS[t if keep else 0, b, 0] = layer_norm_row(hh[b], lnh[0], lnh[1], xh, g[b], True, eps)
-        elif wpk.shape[0] > 0:  # the same product on the packed W_hh (packed.pack_weight)
-            packed_prod(hm[lo:n], wpk, w_hh[0], g[lo:n], 1.0, scratch)
+        elif has_packed(wpk):  # the same product on the packed W_hh (packed.pack_weight)
+            step_prod(hm[lo:n], wpk, w_hh[0], g[lo:n], 1.0, scratch)
         else:
             headwise_prod(hm[lo:n], w_hh, g[lo:n], 0, 4, H, 1.0, scratch)  # G[t] += (m ⊙ h) W_hh^T
         for b in range(lo if plain else n, n):

@@ -33,6 +33,7 @@ import numpy as np
 from numba.extending import overload
 
 from .common import HAVE_TORCH_BLAS, JIT, _lead, prod
+from .gemv import gemv
 
 MODES = ("off", "inference", "always")
 MODE = os.environ.get("GATEDRNN_PACKED_GEMM", "inference")
@@ -148,3 +149,33 @@ def packed_prod(a, wp, w, c, beta, scratch):
         _packed(a, wp, c, beta)
         return
     prod(a, w, c, True, beta, scratch)
+
+
+def has_packed(wp):
+    """Whether ``wp`` (as ``packed_or_none`` gives it) holds a packed W_hh: MKL's (size > 0), or
+    the ``gemv`` triple (packed, segments, tail) of one or two rows in inference."""
+    return wp.shape[0] > 0
+
+
+@overload(has_packed, inline="always", jit_options=JIT)
+def _has_packed(wp):
+    if isinstance(wp, numba.types.BaseTuple):
+        return lambda wp: True
+    return lambda wp: wp.shape[0] > 0
+
+
+def step_prod(a, wp, w, c, beta, scratch):
+    """c = a w^T + beta c (beta 0 or 1) on the packed W_hh ``wp`` (``has_packed``): ``gemv``'s
+    product for its triple, else ``packed_prod``."""
+    packed_prod(a, wp, w, c, beta, scratch)
+
+
+@overload(step_prod, jit_options=JIT)  # (inlined, numba's SSA check warns on the nested inlines)
+def _step_prod(a, wp, w, c, beta, scratch):
+    if isinstance(wp, numba.types.BaseTuple):
+        def rows(a, wp, w, c, beta, scratch):
+            if beta == 0.0:
+                c[:] = 0.0
+            gemv(a, wp[0], wp[1], c, wp[2])
+        return rows
+    return lambda a, wp, w, c, beta, scratch: packed_prod(a, wp, w, c, beta, scratch)

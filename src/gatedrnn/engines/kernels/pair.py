@@ -4,9 +4,11 @@ the hidden units once W_hh outgrows a core's L2.
 With one or two rows the per-step product is a GEMV that streams all of W_hh at every step (from
 L2, or L3 once W_hh outgrows it). These loops (``pair_steps``) run it on a W_hh packed once per
 call (``gemv``: 1.6-2.4x ``common.prod``'s loops at one row, 2.7-3.6x at two, measured on the
-Xeon at H = 64-256), for the plain LSTM and the reset_after GRU (no variant: the variants' extra
-arrays stay on the general loop) in float32 inference, from ``MIN_STEPS`` steps (where the
-packing is won back).
+Xeon at H = 64-256), for the plain LSTM and the reset_after GRU in float32 inference, from
+``MIN_STEPS`` steps (where the packing is won back). The variants keep the general loops
+(``lstm_steps``, ``gru_steps``: their extra arrays), which take the same packed product
+(``packed_rows``, ``packed.step_prod``; measured 0.97-1.12x at one row, 1.16-1.37x at two, T = 120,
+H = 64).
 
 Splitting the rows (``threads.split_rows``) leaves nothing to split here, so where W_hh outgrows
 most of a core's L2 (``MIN_BYTES``) two threads split the hidden units instead, as the int8 loops
@@ -79,6 +81,17 @@ def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
     published learning runs depend on)."""
     return (dtype == torch.float32 and 0 < B <= SMALL_ROWS and H > 0
             and (packs(B, H, T, gates) or split(B, H, T, gates)))
+
+
+def packed_rows(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple | None:
+    """For the general loops (the variants; the plain cell runs ``lstm``/``gru`` here): the
+    ``gemv`` triple (packed W_hh, its one segment, a tail scratch) that their per-step product
+    takes in float32 inference of one or two rows where ``packs``; otherwise None."""
+    if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS \
+            or not packs(B, H, T, gates):
+        return None
+    seg = gemv.segments(H, gates, 0, H)
+    return gemv.pack(w_hh, seg), seg, np.empty((2, gemv.UNITS), np.float32)
 
 
 def _cut(H: int) -> int:
