@@ -170,7 +170,7 @@ def step_prod(a, wp, w, c, beta, scratch):
     packed_prod(a, wp, w, c, beta, scratch)
 
 
-@overload(step_prod, jit_options=JIT)  # (inlined, numba's SSA check warns on the nested inlines)
+@overload(step_prod, jit_options=JIT)  # a call, not inlined: numba's SSA check warns on nested inlines
 def _step_prod(a, wp, w, c, beta, scratch):
     if isinstance(wp, numba.types.BaseTuple):
         def rows(a, wp, w, c, beta, scratch):
