@@ -23,13 +23,13 @@ U = 2.0 ** -24
 
 
 @numba.njit(**JIT)
-def _gemv(a, wp, seg, c, tail):  # gemv inlines into the loops; a compiled caller of its own
-    gemv.gemv(a, wp, seg, c, tail)
+def _gemv(a, wp, c, tail):  # gemv inlines into the loops; a compiled caller of its own
+    gemv.gemv(a, wp, c, tail)
 
 
-def _run(a: np.ndarray, w: np.ndarray, c: np.ndarray, seg: np.ndarray) -> np.ndarray:
+def _run(a: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
     out = c.copy()
-    _gemv(a, gemv.pack(w, seg), seg, out, np.empty((2, gemv.UNITS), np.float32))
+    _gemv(a, gemv.pack(w), out, np.empty((2, gemv.UNITS), np.float32))
     return out
 
 
@@ -41,26 +41,25 @@ def test_within_recursive_summations_bound_and_the_same_bits_however_cut(R, K, N
     a = rng.standard_normal((R, K)).astype(np.float32)
     w = rng.standard_normal((N, K)).astype(np.float32)
     c = rng.standard_normal((R, N)).astype(np.float32)
-    whole = _run(a, w, c, np.array([[0, 0, N]], np.int64))
+    whole = _run(a, w, c)
     exact = c.astype(np.float64) + a.astype(np.float64) @ w.astype(np.float64).T
     size = np.abs(c).astype(np.float64) + np.abs(a).astype(np.float64) @ np.abs(w).astype(np.float64).T
     gamma = (K + 1) * U / (1 - (K + 1) * U)
     assert np.all(np.abs(whole - exact) <= gamma * size)
-    m = int(cut * N)  # the outputs in two segments, and each row on its own
-    parts = _run(a, w, c, np.array([[0, 0, m], [m, m, N - m]], np.int64))
+    m = int(cut * N)  # the outputs in two calls, and each row on its own
+    parts = np.concatenate([_run(a, w[:m], c[:, :m]), _run(a, w[m:], c[:, m:])], axis=1)
     assert np.array_equal(parts, whole)
-    rows = np.concatenate([_run(a[r:r + 1], w, c[r:r + 1], np.array([[0, 0, N]], np.int64))
-                           for r in range(R)])
+    rows = np.concatenate([_run(a[r:r + 1], w, c[r:r + 1]) for r in range(R)])
     assert np.array_equal(rows, whole)
 
 
-def test_pack_pads_each_segment_with_zeros() -> None:
-    w = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)
-    seg = np.array([[0, 0, 2], [4, 4, 2]], np.int64)
-    wp = gemv.pack(w, seg)
-    assert wp.shape == (2, 1, 3, gemv.UNITS) and wp.ctypes.data % 64 == 0
-    assert np.array_equal(wp[0, 0, :, :2], w[0:2].T) and np.array_equal(wp[1, 0, :, :2], w[4:6].T)
-    assert not wp[:, :, :, 2:].any()
+def test_pack_pads_with_zeros_in_a_reused_buffer() -> None:
+    gemv.pack(np.full((200, 3), 7.0, np.float32))  # the thread's buffer, now holding sevens
+    w = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
+    wp = gemv.pack(w)
+    assert wp.shape == (2, 3, gemv.UNITS) and wp.ctypes.data % 64 == 0
+    assert np.array_equal(wp[0], w[:64].T) and np.array_equal(wp[1, :, :6], w[64:].T)
+    assert not wp[1, :, 6:].any()
 
 
 @pytest.fixture
@@ -98,7 +97,7 @@ def test_the_one_row_loops_take_the_packed_product(monkeypatch) -> None:
     bit: the sums run in another order."""
     calls = []
     real = gemv.pack
-    monkeypatch.setattr(gemv, "pack", lambda w, seg: calls.append(w.shape) or real(w, seg))
+    monkeypatch.setattr(gemv, "pack", lambda w: calls.append(w.shape) or real(w))
     torch.manual_seed(0)
     m = gatedrnn.LSTM(8, 64, engine="fused").eval()
     x = torch.randn(pair.MIN_STEPS[0] + 4, 1, 8)
@@ -132,7 +131,7 @@ def test_variants_of_one_or_two_rows_run_the_packed_product(which, B, H, extra, 
     calls: list = []
     real = gemv.pack
     with pytest.MonkeyPatch.context() as patch, torch.no_grad():
-        patch.setattr(gemv, "pack", lambda w, seg: calls.append(w.shape) or real(w, seg))
+        patch.setattr(gemv, "pack", lambda w: calls.append(w.shape) or real(w))
         got, want = ours(x)[0], ref(x)[0]
         patch.setattr(pair, "MIN_STEPS", (10 ** 9, 10 ** 9))
         general = ours(x)[0]

@@ -9,16 +9,14 @@ input's column of W at a time,
     c[r, j] = fma(a[r, K−1], W[j, K−1], ... fma(a[r, 1], W[j, 1], fma(a[r, 0], W[j, 0], c[r, j])))
 
 so every output is one chain of fused multiply-adds in the order k = 0 … K−1. That order does not
-depend on which outputs share a call, how they are blocked, or the vector width, so a pair's
-halves (``pair_steps``) give the bits of the whole. It is not ``common.prod``'s order: the loops
+depend on which outputs share a call, how they are blocked, or the vector width. It is not
+``common.prod``'s order: the loops
 that use this product differ from the others in the last bits of float32 (as torch's GEMV and
 GEMM do), which is why only inference uses it.
 
-Layout (``pack``): the rows of W that a call writes are given as segments of consecutive rows
-(the whole W, or one per gate for a pair's half: rows [q·H + u0, q·H + u1)); each segment is
-padded to blocks of 64 outputs, and a block is stored k-major::
+Layout (``pack``): W's rows padded to blocks of 64 outputs, each block stored k-major::
 
-    packed[s, blk, k, u] = W[start_s + 64·blk + u, k]        (nseg, nblk, K, 64) float32
+    packed[blk, k, u] = W[64·blk + u, k]        (nblk, K, 64) float32
 
 so that each input's 64 weights are 256 contiguous bytes: 4 zmm registers of 16 outputs (8 ymm
 where LLVM targets AVX2; the IR is plain vectors and ``llvm.fma``, correct on any CPU).
@@ -113,17 +111,17 @@ def _f32gemv(typingctx, a, as_, w, ws, c, cs, K, mr, nb):
 
 
 @numba.njit(inline="always", **JIT)
-def _rows(a, r0, mr, wp, s, c, c0, count, tail):
-    """Segment s of ``gemv`` for rows [r0, r0 + mr) (mr 1 or 2): outputs c[r, c0:c0 + count]."""
-    nblk, K = wp.shape[1], wp.shape[2]
+def _rows(a, r0, mr, wp, c, count, tail):
+    """``gemv`` for rows [r0, r0 + mr) (mr 1 or 2): outputs c[r, :count]."""
+    K = wp.shape[1]
     # addresses as signed ints (numba types uintp + intp as a float)
     ap, as_ = np.int64(a.ctypes.data) + r0 * a.strides[0], a.strides[0] // 4
     cs = c.strides[0] // 4
     bs = K * UNITS
-    base = np.int64(wp.ctypes.data) + s * nblk * bs * 4
+    base = np.int64(wp.ctypes.data)
     full = count // UNITS
     j = 0
-    cp = np.int64(c.ctypes.data) + (r0 * cs + c0) * 4
+    cp = np.int64(c.ctypes.data) + r0 * cs * 4
     # (the two branches differ in literal block shapes, which the intrinsic needs as constants)
     if mr == 1:
         while j + 4 <= full:
@@ -143,7 +141,7 @@ def _rows(a, r0, mr, wp, s, c, c0, count, tail):
     if rest:  # the last block's outputs through a 64-wide scratch (its padding weights are 0)
         for r in range(mr):
             for u in range(rest):
-                tail[r, u] = c[r0 + r, c0 + full * UNITS + u]
+                tail[r, u] = c[r0 + r, full * UNITS + u]
         tp = np.int64(tail.ctypes.data)
         if mr == 1:
             _f32gemv(ap, as_, base + full * bs * 4, bs, tp, UNITS, K, 1, 1)
@@ -151,24 +149,23 @@ def _rows(a, r0, mr, wp, s, c, c0, count, tail):
             _f32gemv(ap, as_, base + full * bs * 4, bs, tp, UNITS, K, 2, 1)
         for r in range(mr):
             for u in range(rest):
-                c[r0 + r, c0 + full * UNITS + u] = tail[r, u]
+                c[r0 + r, full * UNITS + u] = tail[r, u]
 
 
 @numba.njit(inline="always", **JIT)
-def gemv(a, wp, seg, c, tail):
-    """c[r, seg[s, 1] + i] += Σ_k a[r, k] W[seg[s, 0] + i, k] for every row r of a (one or two
-    at a time), segment s and i < seg[s, 2]: a (rows, K) and c float32 with contiguous rows,
-    wp and seg from ``pack``, tail a (2, 64) float32 scratch."""
+def gemv(a, wp, c, tail):
+    """c[r, j] += Σ_k a[r, k] W[j, k] for every row r of a (one or two at a time) and output
+    j < c.shape[1] (W's rows): a (rows, K) and c float32 with contiguous rows, wp W packed by
+    ``pack``, tail a (2, 64) float32 scratch."""
     R = a.shape[0]
-    if wp.shape[2] == 0:
+    if wp.shape[1] == 0:
         return
-    for s in range(seg.shape[0]):
-        r = 0
-        while r + 2 <= R:
-            _rows(a, r, 2, wp, s, c, seg[s, 1], seg[s, 2], tail)
-            r += 2
-        if r < R:
-            _rows(a, r, 1, wp, s, c, seg[s, 1], seg[s, 2], tail)
+    r = 0
+    while r + 2 <= R:
+        _rows(a, r, 2, wp, c, c.shape[1], tail)
+        r += 2
+    if r < R:
+        _rows(a, r, 1, wp, c, c.shape[1], tail)
 
 
 def _transpose16(module: ir.Module) -> ir.Function:
@@ -219,55 +216,46 @@ def _tr16(typingctx, src, ss, dst, ds):
 
 
 @numba.njit(**JIT)
-def _pack_into(w, seg, out):
-    """out[s, blk, k, u] = w[seg[s, 0] + 64·blk + u, k] for u < seg[s, 2] − 64·blk (the rest of
-    out is the caller's zeros): 16 × 16 tiles through registers, the edges one by one."""
-    K = w.shape[1]
+def _pack_into(w, out):
+    """out[blk, k, u] = w[64·blk + u, k] for each row of w (the rest of out is the caller's
+    zeros): 16 × 16 tiles through registers, the edges one by one."""
+    N, K = w.shape
     ws = np.int64(w.strides[0] // 4)
-    for s in range(seg.shape[0]):
-        start, count = seg[s, 0], seg[s, 2]
-        for i0 in range(0, count, 16):
-            blk, u0 = i0 // UNITS, i0 % UNITS
-            ob = out[s, blk]
-            k0 = 0
-            if i0 + 16 <= count:
-                sp = np.int64(w.ctypes.data) + ((start + i0) * ws) * 4
-                dp = np.int64(ob.ctypes.data) + u0 * 4
-                while k0 + 16 <= K:
-                    _tr16(sp + k0 * 4, ws, dp + k0 * UNITS * 4, np.int64(UNITS))
-                    k0 += 16
-            for i in range(i0, min(i0 + 16, count)):
-                for k in range(k0 if i0 + 16 <= count else 0, K):
-                    ob[k, i % UNITS] = w[start + i, k]
+    for i0 in range(0, N, 16):
+        blk, u0 = i0 // UNITS, i0 % UNITS
+        ob = out[blk]
+        k0 = 0
+        if i0 + 16 <= N:
+            sp = np.int64(w.ctypes.data) + (i0 * ws) * 4
+            dp = np.int64(ob.ctypes.data) + u0 * 4
+            while k0 + 16 <= K:
+                _tr16(sp + k0 * 4, ws, dp + k0 * UNITS * 4, np.int64(UNITS))
+                k0 += 16
+        for i in range(i0, min(i0 + 16, N)):
+            for k in range(k0 if i0 + 16 <= N else 0, K):
+                ob[k, i % UNITS] = w[i, k]
 
 
 _SPARE = threading.local()  # each thread's packing buffer, reused: fresh pages cost more than the copy
 
 
-def pack(w: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """W (N, K) float32 in ``gemv``'s layout, (nseg, nblk, K, 64), for the segments ``seg``
-    (rows (start, out_offset, count), int64): zeros past each segment's count.
+def pack(w: np.ndarray) -> np.ndarray:
+    """W (N, K) float32 in ``gemv``'s layout, (nblk, K, 64), zeros past row N.
 
     The result lives in this thread's buffer until its next ``pack``: the loops pack once per
     call and are done with it before the next (a fresh 1 MB array took 167 µs to pack into,
     mostly its pages being mapped; the copy itself about 20)."""
-    nblk = max(1, -(-int(seg[:, 2].max()) // UNITS))
-    shape = (seg.shape[0], nblk, w.shape[1], UNITS)
+    N = w.shape[0]
+    nblk = max(1, -(-N // UNITS))
+    shape = (nblk, w.shape[1], UNITS)
     size = int(np.prod(shape))
     raw = getattr(_SPARE, "buf", None)
     if raw is None or raw.size < size + 16:
         raw = _SPARE.buf = np.empty(size + 16, np.float32)
     lead = (-raw.ctypes.data % 64) // 4  # 64-byte aligned: no vector load straddles two lines
     out = raw[lead:lead + size].reshape(shape)
-    if (seg[:, 2] != nblk * UNITS).any():
-        out[...] = 0.0  # padding outputs read zero weights
-    _pack_into(np.ascontiguousarray(w, np.float32), seg, out)
+    if N % UNITS:
+        out[-1] = 0.0  # padding outputs read zero weights
+    _pack_into(np.ascontiguousarray(w, np.float32), out)
     return out
 
-
-def segments(H: int, gates: int, u0: int, u1: int) -> np.ndarray:
-    """The segments of units [u0, u1) of each of ``gates`` gate blocks of H rows, written to the
-    same positions of the output row; one segment when that is the whole W."""
-    if u0 == 0 and u1 == H:
-        return np.array([[0, 0, gates * H]], np.int64)
-    return np.array([[q * H + u0, q * H + u0, u1 - u0] for q in range(gates)], np.int64)

@@ -153,7 +153,7 @@ def packed_prod(a, wp, w, c, beta, scratch):
 
 def has_packed(wp):
     """Whether ``wp`` (as ``packed_or_none`` gives it) holds a packed W_hh: MKL's (size > 0), or
-    the ``gemv`` triple (packed, segments, tail) of one or two rows in inference."""
+    the ``gemv`` pair (packed, tail) of one or two rows in inference."""
     return wp.shape[0] > 0
 
 
@@ -166,7 +166,7 @@ def _has_packed(wp):
 
 def step_prod(a, wp, w, c, beta, scratch):
     """c = a w^T + beta c (beta 0 or 1) on the packed W_hh ``wp`` (``has_packed``): ``gemv``'s
-    product for its triple, else ``packed_prod``."""
+    product for its pair, else ``packed_prod``."""
     packed_prod(a, wp, w, c, beta, scratch)
 
 
@@ -176,6 +176,6 @@ def _step_prod(a, wp, w, c, beta, scratch):
         def rows(a, wp, w, c, beta, scratch):
             if beta == 0.0:
                 c[:] = 0.0
-            gemv(a, wp[0], wp[1], c, wp[2])
+            gemv(a, wp[0], c, wp[1])
         return rows
     return lambda a, wp, w, c, beta, scratch: packed_prod(a, wp, w, c, beta, scratch)

@@ -85,13 +85,12 @@ def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
 
 def packed_rows(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple | None:
     """For the general loops (the variants; the plain cell runs ``lstm``/``gru`` here): the
-    ``gemv`` triple (packed W_hh, its one segment, a tail scratch) that their per-step product
-    takes in float32 inference of one or two rows where ``packs``; otherwise None."""
+    ``gemv`` pair (packed W_hh, a tail scratch) that their per-step product takes in float32
+    inference of one or two rows where ``packs``; otherwise None."""
     if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS \
             or not packs(B, H, T, gates):
         return None
-    seg = gemv.segments(H, gates, 0, H)
-    return gemv.pack(w_hh, seg), seg, np.empty((2, gemv.UNITS), np.float32)
+    return gemv.pack(w_hh), np.empty((2, gemv.UNITS), np.float32)
 
 
 def _cut(H: int) -> int:
@@ -118,16 +117,14 @@ def _run(kernel: Callable[..., None], H: int, nd: np.dtype, two: bool, size: int
 
 
 def _plan(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple:
-    """(W_hh packed for ``gemv``, its segments, whether to split): packed (one segment, one
-    thread) below ``MIN_BYTES``, whatever the span's length (a call's spans keep one product);
-    otherwise size 0 (``common.prod``), on two threads where ``split`` allows. The pair's halves
+    """(W_hh packed for ``gemv``, whether to split): packed (one thread) below ``MIN_BYTES``,
+    whatever the span's length (a call's spans keep one product); otherwise size 0
+    (``common.prod``), on two threads where ``split`` allows. The pair's halves
     keep ``common.prod``: a packed W_hh measured no faster there (H = 512, B = 1, 50 against 46 µs
     a step with its packing, 0.8 ms a call; each half's W_hh is 2 MB)."""
     if gates * H * H * 4 < MIN_BYTES:
-        seg = gemv.segments(H, gates, 0, H)
-        return gemv.pack(w_hh, seg), seg, False
-    return (np.empty((0, 0, 0, gemv.UNITS), np.float32), np.empty((0, 3), np.int64),
-            split(B, H, T, gates))
+        return gemv.pack(w_hh), False
+    return np.empty((0, 0, gemv.UNITS), np.float32), split(B, H, T, gates)
 
 
 def lstm(G: np.ndarray, hw: np.ndarray, cw: np.ndarray, Y: np.ndarray, sizes: np.ndarray,
@@ -135,13 +132,13 @@ def lstm(G: np.ndarray, hw: np.ndarray, cw: np.ndarray, Y: np.ndarray, sizes: np
     """The plain LSTM's steps of G (T, B, 4H) from h = hw, c = cw (both (B, H), updated to the
     last step's state), outputs into Y (T, B, H); returns how it ran (``_run``)."""
     T, B, H = G.shape[0], G.shape[1], cw.shape[1]
-    wp, seg, two = _plan(w_hh, B, H, T, 4)
+    wp, two = _plan(w_hh, B, H, T, 4)
     hb = np.empty((2, B, H), hw.dtype)
     hb[0] = hw
 
     def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple,
                tail: np.ndarray) -> None:
-        steps.lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratch, tail)
+        steps.lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, u0, u1, part, sync, scratch, tail)
 
     mode = _run(kernel, H, hw.dtype, two, T * B * 4 * H * H)
     hw[:] = hb[T % 2]
@@ -153,15 +150,14 @@ def gru(G: np.ndarray, hw: np.ndarray, Y: np.ndarray, sizes: np.ndarray, reverse
     """The reset_after GRU's steps of G (T, B, 3H) from h = hw (updated), outputs into Y;
     returns how it ran (``_run``)."""
     T, B, H = G.shape[0], G.shape[1], hw.shape[1]
-    wp, seg, two = _plan(w_hh, B, H, T, 3)
+    wp, two = _plan(w_hh, B, H, T, 3)
     hb = np.empty((2, B, H), hw.dtype)
     hb[0] = hw
     V = np.empty((B, 3 * H), hw.dtype)
 
     def kernel(u0: int, u1: int, part: int, sync: np.ndarray, scratch: tuple,
                tail: np.ndarray) -> None:
-        steps.gru(G, hb, Y, V, sizes, reverse, w_hh, wp, seg, bn, u0, u1, part, sync, scratch,
-                  tail)
+        steps.gru(G, hb, Y, V, sizes, reverse, w_hh, wp, bn, u0, u1, part, sync, scratch, tail)
 
     mode = _run(kernel, H, hw.dtype, two, T * B * 3 * H * H)
     hw[:] = hb[T % 2]

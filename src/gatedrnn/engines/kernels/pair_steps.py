@@ -18,8 +18,8 @@ order, so the one-thread loop on a packed W_hh differs from those in the last bi
 Legend: G (T, B, GH) the input projection of the steps (overwritten: the pre-activations), hb
 (2, B, H) the state buffers, hb[0] the initial h; cw (B, H) the LSTM's cell state, updated in
 place; Y (T, B, H) outputs, zero on rows inactive at a step (the caller's zeros); rows
-[0, sizes[t]) are active at step t, the others carry their h across; wp, seg W_hh packed for
-``gemv`` and its segments (``gemv.pack``), or size 0 for ``common.prod`` on w_hh; tail a (2, 64)
+[0, sizes[t]) are active at step t, the others carry their h across; wp W_hh packed for
+``gemv`` (``gemv.pack``; all units only), or size 0 for ``common.prod`` on w_hh; tail a (2, 64)
 scratch.
 """
 
@@ -35,7 +35,7 @@ from .int8_team import barrier
 
 
 @numba.njit(**JIT)
-def lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratch, tail):
+def lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, u0, u1, part, sync, scratch, tail):
     """Units [u0, u1) of the plain LSTM (cells.lstm_cell, no variant): a = G[t] + W_hh h,
     c' = σ(a_f) c + σ(a_i) tanh(a_g), h' = σ(a_o) tanh(c')."""
     T, B = G.shape[0], G.shape[1]
@@ -47,7 +47,7 @@ def lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratc
         n = sizes[t]
         g = G[t]
         if wp.shape[0] > 0:  # a = G[t] + W_hh h
-            gemv(cur[:n], wp, seg, g[:n], tail)
+            gemv(cur[:n], wp, g[:n], tail)
         else:
             for q in range(4):
                 prod(cur[:n], w_hh[q * H + u0:q * H + u1], g[:n, q * H + u0:q * H + u1], True,
@@ -78,7 +78,7 @@ def lstm(G, hb, cw, Y, sizes, reverse, w_hh, wp, seg, u0, u1, part, sync, scratc
 
 
 @numba.njit(**JIT)
-def gru(G, hb, Y, V, sizes, reverse, w_hh, wp, seg, bn, u0, u1, part, sync, scratch, tail):
+def gru(G, hb, Y, V, sizes, reverse, w_hh, wp, bn, u0, u1, part, sync, scratch, tail):
     """Units [u0, u1) of the plain GRU, reset_after form (cells.gru_cell): v = W_hh h,
     r = σ(u_r + v_r), z = σ(u_z + v_z), n = tanh(u_n + r (v_n + b_hn)), h' = (1 − z) n + z h.
     V (B, 3H) holds v (each half writes its units' columns)."""
@@ -93,7 +93,7 @@ def gru(G, hb, Y, V, sizes, reverse, w_hh, wp, seg, bn, u0, u1, part, sync, scra
         g = G[t]
         if wp.shape[0] > 0:  # v = W_hh h
             V[:n] = 0.0
-            gemv(cur[:n], wp, seg, V[:n], tail)
+            gemv(cur[:n], wp, V[:n], tail)
         else:
             for q in range(3):
                 prod(cur[:n], w_hh[q * H + u0:q * H + u1], V[:n, q * H + u0:q * H + u1], True,
