@@ -86,18 +86,21 @@ def _record(m: Any, engine: str) -> Any:
         m.__dict__["last_engine"] = engine
 
 
-def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype) -> list[Tensor] | None:
-    """[h0] or [h0, c0]: zeros when hx is None, hx when it has exactly torch.nn's shape and our
-    dtype; None otherwise."""
+def _state(hx: Any, lstm: bool, shape: tuple[int, ...], dt: torch.dtype,
+           stacked: tuple[int, ...]) -> list[Tensor] | None:
+    """[h0] or [h0, c0] as fresh contiguous tensors of the ``stacked`` shape (L·D, B, H), which
+    the loops update in place into h_n[, c_n]: zeros when hx is None, a copy of hx when it has
+    exactly torch.nn's ``shape`` and our dtype; None otherwise."""
     if hx is None:
-        return [torch.zeros(shape, dtype=dt)] * (2 if lstm else 1)
+        return [torch.zeros(stacked, dtype=dt) for _ in range(2 if lstm else 1)]
     if lstm and (type(hx) is not tuple or len(hx) != 2):
         return None
     parts = hx if lstm else (hx,)
     for p in parts:
         if type(p) is not Tensor or p.dtype is not dt or not p.is_cpu or p.shape != shape:
             return None
-    return [p.detach() for p in parts]
+    return [p.detach().reshape(stacked).clone(memory_format=torch.contiguous_format)
+            for p in parts]
 
 
 def _grad_state(hx: Any) -> bool:
@@ -157,7 +160,7 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
     D = 2 if m.bidirectional else 1
     L = m.num_layers
     lstm = mode == "lstm"
-    state = _state(hx, lstm, (L * D, H) if unbatched else (L * D, B, H), dt)
+    state = _state(hx, lstm, (L * D, H) if unbatched else (L * D, B, H), dt, (L * D, B, H))
     if state is None:
         return None
     GH = GATES[mode] * H
@@ -171,26 +174,44 @@ def module_call(m: Any, input: Any, hx: Any, return_gates: Any) -> Any:
     x = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if m.batch_first else x)
     x2 = x.reshape(T * B, x.shape[2])  # time-major rows
     nd = np.dtype(_NP[dt])
-    state = [s.reshape(L * D, B, H) for s in state]
-    finals: list[list[Tensor]] = [[] for _ in state]
+    views = [s.numpy() for s in state]  # (L·D, B, H): each direction's (B, H) is updated in place
+    # A direction's state must be as aligned as the general path's fresh copy (MKL's small GEMMs
+    # may round differently on differently aligned operands, and the paths must agree): the
+    # stack's slices are, where a slice's bytes are a multiple of 64 (torch aligns to 64).
+    aligned = B * H * nd.itemsize % 64 == 0
     for layer in range(L):
         ys = []
         for d in range(D):
             k_ = layer * D + d
-            # Fresh, aligned copies, as the general path makes: MKL's small GEMMs may round
-            # differently on differently aligned operands, and the paths must agree.
-            start = [s[k_].clone(memory_format=torch.contiguous_format) for s in state]
-            ys.append(_direction(k, mode, m.reset_after, x2, groups[k_],
-                                 [s.numpy() for s in start], T, B, H, d == 1, nd))
-            for acc, s in zip(finals, start):
-                acc.append(s)
+            fresh = not aligned and k_ > 0
+            start = [s[k_].clone(memory_format=torch.contiguous_format).numpy() if fresh
+                     else v[k_] for v, s in zip(views, state)]
+            ys.append(_direction(k, mode, m.reset_after, x2, groups[k_], start, T, B, H, d == 1,
+                                 nd))
+            if fresh:
+                for v, s in zip(views, start):
+                    v[k_] = s
         out = torch.from_numpy(ys[0]) if D == 1 else torch.cat(
             [torch.from_numpy(v) for v in ys], dim=2)  # (T, B, D·H)
         x2 = out.view(T * B, D * H)
     y = out.squeeze(1) if unbatched else (out.transpose(0, 1) if m.batch_first else out)
-    hn = [torch.stack(f).squeeze(1) if unbatched else torch.stack(f) for f in finals]
+    hn = [s.squeeze(1) for s in state] if unbatched else state
     _record(m, "fused")
     return y, ((hn[0], hn[1]) if lstm else hn[0])
+
+
+_SIZES: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _sizes(T: int, B: int) -> np.ndarray:
+    """The active rows per step of a call without packing, [B] * T: kept per (T, B) (the loops
+    only read it)."""
+    s = _SIZES.get((T, B))
+    if s is None:
+        if len(_SIZES) > 64:
+            _SIZES.clear()
+        s = _SIZES[(T, B)] = np.full(T, B, np.int64)
+    return s
 
 
 def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, params: tuple,
@@ -200,8 +221,6 @@ def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, para
     holding h0[, c0]) ends as the final state."""
     w_ih, w_hh = params[0].detach(), params[1].detach()
     b_ih, b_hh = (params[2].detach(), params[3].detach()) if len(params) == 4 else (None, None)
-    off = k["common"].off
-    sizes = np.full(T, B, np.int64)
     gru_bn = mode == "gru" and reset_after and b_hh is not None
     if b_ih is None or b_hh is None:
         bias = None
@@ -216,30 +235,32 @@ def _direction(k: dict[str, Any], mode: str, reset_after: bool, x2: Tensor, para
     hw = state[0]
     w = w_hh.contiguous().numpy() if mode.startswith("rnn") else k["heads"].as_heads(
         w_hh, GH // H, H)  # (nh, G·d, d); torch.nn's dense W_hh as one head
+    sizes = _sizes(T, B)
+    Y = G if mode.startswith("rnn") else torch.empty((T, B, H), dtype=x2.dtype).numpy()
+    bn = None
+    if mode == "gru":
+        bn = b_hh[2 * H:].contiguous().numpy() if b_hh is not None and gru_bn else np.zeros(H, nd)
+    # One or two rows: W_hh packed for a GEMV, or split over two threads once it outgrows one
+    # core's L2 (kernels.pair).
+    if not mode.startswith("rnn") and w.shape[0] == 1 and (mode == "lstm" or reset_after) \
+            and k["pair"].usable(B, H, T, GH // H, x2.dtype):
+        if mode == "lstm":
+            k["pair"].lstm(G, hw, state[1], Y, sizes, reverse, w[0])
+        else:
+            k["pair"].gru(G, hw, Y, sizes, reverse, w[0], bn)
+        return Y
+    off = k["common"].off
     o1, o2, o3 = off(nd, 1), off(nd, 2), off(nd, 3)
     if mode == "lstm":
-        cw = state[1]
-        Y = torch.empty((T, B, H), dtype=x2.dtype).numpy()
-        args: tuple = (G, hw, cw, Y, o3, o3, sizes, reverse, False, w, o2, o2, o2, o3, o3, o2, o2,
-                       o3, o3, o3, 0.0, np.empty((2, B, H), nd), o2, o2, np.zeros((2, H), nd))
+        args: tuple = (G, hw, state[1], Y, o3, o3, sizes, reverse, False, w, o2, o2, o2, o3, o3,
+                       o2, o2, o3, o3, o3, 0.0, np.empty((2, B, H), nd), o2, o2,
+                       np.zeros((2, H), nd))
     elif mode == "gru":
-        bn = b_hh[2 * H:].contiguous().numpy() if b_hh is not None and gru_bn else np.zeros(H, nd)
-        Y = torch.empty((T, B, H), dtype=x2.dtype).numpy()
         args = (G, hw, Y, o3, o3, o3, o2, sizes, reverse, False, reset_after, w, bn, o2,
                 np.ones(H, nd), o3, o1, o2, 0.0,
                 np.empty((B, 3 * H if reset_after else 2 * H), nd), o2, np.empty((2, B, H), nd))
-    else:
-        Y = G  # the Elman loop activates G in place: it becomes y
+    else:  # the Elman loop activates G in place: it becomes y
         args = (G, Y, hw, sizes, reverse, mode == "rnn_relu", w, o2, o3, o2)
-    # One or two rows with a W_hh too large for one core's L2: two threads split the units
-    # (kernels.pair; the same bits).
-    dense = not mode.startswith("rnn") and w.shape[0] == 1
-    if dense and mode == "lstm" and k["pair"].usable(B, H, T, 4, x2.dtype):
-        k["pair"].lstm(G, hw, cw, Y, sizes, reverse, w[0])
-        return Y
-    if dense and mode == "gru" and reset_after and k["pair"].usable(B, H, T, 3, x2.dtype):
-        k["pair"].gru(G, hw, Y, sizes, reverse, w[0], bn)
-        return Y
     run = k[mode[:3] if mode.startswith("rnn") else mode].forward
 
     def work(part: int, lo: int, hi: int) -> None:
