@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gatedrnn
+from gatedrnn.engines import step_grad
 from gatedrnn.engines.kernels import gemv, pair
-from gatedrnn.engines.kernels.common import JIT
+from gatedrnn.engines.kernels.common import JIT, prod
 
 U = 2.0 ** -24
 
@@ -160,3 +161,99 @@ def test_the_variants_loop_reads_the_packed_weight(cell, options, monkeypatch) -
         monkeypatch.setattr(pair, "MIN_STEPS", (10 ** 9, 10 ** 9))  # the general loop's product
         want = m(x)[0]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+@numba.njit(**JIT)
+def _prod_rows_of_w(a, w, c, beta):  # common.prod's c = a w + beta c, one compiled caller
+    prod(a, w, c, False, beta, (np.zeros(8, np.int32), np.zeros(2, np.float32)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(R=st.integers(1, 2), K=st.integers(1, 300), N=st.integers(1, 200), beta=st.sampled_from([0.0, 1.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_the_transposed_pack_gives_the_backward_products_bits(R, K, N, beta, seed):
+    """``pack_t(w)`` is ``pack(w.T)`` without the transpose, and ``gemv`` on it gives
+    ``common.prod``'s c = a w + beta c of one or two rows to the bit: both add a's terms to each
+    output in the order of k, one fused multiply-add each."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((R, K)).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    c = rng.standard_normal((R, N)).astype(np.float32)
+    packed = gemv.pack_t(w).copy()
+    assert np.array_equal(packed, gemv.pack(np.ascontiguousarray(w.T)))
+    want = c.copy()
+    _prod_rows_of_w(a, w, want, beta)
+    got = c * np.float32(beta)
+    _gemv(a, packed, got, np.empty((2, gemv.UNITS), np.float32))
+    assert np.array_equal(got, want)
+
+
+# Training of one or two rows: the variants whose backward loops take the packed W_hh^T.
+TRAINED = [("LSTM", {}), ("LSTM", {"proj_size": 8}), ("LSTM", {"peephole": True, "layer_norm": True}),
+           ("LSTM", {"recurrent_dropout": 0.3, "zoneout": 0.1}), ("LSTM", {"bidirectional": True}),
+           ("GRU", {}), ("GRU", {"layer_norm": True}), ("GRU", {"recurrent_dropout": 0.3}),
+           ("GRU", {"zoneout": 0.2, "bidirectional": True})]
+
+
+def _grads(m, x: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    torch.manual_seed(seed)  # the same dropout masks in every run
+    m.zero_grad()
+    x = x.clone().requires_grad_()
+    y, state = m(x)
+    parts = state if isinstance(state, tuple) else (state,)
+    (y.square().sum() + sum(s.sum() for s in parts)).backward()
+    return [y.detach(), x.grad, *(p.grad for p in m.parameters())]
+
+
+@pytest.mark.usefixtures("_two_threads")
+@settings(max_examples=12, deadline=None)
+@given(which=st.integers(0, len(TRAINED) - 1), B=st.sampled_from([1, 2]), H=st.integers(9, 90),
+       extra=st.integers(0, 20), seed=st.integers(0, 99))
+def test_training_of_one_or_two_rows_backward_on_the_packed_weight_keeps_the_bits(which, B, H, extra,
+                                                                                 seed):
+    """Training's backward loops of one or two rows run their product on W_hh^T packed for
+    ``gemv`` (a spy on ``pair.packed_rows_t``) and give the gradients of the loop on
+    ``common.prod`` bit for bit; the forward pass on the packed W_hh agrees with the reference
+    engine (the equations under torch autograd) within float32's rounding."""
+    cell, options = TRAINED[which]
+    torch.manual_seed(seed)
+    ours = getattr(gatedrnn, cell)(5, H, engine="fused", **options)
+    ref = getattr(gatedrnn, cell)(5, H, engine="reference", **options)
+    ref.load_state_dict(ours.state_dict())
+    # (up to step_grad.MAX_STEPS steps a training call runs as one-node steps, not these loops)
+    x = torch.randn(max(pair.MIN_STEPS[B - 1], step_grad.MAX_STEPS + 1) + extra, B, 5)
+    taken: list[bool] = []
+    real = pair.packed_rows_t
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pair, "packed_rows_t", lambda *a: taken.append(real(*a) is not None) or real(*a))
+        packed = _grads(ours, x, seed)
+        patch.setattr(pair, "packed_rows_t", lambda *a: None)
+        plain = _grads(ours, x, seed)
+    want = _grads(ref, x, seed)
+    assert taken and all(taken)
+    for a, b in zip(packed, plain):
+        assert torch.equal(a, b)
+    for a, b in zip(packed, want):  # (a layer norm amplifies float32's rounding: measured 2e-5)
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+def test_the_backward_loop_reads_the_packed_weight(monkeypatch) -> None:
+    """With W_hh^T's pack replaced by zeros, the gradient that flows back through the recurrence
+    (dL/dh_0) changes: the backward loop runs its product on the packed weight (the bit-for-bit
+    test above then shows that it is the right product)."""
+    torch.manual_seed(0)
+    m = gatedrnn.GRU(4, 32, engine="fused")
+    x = torch.randn(pair.MIN_STEPS[0] + 3, 1, 4)
+    real = pair.packed_rows_t
+
+    def zeroed(*args):
+        rows = real(*args)
+        return None if rows is None else (np.zeros_like(rows[0]), *rows[1:])
+
+    grads = []
+    for fake in (zeroed, real):
+        monkeypatch.setattr(pair, "packed_rows_t", fake)
+        h0 = torch.randn(1, 1, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        m(x, h0)[0].sum().backward()
+        grads.append(h0.grad)
+    assert not torch.equal(grads[0], grads[1])

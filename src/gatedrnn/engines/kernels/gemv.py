@@ -9,10 +9,12 @@ input's column of W at a time,
     c[r, j] = fma(a[r, K−1], W[j, K−1], ... fma(a[r, 1], W[j, 1], fma(a[r, 0], W[j, 0], c[r, j])))
 
 so every output is one chain of fused multiply-adds in the order k = 0 … K−1. That order does not
-depend on which outputs share a call, how they are blocked, or the vector width. It is not
-``common.prod``'s order: the loops
-that use this product differ from the others in the last bits of float32 (as torch's GEMV and
-GEMM do), which is why only inference uses it.
+depend on which outputs share a call, how they are blocked, or the vector width. It is not the
+order of ``common.prod``'s dot products (c = a W^T, the forward pass's product): the loops of one
+or two rows that use this product differ from the others in the last bits of float32, as torch's
+GEMV and GEMM do. (The published learning runs train 32 rows or more, which never take it.) It
+is the order of ``common.prod``'s other form, c = a W (rows of W scaled and added, the backward
+pass's δh = δa W_hh): on W^T packed by ``pack_t`` it gives that product's bits.
 
 Layout (``pack``): W's rows padded to blocks of 64 outputs, each block stored k-major::
 
@@ -239,16 +241,12 @@ def _pack_into(w, out):
 _SPARE = threading.local()  # each thread's packing buffer, reused: fresh pages cost more than the copy
 
 
-def pack(w: np.ndarray) -> np.ndarray:
-    """W (N, K) float32 in ``gemv``'s layout, (nblk, K, 64), zeros past row N.
-
-    The result lives in this thread's buffer until its next ``pack``: the loops pack once per
-    call and are done with it before the next (a fresh 1 MB array took 167 µs to pack into,
-    mostly its pages being mapped; the copy itself about 20)."""
-    N = w.shape[0]
+def _buffer(N: int, K: int) -> np.ndarray:
+    """This thread's packing buffer as (nblk, K, 64) for N outputs, 64-byte aligned, the padding
+    outputs of the last block zero."""
     nblk = max(1, -(-N // UNITS))
-    shape = (nblk, w.shape[1], UNITS)
-    size = int(np.prod(shape))
+    shape = (nblk, K, UNITS)
+    size = nblk * K * UNITS
     raw = getattr(_SPARE, "buf", None)
     if raw is None or raw.size < size + 16:
         raw = _SPARE.buf = np.empty(size + 16, np.float32)
@@ -256,6 +254,37 @@ def pack(w: np.ndarray) -> np.ndarray:
     out = raw[lead:lead + size].reshape(shape)
     if N % UNITS:
         out[-1] = 0.0  # padding outputs read zero weights
+    return out
+
+
+def pack(w: np.ndarray) -> np.ndarray:
+    """W (N, K) float32 in ``gemv``'s layout, (nblk, K, 64), zeros past row N.
+
+    The result lives in this thread's buffer until its next ``pack`` or ``pack_t``: the loops
+    pack once per call and are done with it before the next (a fresh 1 MB array took 167 µs to
+    pack into, mostly its pages being mapped; the copy itself about 20)."""
+    out = _buffer(w.shape[0], w.shape[1])
     _pack_into(np.ascontiguousarray(w, np.float32), out)
     return out
 
+
+@numba.njit(**JIT)
+def _pack_t_into(w, out):
+    """out[blk, k, u] = w[k, 64·blk + u]: each block is a strip of w's columns, copied row by
+    row (the padding is the caller's zeros)."""
+    K, N = w.shape
+    for blk in range(out.shape[0]):
+        n0 = blk * UNITS
+        m = min(UNITS, N - n0)
+        ob = out[blk]
+        for k in range(K):
+            ob[k, :m] = w[k, n0:n0 + m]
+
+
+def pack_t(w: np.ndarray) -> np.ndarray:
+    """W^T in ``gemv``'s layout for W (K, N) float32, so that ``gemv`` computes c += a W (the
+    backward pass's δh = δa W_hh): (nblk, K, 64), a strided copy, no transpose. In this thread's
+    buffer, as ``pack``'s result."""
+    out = _buffer(w.shape[1], w.shape[0])
+    _pack_t_into(np.asarray(w, np.float32), out)
+    return out

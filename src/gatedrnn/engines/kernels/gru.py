@@ -76,6 +76,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np
     return z.detach().expand(shape).contiguous().numpy(), off(nd, 1)
 
 
+
 def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n and the buffers
     (G, VN, Q, XH, RS) that the backward pass needs (None where not kept)."""
@@ -127,8 +128,8 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     paired = (not keep and not call.record and ra and whh.shape[0] == 1 and not ln
               and call.m is None and call.zh is None and pair.usable(B, H, T, 3, dt))
 
-    # One or two rows of a variant in inference: W_hh packed for kernels.gemv (pair.packed_rows).
-    if not paired and ra and not keep and whh.shape[0] == 1:
+    # One or two rows of a variant, or in training: W_hh packed for kernels.gemv (pair.packed_rows).
+    if not paired and ra and whh.shape[0] == 1:
         wp = pair.packed_rows(whh[0], B, H, T, 3) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
@@ -203,10 +204,13 @@ def _backward(call: Call, saved, dy, dhn, needs):
     DU = torch.empty_like(G)
     DZ = torch.empty((T, B, 3 * H if ln else H), dtype=dt) if ra else None
     zh, zp = _zone_np(call.zh, (T, B, H), nd)
+    whh = as_heads(w_hh, 3, H)
+    # One or two rows, reset_after: δh̃ on W_hh^T packed for kernels.gemv (the same bits, faster).
+    wpt = pair.packed_rows_t(whh[0], B, H, T, 3) if ra and whh.shape[0] == 1 else None
     args = [  # a list, cleared after the loop: it holds the only other reference to dY
         G.numpy(), as_np(VN, nd, 3), as_np(Q, nd, 3), Y.numpy(), as_np(h0, nd, 2), dY.numpy(),
         dh.numpy(), DU.numpy(), as_np(DZ, nd, 3), call.sizes, call.reverse, ra,
-        as_heads(w_hh, 3, H), as_np(call.m, nd, 2), np.ones(H, nd), zh, zp,
+        whh, as_np(call.m, nd, 2), np.ones(H, nd), zh, zp,
         as_np(lnh if ln else None, nd, 2), as_np(XH, nd, 3), as_np(RS, nd, 2),
     ]
     # Parameter-gradient accumulators per part, summed after: rows never share memory.
@@ -215,7 +219,7 @@ def _backward(call: Call, saved, dy, dhn, needs):
 
     def work(part: int, lo: int, hi: int) -> None:
         steps.backward(*args, as_np(sums[part], nd, 2), dv, np.empty((3, B, H), nd), lo, hi,
-                       gemm_scratch(nd))
+                       gemm_scratch(nd), *(() if wpt is None else (wpt,)))
 
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     args.clear()

@@ -17,7 +17,10 @@ Legend (kernel-local short names):
     VN (T, B, H)  reset_after: v_n = [W_hh (m ⊙ h)]_n + b_hn (after LN_h), kept for backward
     Q  (T, B, H)  reset_after=False: q = r ⊙ (m ⊙ h), the input of the candidate's GEMM (for dW_hn)
     wp            W_hh packed for MKL's packed GEMM (packed.pack_weight; reset_after, dense W_hh
-                  only; then the product runs packed.packed_prod), or size 0 or omitted
+                  only; then the product runs packed.packed_prod), or the gemv pair of one or
+                  two rows (pair.packed_rows), or size 0 or omitted
+    wpt           backward, reset_after: W_hh^T packed for gemv (pair.packed_rows_t, one or two
+                  rows), or omitted; the product packed.step_prod_t gives the same bits either way
     w_hh (nh, 3d, d)  the recurrent weight per head, d = H / nh (heads.as_heads; the dense (3H, H)
                   one arrives as the single head (1, 3H, H)); rows per gate r | z | n. Each
                   product takes a range of gates (W_hrz: gates 0-1, W_hn: gate 2) and runs per
@@ -46,7 +49,7 @@ import numba
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, sigmoid, tanh
 from .heads import headwise_prod, headwise_prod_t
-from .packed import has_packed, packed_or_none, step_prod
+from .packed import has_packed, packed_or_none, step_prod, step_prod_t
 
 
 @numba.njit(**JIT)
@@ -145,7 +148,7 @@ def forward(G, hw, Y, VN, Q, XH, RS, sizes, reverse, keep, reset_after, w_hh, bn
 
 @numba.njit(**JIT)
 def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
-             m, ones, zh, zp, lnh, XH, RS, dlnh, dv, work, lo, hi, scratch):
+             m, ones, zh, zp, lnh, XH, RS, dlnh, dv, work, lo, hi, scratch, wpt=None):
     """BPTT through ``forward``'s steps in reverse order; dh enters as dL/dh_T and leaves as
     dL/dh0. Writes DU = dL/du (zero on inactive rows) and, for reset_after, DZ: with layer norm
     (T, B, 3H) dL/d(W_hh h̃), the gradient of the recurrent GEMM's output; without, only its n third
@@ -175,6 +178,7 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
     tmp = work[0]  # δh̃ before the mask
     dn = work[1]  # reset_after=False: δu_n, contiguous for the GEMM
     dq = work[2]  # reset_after=False: δq
+    wptk = packed_or_none(wpt)  # reset_after: W_hh^T packed for gemv (pair.packed_rows_t), or size 0
     for k in range(T):
         t = k if reverse else T - 1 - k
         n = min(sizes[t], hi)  # this call's active rows are [lo, n)
@@ -219,13 +223,13 @@ def backward(G, VN, Q, Y, h0, dY, dh, DU, DZ, sizes, reverse, reset_after, w_hh,
             DZ[t, max(lo, n):hi] = 0.0
             src = DZ[t] if ln else dv  # δ(W_hh h̃), dense (rows, 3H)
             if mask:
-                headwise_prod_t(src[lo:n], w_hh, tmp[lo:n], 0, 3, H, 0.0, scratch)  # δh̃
+                step_prod_t(src[lo:n], wptk, w_hh, tmp[lo:n], 0, 3, H, 0.0, scratch)  # δh̃
                 for b in range(lo, n):
                     dhb, tb, mb = dh[b], tmp[b], m[b]
                     for j in range(H):
                         dhb[j] += mb[j] * tb[j]
             else:
-                headwise_prod_t(src[lo:n], w_hh, dh[lo:n], 0, 3, H, 1.0, scratch)  # δh += δh̃
+                step_prod_t(src[lo:n], wptk, w_hh, dh[lo:n], 0, 3, H, 1.0, scratch)  # δh += δh̃
         else:
             for b in range(lo, n):
                 row, du = G[t, b], DU[t, b]

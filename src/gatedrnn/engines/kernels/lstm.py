@@ -66,6 +66,7 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     return z.detach().expand(shape).contiguous().numpy()
 
 
+
 def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n, c_n and, when ``keep``,
     the buffers the backward pass needs."""
@@ -115,8 +116,8 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
               and all(v is None for v in (P, call.m, lnh, lnc, call.zh, call.zc))
               and pair.usable(B, H, T, 4, dt))
 
-    # One or two rows of a variant in inference: W_hh packed for kernels.gemv (pair.packed_rows).
-    if not paired and not keep and whh.shape[0] == 1:
+    # One or two rows of a variant, or in training: W_hh packed for kernels.gemv (pair.packed_rows).
+    if not paired and whh.shape[0] == 1:
         wp = pair.packed_rows(whh[0], B, H, T, 4) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
@@ -174,10 +175,13 @@ def _backward(call: Call, saved, dy, dhn, dcn, needs):
     new = torch.zeros if call.packed else torch.empty  # the kernel writes active rows only
     E = new((T, B, Ho), dtype=dt) if proj else None
     R = new((T, B, H), dtype=dt) if proj else None
+    whh = as_heads(w_hh, 4, H)
+    # One or two rows: δz W_hh on W_hh^T packed for kernels.gemv (the same bits, faster).
+    wpt = pair.packed_rows_t(whh[0], B, H, T, 4) if whh.shape[0] == 1 else None
     args = (
         G.numpy(), C.numpy(), as_np(CH, nd, 3), as_np(c0, nd, 2), dY.numpy(), dh.numpy(), dc.numpy(),
         dA.numpy(), DZ.numpy(), as_np(E, nd, 3), as_np(R, nd, 3), call.sizes, call.reverse,
-        as_heads(w_hh, 4, H), as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
+        whh, as_np(w_hr, nd, 2), as_np(P, nd, 2), as_np(call.m, nd, 2),
         _zone_np(call.zh, (T, B, Ho), nd), _zone_np(call.zc, (T, B, H), nd), as_np(lnh, nd, 2),
         as_np(lnc, nd, 2), as_np(XH, nd, 3), as_np(XC, nd, 3), as_np(RS, nd, 3),
     )
@@ -189,7 +193,7 @@ def _backward(call: Call, saved, dy, dhn, dcn, needs):
         acc = [as_np(v, nd, 2) for v in sums[part]]
         steps.backward(*args, *acc, np.empty((3, B, Ho), nd),
                        np.empty((B, H), nd) if proj else off(nd, 2), np.zeros((3, H), nd),
-                       lo, hi, gemm_scratch(nd))
+                       lo, hi, gemm_scratch(nd), *(() if wpt is None else (wpt,)))
 
     split_rows(B, work, POOL_MIN_ROWS, TEAM_MIN_ROWS)
     dP, dlnh, dlnc = (None if a is None else a + b for a, b in zip(*sums))

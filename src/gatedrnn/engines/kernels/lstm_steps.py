@@ -14,7 +14,10 @@ Legend (kernel-local short names):
     Y  (T, B, Ho) outputs, zero where inactive;  C (T, B, H) carried cell per step (training only)
     CH (T, B, H)  c' before cell zoneout (only with zoneout_c; otherwise C is used)
     wp            W_hh packed for MKL's packed GEMM (packed.pack_weight, dense W_hh only; then
-                  the step's product runs packed.packed_prod), or size 0 or omitted
+                  the step's product runs packed.packed_prod), or the gemv pair of one or two
+                  rows (pair.packed_rows), or size 0 or omitted
+    wpt           backward: W_hh^T packed for gemv (pair.packed_rows_t, one or two rows), or
+                  omitted; the product packed.step_prod_t gives the same bits either way
     w_hh (nh, 4d, d)  the recurrent weight per head, d = H / nh (heads.as_heads; the dense
                   (4H, Ho) one arrives as the single head (1, 4H, Ho)); the product runs per head
                   and gate on views of G's gate-major rows (heads.headwise_prod), so everything
@@ -35,8 +38,8 @@ import numba
 # products from heads and packed; numba's cache is keyed on this file, so an edit to them must
 # touch this file too.
 from .common import JIT, layer_norm_row, layer_norm_row_bwd, prod, sigmoid, tanh
-from .heads import headwise_prod, headwise_prod_t
-from .packed import has_packed, packed_or_none, step_prod
+from .heads import headwise_prod
+from .packed import has_packed, packed_or_none, step_prod, step_prod_t
 
 
 @numba.njit(inline="always", **JIT)
@@ -183,7 +186,7 @@ def forward(G, hw, cw, Y, C, CH, sizes, reverse, keep, w_hh, w_hr, P, m, zh, zc,
 
 @numba.njit(**JIT)
 def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr, P, m, zh, zc,
-             lnh, lnc, XH, XC, RS, dP, dlnh, dlnc, work, dr, vec, lo, hi, scratch):
+             lnh, lnc, XH, XC, RS, dP, dlnh, dlnc, work, dr, vec, lo, hi, scratch, wpt=None):
     """BPTT through ``forward``'s steps in reverse order; dh, dc enter as dL/d(final state) and
     leave as dL/d(initial state). Writes dA = dL/da (the gradient of G before activation, zero on
     inactive rows), DZ = dL/d(W_hh h) (DZ is dA without layer norm), E[t] = dL/dĥ (with proj, for
@@ -213,6 +216,7 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
     zero = G.dtype.type(0.0)
     zh_full = zh.size > 1
     zc_full = zc.size > 1
+    wptk = packed_or_none(wpt)  # W_hh^T packed for gemv (pair.packed_rows_t), or size 0
     for k in range(T):
         t = k if reverse else T - 1 - k
         n = min(sizes[t], hi)  # this call's active rows are [lo, n)
@@ -300,7 +304,7 @@ def backward(G, C, CH, c0, dY, dh, dc, dA, DZ, E, R, sizes, reverse, w_hh, w_hr,
         dA[t, max(lo, n):hi] = 0.0
         if ln_h:
             DZ[t, max(lo, n):hi] = 0.0
-        headwise_prod_t(DZ[t, lo:n], w_hh, tmp[lo:n], 0, 4, H, 0.0, scratch)  # δz W_hh
+        step_prod_t(DZ[t, lo:n], wptk, w_hh, tmp[lo:n], 0, 4, H, 0.0, scratch)  # δz W_hh
         if mask or use_zh:
             for b in range(lo, n):
                 dhb, tb = dh[b], tmp[b]

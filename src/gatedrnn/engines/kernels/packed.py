@@ -34,6 +34,7 @@ from numba.extending import overload
 
 from .common import HAVE_TORCH_BLAS, JIT, _lead, prod
 from .gemv import gemv
+from .heads import headwise_prod_t
 
 MODES = ("off", "inference", "always")
 MODE = os.environ.get("GATEDRNN_PACKED_GEMM", "inference")
@@ -153,7 +154,7 @@ def packed_prod(a, wp, w, c, beta, scratch):
 
 def has_packed(wp):
     """Whether ``wp`` (as ``packed_or_none`` gives it) holds a packed W_hh: MKL's (size > 0), or
-    the ``gemv`` pair (packed, tail) of one or two rows in inference."""
+    the ``gemv`` pair (packed, tail) of one or two rows (``pair.packed_rows``)."""
     return wp.shape[0] > 0
 
 
@@ -179,3 +180,24 @@ def _step_prod(a, wp, w, c, beta, scratch):
             gemv(a, wp[0], c, wp[1])
         return rows
     return lambda a, wp, w, c, beta, scratch: packed_prod(a, wp, w, c, beta, scratch)
+
+
+def step_prod_t(a, wpt, R, c, g0, g1, H, beta, scratch):
+    """The backward product c = a R + beta c (beta 0 or 1) of gates g0 … g1 − 1
+    (``heads.headwise_prod_t``); with ``wpt`` the ``gemv`` pair of all the gates' W_hh^T
+    (``pair.packed_rows_t``), ``gemv`` on it. The same bits either way: ``common.prod``'s loop
+    for one or two rows adds a's terms to each output in the order of k, one fused multiply-add
+    each, as ``gemv`` does."""
+    headwise_prod_t(a, R, c, g0, g1, H, beta, scratch)
+
+
+@overload(step_prod_t, jit_options=JIT)  # a call, as step_prod
+def _step_prod_t(a, wpt, R, c, g0, g1, H, beta, scratch):
+    if isinstance(wpt, numba.types.BaseTuple):
+        def rows(a, wpt, R, c, g0, g1, H, beta, scratch):
+            if beta == 0.0:
+                c[:] = 0.0
+            gemv(a, wpt[0], c, wpt[1])
+        return rows
+    return lambda a, wpt, R, c, g0, g1, H, beta, scratch: headwise_prod_t(
+        a, R, c, g0, g1, H, beta, scratch)
