@@ -155,6 +155,23 @@ TABLE: tuple[Row, ...] = (
         training=True, max_work=512, measured_on="epyc"),
     Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
         training=True, max_work=4096, measured_on="epyc"),
+    # LSTM float32 training of one or two rows, 2 threads: the fused loops run both passes'
+    # products on the packed GEMV (kernels.pair: W_hh from 96 steps at one row and 16 at two,
+    # W_hh^T from 16). Xeon, benchmarks/fused_vs_native.py --mode training --peer, fastest of 7,
+    # I = H / 2, torch.nn's time / fused's (native's 0.95-1.02): B = 1, T = 50 H = 32 0.78, 48
+    # 0.95, 64 1.01, 128 1.06, 192 0.98, 224 0.92, 256 0.91, 320 0.77; T = 100 H = 48-192
+    # 1.05-1.23, 224 0.97, 256 1.05, 320 0.64; T = 200 H = 48-192 1.06-1.45, 224 0.98, 256 1.02;
+    # B = 2, T = 50-200 H = 32-192 1.06-1.65, 224-256 1.00-1.09, 320 0.43-0.52 (W_hh past
+    # pair.MIN_BYTES: not packed). Up to step_grad's size (T·B·H <= 4096, T <= 32) a training call
+    # runs as one-node steps, 0.25-0.67 here; T = 40: B = 1 H = 64 0.91, 128 1.09, 192 0.99; B = 2
+    # H = 48-192 1.08-1.12. So fused above that work, for H = 48-150 at B = 1 and 48-200 at
+    # B = 2. One thread, fused won only from T = 200 (1.02-1.28; T = 40-100 0.71-1.20): native.
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, max_batch=1, min_threads=2, min_hidden=48, max_hidden=150, min_work=4097,
+        measured_on="xeon-spr"),
+    Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
+        training=True, min_batch=2, max_batch=2, min_threads=2, min_hidden=48, max_hidden=200,
+        min_work=4097, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=True, max_batch=45, measured_on="xeon-spr"),
     # Packed LSTM training at B = 1, (200, 1, 64, 128): native 3.6 vs fused 4.4 ms; at B = 64

@@ -270,15 +270,23 @@ def pack(w: np.ndarray) -> np.ndarray:
 
 @numba.njit(**JIT)
 def _pack_t_into(w, out):
-    """out[blk, k, u] = w[k, 64·blk + u]: each block is a strip of w's columns, copied row by
-    row (the padding is the caller's zeros)."""
+    """out[blk, k, u] = w[k, 64·blk + u]: w read once, row by row, each row cut into the blocks
+    (the padding is the caller's zeros). (Block by block, with slices, took 2.4x as long: 64 against
+    26 µs at (512, 128); a plain copy of w takes 8.)"""
     K, N = w.shape
-    for blk in range(out.shape[0]):
-        n0 = blk * UNITS
-        m = min(UNITS, N - n0)
-        ob = out[blk]
-        for k in range(K):
-            ob[k, :m] = w[k, n0:n0 + m]
+    full = N // UNITS
+    for k in range(K):
+        row = w[k]
+        for blk in range(full):
+            dst = out[blk, k]
+            base = blk * UNITS
+            for u in range(UNITS):
+                dst[u] = row[base + u]
+        if full < out.shape[0]:
+            dst = out[full, k]
+            base = full * UNITS
+            for u in range(N - base):
+                dst[u] = row[base + u]
 
 
 def pack_t(w: np.ndarray) -> np.ndarray:

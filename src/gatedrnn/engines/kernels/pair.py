@@ -44,6 +44,10 @@ ON = os.environ.get("GATEDRNN_PAIR", "1") != "0"
 # Measured (modules, 2 threads, new / old loop, fastest of 11 interleaved): B = 1, T = 64 0.94-1.07,
 # T = 200 1.11-1.20; B = 2, T = 16 0.96-1.15, T = 32 1.00-1.44, T = 64 1.11-1.75.
 MIN_STEPS = (96, 16)
+# The backward loops' W_hh^T is a copy, not a transpose (gemv.pack_t: 26 µs at H = 128, 0.12 ms
+# at 256), won back in a few steps (1.5-3 µs a step at H = 128); shorter training calls run as
+# one-node steps anyway (step_grad.MAX_STEPS).
+MIN_STEPS_BACKWARD = 16
 
 
 def _l2_bytes() -> int:
@@ -100,12 +104,13 @@ def packed_rows(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple |
 
 
 def packed_rows_t(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple | None:
-    """For the backward loops of one or two rows (``packs``): the ``gemv`` pair (W_hh^T packed,
-    a tail scratch) for their product δa W_hh, or None. That product gives ``common.prod``'s bits
+    """For the backward loops of one or two rows (W_hh below ``MIN_BYTES``, from
+    ``MIN_STEPS_BACKWARD`` steps): the ``gemv`` pair (W_hh^T packed, a tail scratch) for their
+    product δa W_hh, or None. That product gives ``common.prod``'s bits
     (``packed.step_prod_t``), so it serves training too; measured (200 steps, product alone,
     fastest of 15): one row 1.9-2.7x ``common.prod``'s loop at H = 64-256, two rows 3.1-3.8x."""
     if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS \
-            or not packs(B, H, T, gates):
+            or gates * H * H * 4 >= MIN_BYTES or T < MIN_STEPS_BACKWARD:
         return None
     return gemv.pack_t(w_hh), np.empty((2, gemv.UNITS), np.float32)
 
