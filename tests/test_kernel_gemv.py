@@ -225,9 +225,9 @@ def test_training_of_one_or_two_rows_backward_on_the_packed_weight_keeps_the_bit
     ours = getattr(gatedrnn, cell)(5, H, engine="fused", **options)
     ref = getattr(gatedrnn, cell)(5, H, engine="reference", **options).double()
     ref.load_state_dict(ours.state_dict())
-    # (up to step_grad.MAX_STEPS steps a training call runs as one-node steps, not these loops;
-    # at one row the forward pass packs from pair.MIN_STEPS[0] steps, the backward from fewer)
-    x = torch.randn(step_grad.MAX_STEPS + 1 + extra, B, 5)
+    # (at one row the forward pass packs from pair.MIN_STEPS[0] steps, the backward from fewer;
+    # up to step_grad.MAX_STEPS steps a training call runs as one-node steps, not these loops)
+    x = torch.randn(max(pair.MIN_STEPS_BACKWARD, step_grad.MAX_STEPS + 1) + extra, B, 5)
     taken: list[bool] = []
     real = pair.packed_rows_t
     with pytest.MonkeyPatch.context() as patch:

@@ -53,6 +53,8 @@ class Row:
     isa: str | tuple[str, ...] | None = None  # the CPU's vector unit: "avx512", "avx2", "other"
     min_hidden: int = 0  # ... and hidden sizes H of at least this (a step's product grows as H²)
     max_hidden: int | None = None  # ... and of at most this (a row with either needs H known)
+    # ... and calls of at most this many steps T = work / (N·H) (a row with it needs both known)
+    max_steps: int | None = None
     measured_on: str | None = None  # a key of ``MACHINES``: where the row's figures come from
 
 
@@ -68,7 +70,8 @@ def bounds(row: Row) -> str:
     out = []
     for name, lo, hi in (("batch", row.min_batch, row.max_batch), ("hidden", row.min_hidden,
                          row.max_hidden), ("work", row.min_work, row.max_work),
-                         ("threads", row.min_threads, row.max_threads)):
+                         ("threads", row.min_threads, row.max_threads),
+                         ("steps", 0, row.max_steps)):
         if lo != (1 if name == "threads" else 0) or hi is not None:
             out.append(f"{name} {lo}-{'inf' if hi is None else hi}")
     return ", ".join(out) or "none"
@@ -88,6 +91,9 @@ def matches(row: Row, features: Mapping[str, object], batch: int, work: int | No
             work is None or work < row.min_work or (row.max_work is not None and work > row.max_work)):
         return False
     if threads < row.min_threads or (row.max_threads is not None and threads > row.max_threads):
+        return False
+    if row.max_steps is not None and (work is None or not hidden or batch < 1
+                                      or work > row.max_steps * batch * hidden):
         return False
     for key, value in features.items():
         want = getattr(row, key)

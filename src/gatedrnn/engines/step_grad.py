@@ -152,12 +152,17 @@ def cell_call(cell: Any, input: Any, hx: Any) -> Any:
     return _Step.apply(mode, input, h, c, *params)
 
 
-# A module's training call of a few steps as one ``_Step`` per step, layer and direction: below
+# A module's training call of a few steps as one ``_Step`` per step, layer and direction: up to
 # this many steps (T·L·D) that beats the general fused path, whose fixed cost (checks, the engine
 # interface, masks, buffers, one autograd Function around the whole stack) is ~0.3-0.6 ms, and
 # torch.nn's GRU and RNN, whose every step is ~10 autograd nodes (measured, see
-# docs/results/small_calls.md; the LSTM's oneDNN op is one node for the whole sequence).
-MAX_STEPS = 32
+# docs/results/small_calls.md; the LSTM's oneDNN op is one node for the whole sequence). Each
+# step's backward writes whole weight gradients that autograd then sums, so the chain's cost grows
+# by 50-100 µs a step: measured (Xeon, 2 threads, fastest of 25 interleaved, one-node steps /
+# general fused path, B = 1-8, H = 32-128) LSTM T = 2 0.54-0.72, 4 0.66-1.02, 6 0.91-1.28,
+# 8 1.06-1.42, 16 1.54-2.10; GRU T = 2 0.48-0.60, 4 0.56-0.76, 6 0.76-1.31, 8 0.92-1.14,
+# 16 1.34-1.85.
+MAX_STEPS = 5
 MAX_WORK = 4096  # ... and T·B·H: GRU training at (20, 8, 64, 128) ran 7.3 ms so, 4.7 ms fused
 _MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 

@@ -151,8 +151,11 @@ TABLE: tuple[Row, ...] = (
     # runs as one step_grad node 2.1x torch.nn (native 0.9x), at (5, 4, 32, 64) oneDNN wins
     # (native 1.0x, step_grad 0.8x); torch.nn's Elman RNN is cheap up to (5, 4, 32, 64) (native
     # 0.9-1.0x, step_grad 0.77-0.96x, fused 0.67-0.85x) and fused wins at (20, 8, 64, 128) (1.5-2.9x).
+    # The LSTM's one-node steps beat oneDNN's one node for the sequence only up to two steps (Xeon,
+    # 2 threads, fastest of 9, B = 1-4, H = 16-64, torch.nn / fused): T = 1 1.50-1.78, 2 1.15-1.34,
+    # 4 0.85-0.95, 5 0.73-0.79; the general fused path at T = 6-16 0.65-0.80 (native 0.88-1.03).
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
-        training=True, max_work=512, measured_on="epyc"),
+        training=True, max_work=512, max_steps=2, measured_on="xeon-spr"),
     Row("native", device="cpu", kind="RNN", dtype="float32", torch_op=True, simple=True,
         training=True, max_work=4096, measured_on="epyc"),
     # LSTM float32 training of one or two rows, 2 threads: the fused loops run both passes'
@@ -162,10 +165,10 @@ TABLE: tuple[Row, ...] = (
     # 0.95, 64 1.01, 128 1.06, 192 0.98, 224 0.92, 256 0.91, 320 0.77; T = 100 H = 48-192
     # 1.05-1.23, 224 0.97, 256 1.05, 320 0.64; T = 200 H = 48-192 1.06-1.45, 224 0.98, 256 1.02;
     # B = 2, T = 50-200 H = 32-192 1.06-1.65, 224-256 1.00-1.09, 320 0.43-0.52 (W_hh past
-    # pair.MIN_BYTES: not packed). Up to step_grad's size (T·B·H <= 4096, T <= 32) a training call
-    # runs as one-node steps, 0.25-0.67 here; T = 40: B = 1 H = 64 0.91, 128 1.09, 192 0.99; B = 2
-    # H = 48-192 1.08-1.12. So fused above that work, for H = 48-150 at B = 1 and 48-200 at
-    # B = 2. One thread, fused won only from T = 200 (1.02-1.28; T = 40-100 0.71-1.20): native.
+    # pair.MIN_BYTES: not packed). Short calls pay the general path's fixed cost: T = 40, B = 1
+    # H = 64 0.91, 128 1.09, 192 0.99; B = 2 H = 48-192 1.08-1.12. So fused from a work T·B·H of
+    # 4097, for H = 48-150 at B = 1 and 48-200 at B = 2. One thread, fused won only from T = 200
+    # (1.02-1.28; T = 40-100 0.71-1.20): native.
     Row("fused", device="cpu", kind="LSTM", dtype="float32", torch_op=True, simple=True,
         training=True, max_batch=1, min_threads=2, min_hidden=48, max_hidden=150, min_work=4097,
         measured_on="xeon-spr"),

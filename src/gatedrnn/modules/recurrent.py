@@ -274,11 +274,13 @@ class RNNBase(_TorchRNNBase):
         torch_op = self._torch_op() and not return_gates
         training = torch.is_grad_enabled() and (self.weight_ih_l0.requires_grad or data.requires_grad)
         dev = data.device.type
-        if torch_op and checks.autocast_on(dev) and not (
-                self.mode == "LSTM" and training and torch.get_autocast_dtype(dev) == torch.float16):
+        # (torch 2.13's oneDNN LSTM cannot train under float16 autocast: there, the float32 math,
+        # whatever the table says.)
+        no_native = (torch_op and self.mode == "LSTM" and training and checks.autocast_on(dev)
+                     and torch.get_autocast_dtype(dev) == torch.float16)
+        if torch_op and checks.autocast_on(dev) and not no_native:
             # torch's op under autocast runs its products in the autocast dtype (and returns it,
-            # for the LSTM and the RNN): the drop-in gives torch.nn's numbers and dtypes. (torch
-            # 2.13's oneDNN LSTM cannot train under float16 autocast: there, the float32 math.)
+            # for the LSTM and the RNN): the drop-in gives torch.nn's numbers and dtypes.
             return "native"
         packed = isinstance(input, PackedSequence)
         B = (int(input.batch_sizes[0]) if packed else data.shape[0 if self.batch_first else 1]
@@ -292,8 +294,10 @@ class RNNBase(_TorchRNNBase):
                                  triton=stack.triton_ready(self.mode.lower(), data),
                                  work=T * B * self.hidden_size,  # (a plan's borders need it)
                                  hidden=self.hidden_size)
+        if no_native and engine == "native":
+            engine = "fused"
         if engine.startswith("fused") and (B == 0 or not stack.fused_available()):
-            engine = "native" if torch_op else "reference"
+            engine = "native" if torch_op and not no_native else "reference"
         return engine
 
     def _native(self, input: Any, hx: Any) -> Any:

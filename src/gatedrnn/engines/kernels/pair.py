@@ -45,8 +45,7 @@ ON = os.environ.get("GATEDRNN_PAIR", "1") != "0"
 # T = 200 1.11-1.20; B = 2, T = 16 0.96-1.15, T = 32 1.00-1.44, T = 64 1.11-1.75.
 MIN_STEPS = (96, 16)
 # The backward loops' W_hh^T is a copy, not a transpose (gemv.pack_t: 26 µs at H = 128, 0.12 ms
-# at 256), won back in a few steps (1.5-3 µs a step at H = 128); shorter training calls run as
-# one-node steps anyway (step_grad.MAX_STEPS).
+# at 256), won back in ten to twenty steps (1.5-3 µs a step at H = 128).
 MIN_STEPS_BACKWARD = 16
 
 
