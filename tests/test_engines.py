@@ -198,8 +198,17 @@ def test_rule_on_the_cpu() -> None:
         assert _choose(kind=kind, dtype="half", training=True) == "fused-float32"
     for kind in ("GRU", "RNN"):
         assert _choose(kind=kind, batch=64, training=True) == "fused"
-    for cell in ("LSTMCell", "GRUCell"):
-        assert _choose(kind=cell, training=True) == "fused"  # one step_grad node per step
+    def cell_step(cell: str, B: int, H: int) -> str:
+        return dispatch.choose("cpu", cell, "float32", torch_op=True, simple=True, training=True,
+                               batch=B, work=B * H, hidden=H)
+
+    for cell in ("LSTMCell", "GRUCell"):  # one step_grad node per step, up to a size
+        assert cell_step(cell, 8, 64) == cell_step(cell, 16, 128) == "fused"
+        assert cell_step(cell, 4, 256) == "fused"
+        assert cell_step(cell, 64, 128) == cell_step(cell, 2, 512) == "native"
+        assert _choose(kind=cell, training=True) == "native"  # (H unknown: not the step's rows)
+    assert cell_step("GRUCell", 32, 128) == cell_step("GRUCell", 8, 256) == "fused"
+    assert cell_step("LSTMCell", 32, 128) == cell_step("LSTMCell", 8, 256) == "native"
     assert _choose(kind="RNNCell", training=True) == "native"  # torch's ~4-op tanh cell
     for cell in ("LSTMCell", "GRUCell", "RNNCell"):
         assert _choose(kind=cell, training=True, dtype="half") == "native"

@@ -163,9 +163,10 @@ def test_dispatch_work_bound_and_cache() -> None:
     assert dispatch.choose("cpu", "GRU", "float32", work=100, table=table, **kw) == "native"
     assert dispatch.choose("cpu", "GRU", "float32", work=101, table=table, **kw) == "fused"
     assert dispatch.choose("cpu", "GRU", "float32", table=table, **kw) == "fused"  # work unknown
-    first = dispatch.choose("cpu", "GRUCell", "float32", **kw)
-    assert dispatch.choose("cpu", "GRUCell", "float32", **kw) == first == "fused"
-    assert dispatch.choose("cpu", "GRUCell", "half", **kw) == "native"
+    cell = dict(kw, work=64, hidden=64)  # (the cells' step rows read H)
+    first = dispatch.choose("cpu", "GRUCell", "float32", **cell)
+    assert dispatch.choose("cpu", "GRUCell", "float32", **cell) == first == "fused"
+    assert dispatch.choose("cpu", "GRUCell", "half", **cell) == "native"
 
 
 def test_double_backward_over_chained_steps() -> None:

@@ -31,8 +31,25 @@ TABLE: tuple[Row, ...] = (
     # torch.nn's time at B = 1-8, GRUCell 1.49-1.70x. RNNCell: torch's op, whose tanh cell is ~4
     # ops: the one-node step measured 0.81x torch.nn at B = 1 and 8 (interleaved, 15 rounds),
     # torch's op through gatedrnn 0.95-0.99x. Elsewhere torch's op.
+    # The one-node step computes its weight gradients on one thread, where torch's backward runs
+    # MKL's GEMMs on two: it loses as B·H·(I + H) grows. Xeon, 2 threads, fastest of 21
+    # interleaved, 10 steps a round, torch.nn / one-node step (native 0.91-1.11), (B, I, H):
+    # LSTMCell (1, 64, 128) 1.28, (8, 64, 128) 1.11, (16, 64, 128) 1.18, (32, 64, 128) 0.86-0.90,
+    # (16, 32, 64) 1.07, (64, 32, 64) 0.93, (4, 128, 256) 1.09, (8, 128, 256) 0.91-0.98,
+    # (16, 128, 256) 0.91, (32, 128, 256) 0.81, (2, 256, 512) 0.58, (8, 256, 512) 0.89;
+    # GRUCell (1, 64, 128) 1.37, (8, 64, 128) 1.23, (16, 64, 128) 1.14, (32, 64, 128) 1.00-1.09,
+    # (64, 64, 128) 0.90, (16, 32, 64) 1.50, (64, 32, 64) 1.04, (4, 128, 256) 1.13,
+    # (8, 128, 256) 1.04-1.08, (16, 128, 256) 0.88-0.96, (2, 256, 512) 0.78, (8, 256, 512) 0.97.
+    # So the step up to a work B·H of 2048 (LSTMCell) and 4096 (GRUCell) from H = 128 down, and
+    # of 1024 and 2048 at H = 129-256.
     Row("fused", device="cpu", kind=("LSTMCell", "GRUCell"), dtype=("float32", "float64"),
-        torch_op=True, training=True, measured_on="epyc"),
+        torch_op=True, training=True, max_hidden=128, max_work=2048, measured_on="xeon-spr"),
+    Row("fused", device="cpu", kind="GRUCell", dtype=("float32", "float64"), torch_op=True,
+        training=True, max_hidden=128, max_work=4096, measured_on="xeon-spr"),
+    Row("fused", device="cpu", kind=("LSTMCell", "GRUCell"), dtype=("float32", "float64"),
+        torch_op=True, training=True, max_hidden=256, max_work=1024, measured_on="xeon-spr"),
+    Row("fused", device="cpu", kind="GRUCell", dtype=("float32", "float64"), torch_op=True,
+        training=True, max_hidden=256, max_work=2048, measured_on="xeon-spr"),
     Row("native", kind=_CELLS, torch_op=True, training=True, measured_on="epyc"),
     Row("reference", kind=_CELLS, torch_op=False, measured_on="design"),
     # Off the CPU numba cannot run: torch's op (cuDNN) wherever it computes the call.
