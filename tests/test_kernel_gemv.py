@@ -264,3 +264,31 @@ def test_the_backward_loop_reads_the_packed_weight(monkeypatch) -> None:
         m(x, h0)[0].sum().backward()
         grads.append(h0.grad)
     assert not torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_training_of_two_rows_packs_a_weight_of_any_size(cell, monkeypatch) -> None:
+    """Training has no pair, so two rows pack W_hh above the inference border too (here every
+    W_hh is above it); one row keeps the border. The gradients are the unpacked loop's, the
+    outputs within float32's rounding of it."""
+    monkeypatch.setattr(pair, "MIN_BYTES", 0)
+    torch.manual_seed(0)
+    m = getattr(gatedrnn, cell)(5, 24, engine="fused")
+    forward: list[bool] = []
+    backward: list[bool] = []
+    real, real_t = pair.packed_rows, pair.packed_rows_t
+    monkeypatch.setattr(pair, "packed_rows", lambda *a: forward.append(real(*a) is not None) or real(*a))
+    monkeypatch.setattr(pair, "packed_rows_t",
+                        lambda *a: backward.append(real_t(*a) is not None) or real_t(*a))
+    for B, packs in ((2, True), (1, False)):
+        forward.clear()
+        backward.clear()
+        x = torch.randn(pair.MIN_STEPS[0] + 4, B, 5)
+        got = _grads(m, x, 0)
+        assert forward == [packs] and backward == [packs]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pair, "packed_rows", lambda *a: None)
+            patch.setattr(pair, "packed_rows_t", lambda *a: None)
+            want = _grads(m, x, 0)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

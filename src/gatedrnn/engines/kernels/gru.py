@@ -130,7 +130,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
 
     # One or two rows of a variant, or in training: W_hh packed for kernels.gemv (pair.packed_rows).
     if not paired and ra and whh.shape[0] == 1:
-        wp = pair.packed_rows(whh[0], B, H, T, 3) or wp
+        wp = pair.packed_rows(whh[0], B, H, T, 3, keep) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
         if paired:

@@ -118,7 +118,7 @@ def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc,
 
     # One or two rows of a variant, or in training: W_hh packed for kernels.gemv (pair.packed_rows).
     if not paired and whh.shape[0] == 1:
-        wp = pair.packed_rows(whh[0], B, H, T, 4) or wp
+        wp = pair.packed_rows(whh[0], B, H, T, 4, keep) or wp
 
     def steps_of(t0: int, t1: int, g: np.ndarray) -> None:  # steps [t0, t1), g their projection
         if paired:

@@ -86,30 +86,43 @@ def usable(B: int, H: int, T: int, gates: int, dtype: torch.dtype) -> bool:
     """Whether a plain loop of B rows, H units and T steps runs here: float32, the GEMV's rows,
     and a packed W_hh (``packs``) or a split (``split``).
 
-    Not float64: ``common.prod``'s loops serve it (as they serve training, whose bits the
-    published learning runs depend on)."""
+    Not float64: ``common.prod``'s loops serve it."""
     return (dtype == torch.float32 and 0 < B <= SMALL_ROWS and H > 0
             and (packs(B, H, T, gates) or split(B, H, T, gates)))
 
 
-def packed_rows(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple | None:
-    """For the general loops (the variants; the plain cell runs ``lstm``/``gru`` here): the
-    ``gemv`` pair (packed W_hh, a tail scratch) that their per-step product takes in float32 of
-    one or two rows where ``packs`` (inference, and training's forward pass); otherwise None."""
-    if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS \
-            or not packs(B, H, T, gates):
+def _training_packs(B: int, H: int, gates: int) -> bool:
+    """Whether training's loops of B <= 2 rows pack W_hh whatever its size. Training has no pair,
+    so the inference border (``MIN_BYTES``: above it the pair keeps ``common.prod``'s bits) does
+    not apply; above it, measured (modules, forward and backward, 2 threads, torch.nn's time /
+    fused's, packed against not): two rows GRU (50, 2, 320, 640) 1.66 against 1.03,
+    (50, 2, 512, 1024) 1.65 against 1.01, LSTM (100, 2, 160, 320) 0.85 against 0.43; one row
+    level (0.96-1.04), so one row keeps the border (and this thread's buffer stays small)."""
+    return B == 2 or gates * H * H * 4 < MIN_BYTES
+
+
+def packed_rows(w_hh: np.ndarray, B: int, H: int, T: int, gates: int,
+                training: bool = False) -> tuple | None:
+    """For the general loops (the variants, and training; the plain cell's inference runs
+    ``lstm``/``gru`` here): the ``gemv`` pair (packed W_hh, a tail scratch) that their per-step
+    product takes in float32 of one or two rows where ``packs`` (in training: from
+    ``MIN_STEPS`` steps, of any size at two rows, ``_training_packs``); otherwise None."""
+    if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS:
+        return None
+    if not (T >= MIN_STEPS[B - 1] and _training_packs(B, H, gates) if training
+            else packs(B, H, T, gates)):
         return None
     return gemv.pack(w_hh), np.empty((2, gemv.UNITS), np.float32)
 
 
 def packed_rows_t(w_hh: np.ndarray, B: int, H: int, T: int, gates: int) -> tuple | None:
-    """For the backward loops of one or two rows (W_hh below ``MIN_BYTES``, from
+    """For the backward loops of one or two rows (``_training_packs``, from
     ``MIN_STEPS_BACKWARD`` steps): the ``gemv`` pair (W_hh^T packed, a tail scratch) for their
     product δa W_hh, or None. That product gives ``common.prod``'s bits
     (``packed.step_prod_t``), so it serves training too; measured (200 steps, product alone,
     fastest of 15): one row 1.9-2.7x ``common.prod``'s loop at H = 64-256, two rows 3.1-3.8x."""
     if w_hh.dtype != np.float32 or w_hh.ndim != 2 or not 0 < B <= SMALL_ROWS \
-            or gates * H * H * 4 >= MIN_BYTES or T < MIN_STEPS_BACKWARD:
+            or not _training_packs(B, H, gates) or T < MIN_STEPS_BACKWARD:
         return None
     return gemv.pack_t(w_hh), np.empty((2, gemv.UNITS), np.float32)
 
