@@ -269,7 +269,7 @@ def test_the_backward_loop_reads_the_packed_weight(monkeypatch) -> None:
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_training_of_two_rows_packs_a_weight_of_any_size(cell, monkeypatch) -> None:
     """Training has no pair, so two rows pack W_hh above the inference border too (here every
-    W_hh is above it); one row keeps the border. The gradients are the unpacked loop's, the
+    W_hh is above it), up to ``MAX_TRAINING_BYTES``; one row keeps the border. The gradients are the unpacked loop's, the
     outputs within float32's rounding of it."""
     monkeypatch.setattr(pair, "MIN_BYTES", 0)
     torch.manual_seed(0)
@@ -292,3 +292,8 @@ def test_training_of_two_rows_packs_a_weight_of_any_size(cell, monkeypatch) -> N
             want = _grads(m, x, 0)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(pair, "MAX_TRAINING_BYTES", 0)  # ... up to a size
+    forward.clear()
+    backward.clear()
+    _grads(m, torch.randn(pair.MIN_STEPS[0] + 4, 2, 5), 0)
+    assert forward == [False] and backward == [False]
