@@ -95,14 +95,14 @@ MAX_TRAINING_BYTES = 16 << 20
 
 
 def _training_packs(B: int, H: int, gates: int) -> bool:
-    """Whether training's loops of B <= 2 rows pack W_hh whatever its size. Training has no pair,
-    so the inference border (``MIN_BYTES``: above it the pair keeps ``common.prod``'s bits) does
-    not apply; above it, measured (modules, forward and backward, 2 threads, torch.nn's time /
-    fused's, packed against not): two rows GRU (50, 2, 320, 640) 1.66 against 1.03,
-    (50, 2, 512, 1024) 1.65 against 1.01, LSTM (100, 2, 160, 320) 0.85 against 0.43; one row
-    level (0.96-1.04), so one row keeps the border (and this thread's buffer stays small). Two
-    rows pack up to ``MAX_TRAINING_BYTES`` (measured up to 12.6 MB; the packed copy stays in this
-    thread's buffer)."""
+    """Whether training's loops of B <= 2 rows pack W_hh: below ``MIN_BYTES`` as inference does,
+    and at two rows above it too. Training has no pair, so the inference border (above it the
+    pair keeps ``common.prod``'s bits) does not bind it. Above it, measured (modules, forward and
+    backward, 2 threads, torch.nn's time / fused's, packed against not): two rows GRU
+    (50, 2, 320, 640) 1.66 against 1.03, (50, 2, 512, 1024) 1.65 against 1.01, LSTM
+    (100, 2, 160, 320) 0.85 against 0.43; one row level (0.96-1.04), so one row keeps the border
+    (and this thread's buffer stays small). Two rows pack up to ``MAX_TRAINING_BYTES`` (measured
+    up to 12.6 MB; the packed copy stays in this thread's buffer)."""
     size = gates * H * H * 4
     return size < MIN_BYTES or (B == 2 and size <= MAX_TRAINING_BYTES)
 
