@@ -269,8 +269,8 @@ def test_the_backward_loop_reads_the_packed_weight(monkeypatch) -> None:
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_training_of_two_rows_packs_a_weight_of_any_size(cell, monkeypatch) -> None:
     """Training has no pair, so two rows pack W_hh above the inference border too (here every
-    W_hh is above it), up to ``MAX_TRAINING_BYTES``; one row keeps the border. The gradients are the unpacked loop's, the
-    outputs within float32's rounding of it."""
+    W_hh is above it), up to ``MAX_TRAINING_BYTES``; one row keeps the border. The gradients are
+    the unpacked loop's, the outputs within float32's rounding of it."""
     monkeypatch.setattr(pair, "MIN_BYTES", 0)
     torch.manual_seed(0)
     m = getattr(gatedrnn, cell)(5, 24, engine="fused")
