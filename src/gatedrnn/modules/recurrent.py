@@ -276,9 +276,10 @@ class RNNBase(_TorchRNNBase):
         dev = data.device.type
         # (torch 2.13's oneDNN LSTM cannot train under float16 autocast: there, the float32 math,
         # whatever the table says.)
-        no_native = (torch_op and self.mode == "LSTM" and training and checks.autocast_on(dev)
+        autocast = torch_op and checks.autocast_on(dev)
+        no_native = (autocast and self.mode == "LSTM" and training
                      and torch.get_autocast_dtype(dev) == torch.float16)
-        if torch_op and checks.autocast_on(dev) and not no_native:
+        if autocast and not no_native:
             # torch's op under autocast runs its products in the autocast dtype (and returns it,
             # for the LSTM and the RNN): the drop-in gives torch.nn's numbers and dtypes.
             return "native"

@@ -76,7 +76,6 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], nd: np.dtype) -> tuple[np
     return z.detach().expand(shape).contiguous().numpy(), off(nd, 1)
 
 
-
 def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, w_hh, lnh, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n and the buffers
     (G, VN, Q, XH, RS) that the backward pass needs (None where not kept)."""

@@ -66,7 +66,6 @@ def _zone_np(z: Tensor | None, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     return z.detach().expand(shape).contiguous().numpy()
 
 
-
 def _forward(call: Call, xin, w_ih, b_ih, b_hh, h0, c0, w_hh, w_hr, P, lnh, lnc, keep: bool):
     """The forward pass on plain tensors (no autograd). Returns y, h_n, c_n and, when ``keep``,
     the buffers the backward pass needs."""

@@ -165,6 +165,14 @@ def _has_packed(wp):
     return lambda wp: wp.shape[0] > 0
 
 
+@numba.njit(inline="always", **JIT)
+def _on_rows(a, rows, c, beta):
+    """c = a W^T + beta c (beta 0 or 1) by ``gemv`` on its pair (packed W, tail)."""
+    if beta == 0.0:
+        c[:] = 0.0
+    gemv(a, rows[0], c, rows[1])
+
+
 def step_prod(a, wp, w, c, beta, scratch):
     """c = a w^T + beta c (beta 0 or 1) on the packed W_hh ``wp`` (``has_packed``): ``gemv``'s
     product for its pair, else ``packed_prod``."""
@@ -174,11 +182,7 @@ def step_prod(a, wp, w, c, beta, scratch):
 @overload(step_prod, jit_options=JIT)  # a call, not inlined: numba's SSA check warns on nested inlines
 def _step_prod(a, wp, w, c, beta, scratch):
     if isinstance(wp, numba.types.BaseTuple):
-        def rows(a, wp, w, c, beta, scratch):
-            if beta == 0.0:
-                c[:] = 0.0
-            gemv(a, wp[0], c, wp[1])
-        return rows
+        return lambda a, wp, w, c, beta, scratch: _on_rows(a, wp, c, beta)
     return lambda a, wp, w, c, beta, scratch: packed_prod(a, wp, w, c, beta, scratch)
 
 
@@ -194,10 +198,6 @@ def step_prod_t(a, wpt, R, c, g0, g1, H, beta, scratch):
 @overload(step_prod_t, jit_options=JIT)  # a call, as step_prod
 def _step_prod_t(a, wpt, R, c, g0, g1, H, beta, scratch):
     if isinstance(wpt, numba.types.BaseTuple):
-        def rows(a, wpt, R, c, g0, g1, H, beta, scratch):
-            if beta == 0.0:
-                c[:] = 0.0
-            gemv(a, wpt[0], c, wpt[1])
-        return rows
+        return lambda a, wpt, R, c, g0, g1, H, beta, scratch: _on_rows(a, wpt, c, beta)
     return lambda a, wpt, R, c, g0, g1, H, beta, scratch: headwise_prod_t(
         a, R, c, g0, g1, H, beta, scratch)
